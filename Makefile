@@ -1,0 +1,51 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Everything they need is
+# installed by the targets below; heavy builds are cached under $(KVSCALE_CACHE), keyed by version.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
+# The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: demo test check lint typecheck contracts unit setup venv control-plane engine-env clean
+
+demo: setup
+	$(BIN)/kvscale demo
+
+test: setup check
+	$(BIN)/pytest
+
+check: lint typecheck contracts
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+contracts: venv
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+setup: venv control-plane engine-env
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/dev.lock -e '.[dev]'
+	touch $@
+
+control-plane:
+	scripts/build-control-plane.sh
+
+engine-env:
+	scripts/build-engine-env.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

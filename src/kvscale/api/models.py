@@ -1,0 +1,355 @@
+"""Typed models of the InferenceDeployment custom resource (group kvscale.dev, v1alpha1).
+
+Field names are snake_case in Python and camelCase on the wire (aliases). Every optional field
+has a default, and the same default is written into the CRD so the API server fills it in:
+what `kubectl get -o yaml` shows is what the operator acts on.
+
+Validation that needs more than one field (minReplicas <= maxReplicas, swap needs a size) is
+written twice on purpose: as a CEL rule the API server enforces at admission (`cel_rules` in
+the model's schema extras), and as a pydantic validator so objects parsed in tests and in
+`kvscale simulate` obey the same rules. A test checks the two agree on a table of cases.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "kvscale.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceDeployment"
+PLURAL = "inferencedeployments"
+SINGULAR = "inferencedeployment"
+SHORT_NAMES = ("infd",)
+
+# Kubernetes resource.Quantity, as the API server's own regular expression accepts it.
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.32.0"
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/kvscale/kvscale:0.1.0"
+
+
+class _Model(BaseModel):
+    """Base for every part of the resource: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+    # CEL rules for the API server: (rule, message, fieldPath relative to this object or None).
+    cel_rules: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
+
+
+class ModelSource(_Model):
+    """Which model the engine serves."""
+
+    name: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+        description="Hugging Face model id or a path visible to the engine container."
+    )
+    served_name: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="Name clients use in requests (vLLM --served-model-name). Default: name.",
+    )
+
+
+class PreemptionPolicy(enum.StrEnum):
+    """What the engine does with a running request's KV blocks when the cache runs out."""
+
+    RECOMPUTE = "recompute"  # free the blocks; recompute the prefix later (vLLM V1's mode)
+    SWAP = "swap"  # move the blocks to CPU memory (vLLM V1: KV offloading to CPU)
+
+
+class KVCacheDtype(enum.StrEnum):
+    AUTO = "auto"
+    FP8 = "fp8"
+
+
+class Preemption(_Model):
+    """Preemption policy of the engine and, for `swap`, the CPU memory set aside for it."""
+
+    cel_rules: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
+        (
+            "self.policy != 'swap' || (has(self.swapSpaceGiB) && self.swapSpaceGiB > 0)",
+            "swapSpaceGiB is required and must be > 0 when policy is swap",
+            ".swapSpaceGiB",
+        ),
+    )
+
+    policy: PreemptionPolicy = Field(
+        default=PreemptionPolicy.RECOMPUTE,
+        description="recompute: drop and recompute preempted requests; "
+        "swap: offload their KV blocks to CPU memory.",
+    )
+    swap_space_gib: Annotated[float, Field(gt=0, le=4096)] | None = Field(
+        default=None,
+        alias="swapSpaceGiB",
+        description="CPU memory for swapped KV blocks, in GiB (required when policy is swap).",
+    )
+
+    @model_validator(mode="after")
+    def _swap_needs_space(self) -> Preemption:
+        if self.policy is PreemptionPolicy.SWAP and self.swap_space_gib is None:
+            raise ValueError("swapSpaceGiB is required and must be > 0 when policy is swap")
+        return self
+
+
+class Engine(_Model):
+    """The vLLM engine: its image and the arguments that shape its KV cache."""
+
+    image: Annotated[str, Field(min_length=1)] = Field(
+        default=DEFAULT_ENGINE_IMAGE, description="vLLM OpenAI-compatible server image."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="Extra vLLM arguments, appended as given."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8000, description="Port of the engine's HTTP API and /metrics."
+    )
+    block_size: Annotated[int, Field(ge=16, le=1024, multiple_of=16)] = Field(
+        default=16, description="Tokens per KV-cache block (a positive multiple of 16)."
+    )
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.9, description="Fraction of GPU memory the engine may use (0, 1]."
+    )
+    max_num_seqs: Annotated[int, Field(ge=1, le=65536)] = Field(
+        default=256, description="Maximum concurrently running sequences."
+    )
+    max_model_len: Annotated[int, Field(ge=16, le=10_485_760)] | None = Field(
+        default=None, description="Maximum context length in tokens. Default: the model's."
+    )
+    kv_cache_dtype: KVCacheDtype = Field(
+        default=KVCacheDtype.AUTO, description="KV-cache data type: auto or fp8."
+    )
+    enable_prefix_caching: bool = Field(
+        default=True, description="Reuse KV blocks of shared prompt prefixes."
+    )
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1, description="GPUs one engine spans (tensor parallelism)."
+    )
+    preemption: Preemption = Field(
+        default_factory=Preemption, description="Preemption policy when the KV cache is full."
+    )
+    shutdown_grace_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=60,
+        description="How long a terminating engine pod may take to finish in-flight requests.",
+    )
+
+
+class Toleration(_Model):
+    """A pod toleration, as in core/v1."""
+
+    key: str | None = None
+    operator: Annotated[str, Field(pattern=r"^(Exists|Equal)$")] = "Equal"
+    value: str | None = None
+    effect: Annotated[str, Field(pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$")] | None = (
+        None
+    )
+    toleration_seconds: int | None = None
+
+
+class Resources(_Model):
+    """What one replica (one engine pod) asks the scheduler for."""
+
+    gpus_per_replica: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=1, description="nvidia.com/gpu per replica."
+    )
+    cpu: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = Field(
+        default="2", description="CPU request and limit of the engine container."
+    )
+    memory: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = Field(
+        default="8Gi", description="Memory request and limit of the engine container."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the engine pods must run on."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of the engine pods."
+    )
+
+
+class Scaling(_Model):
+    """How the autoscaler sizes the deployment from KV-cache occupancy."""
+
+    cel_rules: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
+        (
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must be less than or equal to maxReplicas",
+            ".minReplicas",
+        ),
+        (
+            "self.panicWindowSeconds <= self.stableWindowSeconds",
+            "panicWindowSeconds must be less than or equal to stableWindowSeconds",
+            ".panicWindowSeconds",
+        ),
+    )
+
+    min_replicas: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=1, description="Fewest replicas, also when idle."
+    )
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=4, description="Most replicas."
+    )
+    target_occupancy: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.7, description="KV-cache occupancy per pod to aim for, in (0, 1]."
+    )
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1, description="No action while observed/target is within 1 +/- tolerance."
+    )
+    stable_window_seconds: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=60, description="Window the normal decision averages over."
+    )
+    panic_window_seconds: Annotated[float, Field(ge=1, le=3600)] = Field(
+        default=6, description="Short window that detects bursts and scales up fast."
+    )
+    panic_threshold: Annotated[float, Field(gt=1, le=100)] = Field(
+        default=2.0, description="Panic when the panic window wants this many times the pods."
+    )
+    max_scale_up_rate: Annotated[float, Field(gt=1, le=1000)] = Field(
+        default=4.0, description="At most this many times the ready pods in one decision."
+    )
+    max_scale_down_rate: Annotated[float, Field(gt=1, le=1000)] = Field(
+        default=2.0, description="At least ready/rate pods remain after one decision."
+    )
+    scale_down_delay_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        default=300, description="Scale down only to the highest size wanted in this window."
+    )
+    tick_seconds: Annotated[float, Field(ge=0.25, le=60)] = Field(
+        default=1.0, description="How often the autoscaler collects reports and decides."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        if self.panic_window_seconds > self.stable_window_seconds:
+            raise ValueError("panicWindowSeconds must be less than or equal to stableWindowSeconds")
+        return self
+
+
+class Sidecar(_Model):
+    """The engine sidecar that reports KV-cache occupancy to the operator."""
+
+    image: Annotated[str, Field(min_length=1)] = Field(
+        default=DEFAULT_SIDECAR_IMAGE, description="kvscale image that runs `kvscale sidecar`."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=9090, description="Port of the sidecar's /v1/occupancy, /metrics and /healthz."
+    )
+    poll_interval_seconds: Annotated[float, Field(ge=0.05, le=60)] = Field(
+        default=0.25, description="How often the sidecar reads the engine's /metrics."
+    )
+
+
+class InferenceDeploymentSpec(_Model):
+    """What the user declares."""
+
+    model: ModelSource
+    replicas: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        default=None,
+        description="Replicas set through the scale subresource (kubectl scale). "
+        "Leave unset in Git: the autoscaler owns the engine Deployment's replicas.",
+    )
+    engine: Engine = Field(default_factory=Engine)
+    resources: Resources = Field(default_factory=Resources)
+    scaling: Scaling = Field(default_factory=Scaling)
+    sidecar: Sidecar = Field(default_factory=Sidecar)
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(enum.StrEnum):
+    READY = "Ready"
+    SCALING_ACTIVE = "ScalingActive"
+    SCALING_LIMITED = "ScalingLimited"
+    METRICS_AVAILABLE = "MetricsAvailable"
+
+
+class Condition(_Model):
+    """A status condition, shaped like metav1.Condition."""
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1, max_length=1024)]
+    message: Annotated[str, Field(max_length=32_768)] = ""
+    last_transition_time: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+
+
+class ScalingEvent(_Model):
+    """One entry of the bounded scaling history in status."""
+
+    time: str = Field(json_schema_extra={"format": "date-time"})
+    from_replicas: Annotated[int, Field(ge=0)]
+    to_replicas: Annotated[int, Field(ge=0)]
+    reason: str
+    occupancy: float | None = None
+
+
+class InferenceDeploymentStatus(_Model):
+    """What the operator observes and reports. Written only through the status subresource."""
+
+    model_config = ConfigDict(frozen=False)
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Engine pods that exist (the Deployment's status.replicas)."
+    )
+    ready_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Engine pods that are ready to serve."
+    )
+    desired_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="What the operator currently wants."
+    )
+    occupancy: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Mean KV-cache demand over capacity of the ready pods."
+    )
+    last_scale_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    selector: str | None = Field(
+        default=None, description="Label selector of the engine pods (for the scale subresource)."
+    )
+    scaling_history: list[ScalingEvent] = Field(
+        default_factory=list, description="The most recent scaling actions, newest last."
+    )
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class InferenceDeployment(BaseModel):
+    """A whole InferenceDeployment object, as read from the API server."""
+
+    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, extra="ignore")
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: InferenceDeploymentSpec
+    status: InferenceDeploymentStatus = Field(default_factory=InferenceDeploymentStatus)
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> InferenceDeployment:
+        """Parse an object as the API server returns it (camelCase, status maybe absent)."""
+        return cls.model_validate(obj)

@@ -1,0 +1,93 @@
+"""The `kvscale` command: one entry point, one subcommand per job.
+
+Each subcommand's implementation lives with the component it drives; this module only parses
+arguments and imports the implementation lazily, so `kvscale --help` stays fast and a subcommand
+never pays for another's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from kvscale.localstack import commands
+
+    return commands.cluster(args)
+
+
+def _node_agent(args: argparse.Namespace) -> int:
+    from kvscale.localstack.nodeagent import main as node_agent_main
+
+    return node_agent_main.run(args)
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from kvscale.api import crd
+
+    sys.stdout.write(crd.render_yaml())
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from kvscale_operator import main as operator_main
+
+    return operator_main.run(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from kvscale import demo
+
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvscale",
+        description="Scale LLM inference on Kubernetes by live KV-cache block occupancy.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cluster = sub.add_parser("cluster", help="a real local Kubernetes control plane")
+    cluster.add_argument("action", choices=["up", "down", "status"])
+    cluster.add_argument("--name", default="kvscale", help="cluster name (default: %(default)s)")
+    cluster.add_argument("--nodes", type=int, default=2, help="local nodes to register")
+    cluster.add_argument(
+        "--gpus-per-node", type=int, default=2, help="fake nvidia.com/gpu capacity per node"
+    )
+    cluster.set_defaults(func=_cluster)
+
+    agent = sub.add_parser("node-agent", help="run pods bound to local nodes as processes")
+    agent.add_argument("--kubeconfig", required=True)
+    agent.add_argument("--nodes", type=int, default=2)
+    agent.add_argument("--gpus-per-node", type=int, default=2)
+    agent.add_argument("--node-prefix", default="local-node")
+    agent.add_argument("--state-dir", required=True, help="where pod logs and state are kept")
+    agent.set_defaults(func=_node_agent)
+
+    crd = sub.add_parser("crd", help="print the InferenceDeployment CRD generated from the models")
+    crd.set_defaults(func=_crd)
+
+    op = sub.add_parser("operator", help="run the kvscale operator (kopf)")
+    op.add_argument("--kubeconfig", default=None, help="default: in-cluster, then $KUBECONFIG")
+    op.add_argument("--namespace", action="append", default=None, help="watch only these")
+    op.add_argument("--metrics-port", type=int, default=0, help="0 turns metrics off")
+    op.add_argument("--verbose", action="store_true")
+    op.set_defaults(func=_operator)
+
+    demo = sub.add_parser("demo", help="the local demo: stack, operator, a model served on vLLM")
+    demo.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
