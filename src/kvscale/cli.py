@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--nodes", type=int, default=2)
     agent.add_argument("--gpus-per-node", type=int, default=2)
     agent.add_argument("--node-prefix", default="local-node")
+    agent.add_argument(
+        "--pod-cidr", default="127.1.0.0/24", help="loopback range pod IPs are taken from"
+    )
     agent.add_argument("--state-dir", required=True, help="where pod logs and state are kept")
     agent.set_defaults(func=_node_agent)
 
