@@ -27,7 +27,7 @@ def _node_agent(args: argparse.Namespace) -> int:
 def _crd(args: argparse.Namespace) -> int:
     from kvscale.api import crd
 
-    sys.stdout.write(crd.render_yaml())
+    sys.stdout.write(crd.render_reference() if args.reference else crd.render_yaml())
     return 0
 
 
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(func=_node_agent)
 
     crd = sub.add_parser("crd", help="print the InferenceDeployment CRD generated from the models")
+    crd.add_argument(
+        "--reference", action="store_true", help="print the Markdown field reference instead"
+    )
     crd.set_defaults(func=_crd)
 
     op = sub.add_parser("operator", help="run the kvscale operator (kopf)")

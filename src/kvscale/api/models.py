@@ -302,7 +302,9 @@ class InferenceDeploymentStatus(_Model):
 
     model_config = ConfigDict(frozen=False)
 
-    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The metadata.generation of the spec this status reflects."
+    )
     replicas: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Engine pods that exist (the Deployment's status.replicas)."
     )
@@ -315,14 +317,32 @@ class InferenceDeploymentStatus(_Model):
     occupancy: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="Mean KV-cache demand over capacity of the ready pods."
     )
-    last_scale_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    last_scale_time: str | None = Field(
+        default=None,
+        description="When the autoscaler last changed the replica count.",
+        json_schema_extra={"format": "date-time"},
+    )
     selector: str | None = Field(
         default=None, description="Label selector of the engine pods (for the scale subresource)."
     )
     scaling_history: list[ScalingEvent] = Field(
         default_factory=list, description="The most recent scaling actions, newest last."
     )
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, ScalingActive, ScalingLimited, MetricsAvailable; one per type.",
+        # A map keyed by type, like metav1.Condition lists: the API server refuses two
+        # conditions of one type, and server-side apply merges them by type.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+    @model_validator(mode="after")
+    def _one_condition_per_type(self) -> InferenceDeploymentStatus:
+        types = [condition.type for condition in self.conditions]
+        duplicates = sorted({kind for kind in types if types.count(kind) > 1})
+        if duplicates:
+            raise ValueError(f"conditions: more than one condition of type {', '.join(duplicates)}")
+        return self
 
 
 class ObjectMeta(BaseModel):
