@@ -1,0 +1,118 @@
+"""The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler).
+
+Finds them in the per-version cache, or builds them with `scripts/build-control-plane.sh` from
+the checkout (a cold build takes minutes; the script is idempotent). Does I/O: reads the file
+system, runs the build script, holds a lock file so two callers never build at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import pathlib
+import subprocess
+from collections.abc import Iterator, Mapping
+
+from kvscale.localstack import paths
+
+KUBE_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.8"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+BUILD_SCRIPT = pathlib.PurePosixPath("scripts/build-control-plane.sh")
+
+
+class BinariesError(RuntimeError):
+    """The binaries are missing and cannot be built here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Binaries:
+    """One directory holding all four control-plane executables."""
+
+    bin_dir: pathlib.Path
+
+    def path(self, component: str) -> pathlib.Path:
+        if component not in COMPONENTS:
+            raise ValueError(f"component = {component!r}: must be one of {', '.join(COMPONENTS)}")
+        return self.bin_dir / component
+
+    def missing(self) -> list[str]:
+        """Components whose executable is absent (empty when complete)."""
+        return [c for c in COMPONENTS if not os.access(self.path(c), os.X_OK)]
+
+
+def cached(environ: Mapping[str, str] | None = None) -> Binaries:
+    """Where the build script puts this version's binaries (they may not be there yet)."""
+    version_dir = f"kube-{KUBE_VERSION}-etcd-{ETCD_VERSION}"
+    return Binaries(paths.cache_root(environ) / "control-plane" / version_dir / "bin")
+
+
+def find(environ: Mapping[str, str] | None = None) -> Binaries | None:
+    """The cached binaries if all four are present, else None."""
+    found = cached(environ)
+    return None if found.missing() else found
+
+
+def build_script() -> pathlib.Path:
+    """The build script of the checkout, or a BinariesError saying why there is none."""
+    root = paths.repo_root()
+    if root is None:
+        raise BinariesError(
+            "the control-plane binaries are not built and this installation has no "
+            f"{BUILD_SCRIPT} (it is not a source checkout); run that script from a kvscale "
+            f"checkout, or put etcd, kube-apiserver, kube-controller-manager and kube-scheduler "
+            f"({KUBE_VERSION}, etcd {ETCD_VERSION}) into {cached().bin_dir}"
+        )
+    script = root / BUILD_SCRIPT
+    if not script.is_file():
+        raise BinariesError(f"the control-plane build script {script} is missing")
+    return script
+
+
+@contextlib.contextmanager
+def _build_lock(lock_path: pathlib.Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        # Blocks while another process builds; that build then satisfies this caller too.
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure(environ: Mapping[str, str] | None = None) -> Binaries:
+    """The binaries, built first when missing (the build's progress goes to stderr)."""
+    present = find(environ)
+    if present is not None:
+        return present
+    script = build_script()
+    env = dict(os.environ if environ is None else environ)
+    env["KVSCALE_KUBE_VERSION"] = KUBE_VERSION
+    env["KVSCALE_ETCD_VERSION"] = ETCD_VERSION
+    with _build_lock(cached(environ).bin_dir.parent.parent / ".build.lock"):
+        present = find(environ)
+        if present is not None:
+            return present
+        result = subprocess.run(
+            ["bash", str(script)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            check=False,
+        )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        raise BinariesError(
+            f"{script} failed with exit code {result.returncode}; its progress log is above "
+            "(stderr)"
+        )
+    built = Binaries(pathlib.Path(lines[-1]))
+    if built.missing():
+        raise BinariesError(
+            f"{script} reported {built.bin_dir} but it lacks {', '.join(built.missing())}"
+        )
+    return built

