@@ -451,29 +451,15 @@ def _start_once(
 ) -> Cluster:
     files = layout.Layout(settings.state_dir)
     deadline = time.monotonic() + settings.start_timeout_s
-    timeout = settings.start_timeout_s
     ports = components.Ports(*network.free_ports(5))
-    plan = components.Plan(
-        name=settings.name,
-        files=files,
-        ports=ports,
-        service_cidr=settings.service_cidr,
-        etcd_data_dir=_etcd_data_dir(files, settings.name),
-    )
     now = datetime.datetime.now(datetime.UTC)
-    bundle = pki.cluster_pki(
-        cluster_name=settings.name,
-        kubernetes_service_ip=network.first_host(settings.service_cidr),
-        now=now,
-    )
-    _write_pki(files, bundle, plan)
     cluster = Cluster(
         name=settings.name,
         state_dir=settings.state_dir,
         ports=ports,
         pod_cidr=network.pod_cidr_for_port(ports.apiserver),
         service_cidr=settings.service_cidr,
-        etcd_data_dir=plan.etcd_data_dir,
+        etcd_data_dir=_etcd_data_dir(files, settings.name),
         nodes=settings.nodes,
         gpus_per_node=settings.gpus_per_node,
         node_prefix=settings.node_prefix,
@@ -483,80 +469,80 @@ def _start_once(
     )
     records: dict[str, process.Record] = {}
     timings: dict[str, float] = {}
-    env = _component_env()
+    mark = time.monotonic()
 
-    def launch(component: str, argv: list[str], component_env: dict[str, str]) -> process.Record:
+    def launch(component: str, argv: list[str], env: dict[str, str]) -> None:
         log = files.log(component)
         log.unlink(missing_ok=True)  # one start, one log: errors quote only this run
-        records[component] = process.spawn(argv, log=log, env=component_env)
+        records[component] = process.spawn(argv, log=log, env=env)
         _save(dataclasses.replace(cluster, processes=dict(records)))
-        return records[component]
 
-    def done(phase: str, since: float) -> float:
+    def wait(component: str, check: Callable[[], health.Result], what: str) -> None:
+        _wait(
+            component,
+            records[component],
+            check,
+            what=what,
+            deadline=deadline,
+            timeout_s=settings.start_timeout_s,
+        )
+
+    def done(phase: str) -> None:
+        nonlocal mark
         now_s = time.monotonic()
-        timings[phase] = round(now_s - since, 2)
+        timings[phase] = round(now_s - mark, 2)
+        mark = now_s
         say(f"  {phase:<24} ready in {timings[phase]:5.1f}s")
-        return now_s
 
-    tls = _admin_tls(files)
     try:
-        mark = time.monotonic()
-        etcd = launch(components.ETCD, components.etcd(bins, plan), env)
-        etcd_url = str(components.health_url(components.ETCD, ports))
-        _wait(
-            components.ETCD,
-            etcd,
-            lambda: health.etcd(etcd_url),
-            what="healthy",
-            deadline=deadline,
-            timeout_s=timeout,
+        plan = components.Plan(
+            name=settings.name,
+            files=files,
+            ports=ports,
+            service_cidr=settings.service_cidr,
+            etcd_data_dir=cluster.etcd_data_dir,
         )
-        mark = done(components.ETCD, mark)
-
-        apiserver = launch(components.APISERVER, components.apiserver(bins, plan), env)
-        readyz = str(components.health_url(components.APISERVER, ports))
-        _wait(
-            components.APISERVER,
-            apiserver,
-            lambda: health.probe(readyz, tls),
-            what="ready (/readyz)",
-            deadline=deadline,
-            timeout_s=timeout,
+        bundle = pki.cluster_pki(
+            cluster_name=settings.name,
+            kubernetes_service_ip=network.first_host(settings.service_cidr),
+            now=now,
         )
-        mark = done(components.APISERVER, mark)
+        _write_pki(files, bundle, plan)
+        tls = _admin_tls(files)
+        env = _component_env()
 
-        started = {
-            components.CONTROLLER_MANAGER: launch(
-                components.CONTROLLER_MANAGER, components.controller_manager(bins, plan), env
-            ),
-            components.SCHEDULER: launch(
-                components.SCHEDULER, components.scheduler(bins, plan), env
-            ),
-        }
-        for component, record in started.items():
-            url = str(components.health_url(component, ports))
-            _wait(
-                component,
-                record,
-                functools.partial(health.probe, url, tls),
-                what="healthy (/healthz)",
-                deadline=deadline,
-                timeout_s=timeout,
+        def probe(component: str) -> Callable[[], health.Result]:
+            return functools.partial(
+                health.probe, str(components.health_url(component, ports)), tls
             )
-        mark = done("controllers+scheduler", mark)
 
+        etcd_url = str(components.health_url(components.ETCD, ports))
+        launch(components.ETCD, components.etcd(bins, plan), env)
+        wait(components.ETCD, functools.partial(health.etcd, etcd_url), "healthy")
+        done(components.ETCD)
+
+        launch(components.APISERVER, components.apiserver(bins, plan), env)
+        wait(components.APISERVER, probe(components.APISERVER), "ready (/readyz)")
+        done(components.APISERVER)
+
+        # Both start before either is waited for: they come up in parallel.
+        launch(components.CONTROLLER_MANAGER, components.controller_manager(bins, plan), env)
+        launch(components.SCHEDULER, components.scheduler(bins, plan), env)
+        wait(components.SCHEDULER, probe(components.SCHEDULER), "healthy (/healthz)")
+        wait(
+            components.CONTROLLER_MANAGER,
+            probe(components.CONTROLLER_MANAGER),
+            "healthy (/healthz)",
+        )
+        done("controllers+scheduler")
         # Pods are refused until the service-account controller has made `default`; waiting for
         # it means "ready" is ready for a first `kubectl apply`.
-        _wait(
+        wait(
             components.CONTROLLER_MANAGER,
-            started[components.CONTROLLER_MANAGER],
-            lambda: _check_default_service_account(ports.apiserver_url, tls),
-            what="creating the default service account",
-            deadline=deadline,
-            timeout_s=timeout,
+            functools.partial(_check_default_service_account, ports.apiserver_url, tls),
+            "creating the default service account",
         )
-        mark = done("default service account", mark)
-
+        done("default service account")
         if settings.node_agent:
             agent_plan = components.NodeAgentPlan(
                 python=pathlib.Path(sys.executable),
@@ -567,22 +553,15 @@ def _start_once(
                 pod_cidr=cluster.pod_cidr,
                 state_dir=files.node_agent_dir,
             )
-            agent = launch(
+            launch(components.NODE_AGENT, components.node_agent(agent_plan), cluster.env())
+            wait(
                 components.NODE_AGENT,
-                components.node_agent(agent_plan),
-                dataclasses.replace(cluster, processes=dict(records)).env(),
-            )
-            _wait(
-                components.NODE_AGENT,
-                agent,
-                lambda: _check_nodes(
-                    ports.apiserver_url, tls, settings.node_prefix, settings.nodes
+                functools.partial(
+                    _check_nodes, ports.apiserver_url, tls, settings.node_prefix, settings.nodes
                 ),
-                what=f"registering {settings.nodes} Ready nodes",
-                deadline=deadline,
-                timeout_s=timeout,
+                f"registering {settings.nodes} Ready nodes",
             )
-            done(components.NODE_AGENT, mark)
+            done(components.NODE_AGENT)
     except BaseException:
         partial = dataclasses.replace(cluster, processes=dict(records))
         _stop_locked(partial, _quiet, grace_s=5.0, node_agent_grace_s=15.0)
