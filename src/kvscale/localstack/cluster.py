@@ -474,7 +474,10 @@ def _start_once(
     def launch(component: str, argv: list[str], env: dict[str, str]) -> None:
         log = files.log(component)
         log.unlink(missing_ok=True)  # one start, one log: errors quote only this run
-        records[component] = process.spawn(argv, log=log, env=env)
+        try:
+            records[component] = process.spawn(argv, log=log, env=env)
+        except OSError as exc:
+            raise ClusterError(f"{component}: cannot execute {argv[0]}: {exc}") from exc
         _save(dataclasses.replace(cluster, processes=dict(records)))
 
     def wait(component: str, check: Callable[[], health.Result], what: str) -> None:

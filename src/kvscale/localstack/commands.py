@@ -64,7 +64,7 @@ def _up(args: argparse.Namespace) -> int:
         _say(f"cluster {exc.cluster.name!r} is already running (started {exc.cluster.started_at})")
         _describe(exc.cluster)
         return 0
-    except (local.ClusterError, binaries.BinariesError) as exc:
+    except (local.ClusterError, binaries.BinariesError, OSError) as exc:
         return _error(str(exc))
     _say(f"cluster {handle.name!r} is up; start took {handle.timings['total']:.1f}s")
     _describe(handle)
@@ -75,7 +75,7 @@ def _down(args: argparse.Namespace) -> int:
     try:
         state_dir = paths.cluster_state_dir(args.name)
         outcomes = local.stop(state_dir, progress=_say)
-    except (ValueError, local.ClusterError) as exc:
+    except (ValueError, OSError, local.ClusterError) as exc:
         return _error(str(exc))
     if not outcomes:
         _say(f"cluster {args.name!r} is not running; nothing to stop")
