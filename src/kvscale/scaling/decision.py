@@ -1,0 +1,416 @@
+"""The autoscaler: from one tick's observations to desired replicas, with a reason. Pure.
+
+`Autoscaler(config).step(now, observations, current) -> Decision`. `now` is seconds on a clock
+that never goes backwards; `current` is the Deployment's spec.replicas (pods that exist or are
+on the way, not only ready ones). The Autoscaler keeps only its windows and its panic state;
+the operator owns one per InferenceDeployment and builds a new one when the settings change.
+
+The algorithm, one tick (Knative's KPA with HPA's tolerance; `demand` explains the demand D):
+
+1. Measure. Classify the pods (ready, starting, pending, terminating) and the ready pods'
+   reports. D = this tick's demand of the ready pods in pods' worth of KV cache; pods under
+   pressure or without a fresh report count as saturated (`demand`).
+2. Hold when there is nothing to decide on: no ready pod, or no ready pod with a fresh report.
+   desired = current (then the bounds, step 9); mode hold; reason hold_pods_starting (no ready
+   pod yet, some on the way), hold_no_data (no reports at all) or hold_stale_data (reports,
+   none fresh). The windows learn nothing from such a tick, but the scale-down delay window
+   records `current`, so after an outage a scale-down still waits a full delay.
+3. Windows. Record D in the stable window (`stable_window_seconds`) and the panic window
+   (`panic_window_seconds`). S and P are their averages (of totals, not of per-pod means: pods
+   joining or leaving move demand between pods, not the total, so the windows stay true while
+   the deployment changes size).
+4. Panic. A trigger is P / target >= panic_threshold x ready. A trigger starts panic or extends
+   it; panic ends at the first tick a stable window after the last trigger.
+5. Wanted.
+   Normal: ratio = S / (ready x target). If |ratio - 1| <= tolerance, wanted = current
+   (within_tolerance). Otherwise wanted = ceil(S / target), which is ceil(ready x observed /
+   target) with observed the mean occupancy per ready pod: scale_up_occupancy (or
+   scale_up_pressure when occupancy alone would not scale up), scale_down, or steady /
+   hold_pods_starting when it equals current.
+   Panic: wanted = max(ceil(P / target), the normal wanted, current): scale_up_panic, or
+   hold_panic (never down while panicking), or hold_pods_starting.
+   Because wanted is compared with current, and current counts starting and pending pods,
+   pods on the way are capacity: a scale-up repeats only when demand outgrows them.
+6. Scale-down delay. Record wanted in a windowed maximum over `scale_down_delay_seconds`
+   (seeded with `current` at the first tick, so a restarted operator does not scale down at
+   once). If wanted < current, wanted = max(wanted, min(current, that maximum));
+   scale_down_delayed. The delay decides *whether* demand stayed low long enough; the rates
+   then decide how fast to go. (KPA records the rate-limited count instead, which makes every
+   rate-limited step of a long scale-down wait a whole delay again.)
+7. Rates (relative to ready, as KPA): wanted <= max(current, ceil(max_scale_up_rate x ready))
+   and wanted >= min(current, floor(ready / max_scale_down_rate)); limited_by_rate. The limits
+   never push the other way than the decision goes.
+8. Missing data. If wanted < current while any ready pod has no fresh report, wanted = current;
+   hold_missing_data. Missing data never scales down.
+9. Bounds. desired = clamp(wanted, max(1, min_replicas), max_replicas); limited_by_min or
+   limited_by_max. The floor is 1 even when minReplicas is 0: with no pod, no report could ask
+   for a scale-up again (scale-from-zero needs a request signal from outside the pods).
+
+The reason is the last step that changed the number (or the step-5 reason when none did); the
+message says, in words, every step that mattered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Iterable
+
+from kvscale.scaling import demand, settings, window
+
+GRANULARITY_SECONDS = 1.0
+"""Bucket width of every window (Knative's too): ticks are at least 0.25 s apart."""
+
+# Float sums of equal shares can land a hair above an integer (2.1 / 0.7 = 3.0000000000000004);
+# without this, ceil would ask for a pod nobody needs and the next tick would take it back.
+_EPSILON = 1e-9
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - _EPSILON * max(1.0, abs(value)))
+
+
+def _floor(value: float) -> int:
+    return math.floor(value + _EPSILON * max(1.0, abs(value)))
+
+
+class Mode(enum.StrEnum):
+    """How the decision was made."""
+
+    NORMAL = "normal"  # the stable window decides, both ways
+    PANIC = "panic"  # a burst: the panic window scales up, nothing scales down
+    HOLD = "hold"  # nothing to decide on (no ready pod, or no fresh report): the size stays
+
+
+class Reason(enum.StrEnum):
+    """Why `desired` is what it is: the last step of the algorithm that set it."""
+
+    SCALE_UP_OCCUPANCY = "scale_up_occupancy"
+    """The stable window's occupancy is above the tolerance band."""
+    SCALE_UP_PRESSURE = "scale_up_pressure"
+    """Above the band only because pods under pressure or without reports count as full."""
+    SCALE_UP_PANIC = "scale_up_panic"
+    """Panicking: the panic window wants more pods."""
+    SCALE_DOWN = "scale_down"
+    """The stable window's occupancy is below the band."""
+    WITHIN_TOLERANCE = "within_tolerance"
+    """Occupancy / target is within 1 +/- tolerance: no change."""
+    STEADY = "steady"
+    """Outside the band, but the pods wanted are the pods there are."""
+    HOLD_PANIC = "hold_panic"
+    """Panicking: no scale-down until a stable window passes without a burst."""
+    HOLD_PODS_STARTING = "hold_pods_starting"
+    """Pods starting or pending already cover what is wanted."""
+    HOLD_NO_DATA = "hold_no_data"
+    """No ready pod, or no report from any ready pod: the size stays."""
+    HOLD_STALE_DATA = "hold_stale_data"
+    """Reports exist, but none is fresh, healthy and valid: the size stays."""
+    HOLD_MISSING_DATA = "hold_missing_data"
+    """A scale-down refused because some ready pods have no fresh report."""
+    SCALE_DOWN_DELAYED = "scale_down_delayed"
+    """A scale-down held to the most wanted within the scale-down delay."""
+    LIMITED_BY_RATE = "limited_by_rate"
+    """Held to the maximum scale-up or scale-down rate."""
+    LIMITED_BY_MIN = "limited_by_min"
+    """Raised to minReplicas (or to 1)."""
+    LIMITED_BY_MAX = "limited_by_max"
+    """Lowered to maxReplicas."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What one tick decided, and why."""
+
+    desired: int
+    """The replicas to set."""
+    current: int
+    """The replicas asked for before this tick (the Deployment's spec.replicas)."""
+    ready: int
+    starting: int
+    pending: int
+    mode: Mode
+    reason: Reason
+    message: str
+    """The decision in words, for events, status and logs."""
+    wanted: int
+    """What step 5 asked for, before the delay, rates, missing data and bounds."""
+    occupancy: float | None
+    """This tick's mean occupancy of the ready pods with fresh reports."""
+    stable_occupancy: float | None
+    """The stable window's demand per ready pod (pressure and missing reports counted full)."""
+    panic_occupancy: float | None
+    """The panic window's demand per ready pod."""
+    unreported: tuple[str, ...]
+    """Ready pods without a fresh report this tick."""
+    removal_order: tuple[str, ...]
+    """Ready pods with a known load, least loaded first (for pod-deletion-cost)."""
+
+    @property
+    def change(self) -> int:
+        """desired - current: positive to scale up, negative to scale down."""
+        return self.desired - self.current
+
+
+_OLD_OR_BAD = (demand.Freshness.STALE, demand.Freshness.UNHEALTHY, demand.Freshness.INVALID)
+"""Reports that exist but cannot be used: the hold is hold_stale_data, not hold_no_data."""
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"
+
+
+class Autoscaler:
+    """The decision for one InferenceDeployment: its windows, its panic state, its settings."""
+
+    def __init__(self, config: settings.ScalingSettings) -> None:
+        self.config = config
+        """The settings every tick uses."""
+        self._stable = window.Average(config.stable_window_seconds, GRANULARITY_SECONDS)
+        """Demand D over the stable window."""
+        self._panic = window.Average(config.panic_window_seconds, GRANULARITY_SECONDS)
+        """Demand D over the panic window."""
+        self._stable_occupancy = window.Average(config.stable_window_seconds, GRANULARITY_SECONDS)
+        """Demand by occupancy alone over the stable window: tells occupancy from pressure."""
+        self._delay: window.Maximum | None = None
+        """Wanted (before the rate limits) over the scale-down delay; None when it is 0."""
+        if config.scale_down_delay_seconds > 0:
+            self._delay = window.Maximum(config.scale_down_delay_seconds, GRANULARITY_SECONDS)
+        self._last_trigger: float | None = None
+        """When the panic window last crossed the threshold; None when not panicking."""
+        self._seeded = False
+        """Whether the delay window has been given `current` at the first tick."""
+
+    @property
+    def panicking(self) -> bool:
+        return self._last_trigger is not None
+
+    def step(
+        self, now: float, observations: Iterable[demand.Observation], current: int
+    ) -> Decision:
+        """Decide at `now` from this tick's observations; `current` is spec.replicas."""
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise ValueError(f"now = {now!r}, must be a finite number of seconds")
+        if isinstance(current, bool) or not isinstance(current, int) or current < 0:
+            raise ValueError(f"current = {current!r}, must be an integer, at least 0")
+        measured = demand.measure(now, observations, self.config)
+        if not self._seeded and self._delay is not None:
+            self._delay.record(now, current)
+        self._seeded = True
+        if measured.demand is None or measured.occupancy_demand is None:
+            return self._hold(now, measured, current)
+        return self._decide(now, measured, measured.demand, measured.occupancy_demand, current)
+
+    def _hold(self, now: float, measured: demand.Signal, current: int) -> Decision:
+        """Step 2: nothing to decide on; keep `current`, within the bounds."""
+        on_the_way = measured.num_starting + measured.num_pending
+        if measured.num_ready == 0 and on_the_way > 0:
+            reason = Reason.HOLD_PODS_STARTING
+            why = f"no ready pod yet, {_pods(on_the_way)} starting or pending"
+        elif measured.num_ready == 0:
+            reason = Reason.HOLD_NO_DATA
+            why = "no ready pod"
+        elif any(r.freshness in _OLD_OR_BAD for r in measured.unreported):
+            reason = Reason.HOLD_STALE_DATA
+            why = "no fresh report: " + _unreported(measured)
+        elif measured.unreported:
+            reason = Reason.HOLD_NO_DATA
+            why = "no report from any ready pod: " + _unreported(measured)
+        else:
+            reason = Reason.HOLD_NO_DATA
+            why = "no ready pod was polled this tick"
+        if self._delay is not None:
+            self._delay.record(now, current)
+        parts = [f"{why}; keeping {current}"]
+        desired, reason = self._bounds(current, reason, parts)
+        return Decision(
+            desired=desired,
+            current=current,
+            ready=measured.num_ready,
+            starting=measured.num_starting,
+            pending=measured.num_pending,
+            mode=Mode.HOLD,
+            reason=reason,
+            message="; ".join(parts),
+            wanted=current,
+            occupancy=measured.occupancy,
+            stable_occupancy=self._per_ready(self._stable.average(now), measured.num_ready),
+            panic_occupancy=self._per_ready(self._panic.average(now), measured.num_ready),
+            unreported=tuple(r.pod for r in measured.unreported),
+            removal_order=measured.removal_order,
+        )
+
+    def _decide(
+        self,
+        now: float,
+        measured: demand.Signal,
+        total: float,
+        occupancy_demand: float,
+        current: int,
+    ) -> Decision:
+        """Steps 3 to 9."""
+        config = self.config
+        ready = measured.num_ready
+        target = config.target_occupancy
+
+        # 3. Windows.
+        self._stable.record(now, total)
+        self._panic.record(now, total)
+        self._stable_occupancy.record(now, occupancy_demand)
+        stable = self._stable.average(now)
+        panic = self._panic.average(now)
+        by_occupancy = self._stable_occupancy.average(now)
+        if stable is None or panic is None or by_occupancy is None:
+            raise AssertionError("a window is empty right after a value was recorded in it")
+
+        # 4. Panic.
+        panic_pods = panic / target
+        if panic_pods >= config.panic_threshold * ready * (1 - _EPSILON):
+            self._last_trigger = now
+        elif self._last_trigger is not None and (
+            now - self._last_trigger >= config.stable_window_seconds
+        ):
+            self._last_trigger = None
+
+        # 5. Wanted.
+        parts: list[str] = []
+        stable_occupancy = stable / ready
+        ratio = stable_occupancy / target
+        pressure = self._pressure_note(measured)
+        level = (
+            f"stable occupancy {stable_occupancy:.2f} per ready pod vs target {target:.2f} "
+            f"({_pods(ready)} ready of {current}{pressure})"
+        )
+        if abs(ratio - 1) <= config.tolerance + _EPSILON:
+            wanted, reason = current, Reason.WITHIN_TOLERANCE
+            parts.append(f"{level} is within {config.tolerance:.0%} of the target")
+        else:
+            wanted = _ceil(stable / target)
+            if wanted > current:
+                if self._occupancy_says_up(by_occupancy, ready, current):
+                    reason = Reason.SCALE_UP_OCCUPANCY
+                else:
+                    reason = Reason.SCALE_UP_PRESSURE
+            elif wanted < current:
+                reason = Reason.SCALE_DOWN
+            elif current > ready and wanted > ready:
+                reason = Reason.HOLD_PODS_STARTING
+            else:
+                reason = Reason.STEADY
+            parts.append(f"{level}: {_pods(wanted)} wanted")
+        if self.panicking:
+            panic_wanted = _ceil(panic_pods)
+            parts.append(
+                f"panic: the {config.panic_window_seconds:g} s window wants "
+                f"{_pods(panic_wanted)}, {panic_pods / ready:.1f}x the ready; no scale-down "
+                f"until {config.stable_window_seconds:g} s pass without a burst"
+            )
+            normal_wanted = wanted
+            wanted = max(panic_wanted, normal_wanted, current)
+            if wanted > current:
+                reason = Reason.SCALE_UP_PANIC
+            elif current > ready and max(panic_wanted, normal_wanted) > ready:
+                reason = Reason.HOLD_PODS_STARTING
+            else:
+                reason = Reason.HOLD_PANIC
+        if reason is Reason.HOLD_PODS_STARTING:
+            on_the_way = current - ready
+            parts.append(f"already covered by the {_pods(on_the_way)} on the way")
+        proposed = wanted
+
+        # 6. Scale-down delay: has demand stayed low for a whole delay?
+        if self._delay is not None:
+            self._delay.record(now, proposed)
+            recent = self._delay.maximum(now)
+            if recent is not None and proposed < current:
+                held = min(current, int(recent))
+                if held > proposed:
+                    proposed, reason = held, Reason.SCALE_DOWN_DELAYED
+                    parts.append(
+                        f"scale-down delayed: {held} wanted within the last "
+                        f"{config.scale_down_delay_seconds:g} s"
+                    )
+
+        # 7. Rates: how far one decision may go.
+        up_limit = max(current, _ceil(config.max_scale_up_rate * ready))
+        down_limit = min(current, _floor(ready / config.max_scale_down_rate))
+        if proposed > up_limit:
+            proposed, reason = up_limit, Reason.LIMITED_BY_RATE
+            parts.append(
+                f"limited by maxScaleUpRate {config.max_scale_up_rate:g} to {up_limit} "
+                f"({_pods(ready)} ready)"
+            )
+        elif proposed < down_limit:
+            proposed, reason = down_limit, Reason.LIMITED_BY_RATE
+            parts.append(
+                f"limited by maxScaleDownRate {config.max_scale_down_rate:g} to {down_limit} "
+                f"({_pods(ready)} ready)"
+            )
+
+        # 8. Missing data never scales down.
+        if proposed < current and measured.unreported:
+            proposed, reason = current, Reason.HOLD_MISSING_DATA
+            parts.append(
+                f"no scale-down while a ready pod has no fresh report ({_unreported(measured)})"
+            )
+        elif measured.unreported:
+            parts.append(f"counted as full: {_unreported(measured)}")
+
+        # 9. Bounds.
+        desired, reason = self._bounds(proposed, reason, parts)
+        return Decision(
+            desired=desired,
+            current=current,
+            ready=ready,
+            starting=measured.num_starting,
+            pending=measured.num_pending,
+            mode=Mode.PANIC if self.panicking else Mode.NORMAL,
+            reason=reason,
+            message="; ".join(parts),
+            wanted=wanted,
+            occupancy=measured.occupancy,
+            stable_occupancy=stable_occupancy,
+            panic_occupancy=panic / ready,
+            unreported=tuple(r.pod for r in measured.unreported),
+            removal_order=measured.removal_order,
+        )
+
+    def _occupancy_says_up(self, by_occupancy: float, ready: int, current: int) -> bool:
+        """Would occupancy alone (no pressure, missing pods like the others) scale up?"""
+        ratio = by_occupancy / (ready * self.config.target_occupancy)
+        outside = abs(ratio - 1) > self.config.tolerance + _EPSILON
+        return outside and _ceil(by_occupancy / self.config.target_occupancy) > current
+
+    @staticmethod
+    def _pressure_note(measured: demand.Signal) -> str:
+        pressured = measured.num_pressured
+        if not pressured:
+            return ""
+        return f", {pressured} under pressure from queue or preemptions, counted as full"
+
+    def _bounds(self, value: int, reason: Reason, parts: list[str]) -> tuple[int, Reason]:
+        """Step 9: clamp to [max(1, minReplicas), maxReplicas]."""
+        config = self.config
+        floor = max(1, config.min_replicas)
+        if value < floor:
+            why = f"minReplicas {config.min_replicas}"
+            if config.min_replicas < 1:
+                why += " (the autoscaler keeps 1: without pods, no report can ask to scale up)"
+            parts.append(f"raised to {floor} by {why}")
+            return floor, Reason.LIMITED_BY_MIN
+        if value > config.max_replicas:
+            parts.append(f"lowered to {config.max_replicas} by maxReplicas")
+            return config.max_replicas, Reason.LIMITED_BY_MAX
+        return value, reason
+
+    @staticmethod
+    def _per_ready(total: float | None, ready: int) -> float | None:
+        return None if total is None or ready == 0 else total / ready
+
+
+def _unreported(measured: demand.Signal) -> str:
+    """The unreported ready pods and why, briefly (at most three named)."""
+    unreported = measured.unreported
+    named = ", ".join(f"{r.pod}: {r.detail}" for r in unreported[:3])
+    more = len(unreported) - 3
+    return named + (f", and {more} more" if more > 0 else "")
