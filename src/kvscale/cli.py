@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pod-cidr", default="127.1.0.0/24", help="loopback range pod IPs are taken from"
     )
     agent.add_argument("--state-dir", required=True, help="where pod logs and state are kept")
+    agent.add_argument(
+        "--crashloop-backoff-initial",
+        type=float,
+        default=10.0,
+        help="seconds before the second restart in a row, doubling after (kubelet: 10)",
+    )
+    agent.add_argument(
+        "--crashloop-backoff-max",
+        type=float,
+        default=300.0,
+        help="cap on the crash-loop backoff, seconds (kubelet: 300)",
+    )
     agent.set_defaults(func=_node_agent)
 
     crd = sub.add_parser("crd", help="print the InferenceDeployment CRD generated from the models")
