@@ -43,6 +43,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
+def _sidecar(args: argparse.Namespace) -> int:
+    from kvscale_sidecar import main as sidecar_main
+
+    return sidecar_main.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvscale",
@@ -98,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the local demo: stack, operator, a model served on vLLM")
     demo.add_argument("--keep", action="store_true", help="leave the stack running at the end")
     demo.set_defaults(func=_demo)
+
+    # The sidecar's flags live with its settings (a small pure module, cheap to import).
+    from kvscale_sidecar import settings as sidecar_settings
+
+    sidecar = sub.add_parser("sidecar", help="serve an engine's KV-cache occupancy report")
+    sidecar_settings.add_arguments(sidecar)
+    sidecar.set_defaults(func=_sidecar)
     return parser
 
 

@@ -1,0 +1,122 @@
+"""The sidecar's own Prometheus metrics, built from an occupancy report. Pure.
+
+Names follow Prometheus conventions: a `kvscale_` prefix, no colons, base units, `_total` on
+counters, `_ratio` for 0..1 values. The engine's numbers are exported only while the engine is
+`ok`: a stale value would look current to an alert, so when the engine is not ok its series are
+absent and `kvscale_engine_health{state=...}` and `kvscale_engine_sample_age_seconds` say why.
+Pod and namespace are not labels here; Prometheus adds them from the scrape target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import core, metrics_core
+
+from kvscale import report
+
+
+def families(
+    current: report.OccupancyReport, outcome_counts: Mapping[str, int]
+) -> list[metrics_core.Metric]:
+    """Every metric family the sidecar serves, for the report `current`."""
+    health = core.GaugeMetricFamily(
+        "kvscale_engine_health",
+        "1 for the engine's current state as the sidecar sees it, 0 for the others.",
+        labels=["state"],
+    )
+    for state in report.Health:
+        health.add_metric([state.value], 1.0 if current.health is state else 0.0)
+    scrapes = core.CounterMetricFamily(
+        "kvscale_sidecar_scrapes",
+        "Scrapes of the engine by the sidecar, by outcome.",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(outcome_counts.items()):
+        scrapes.add_metric([outcome], float(count))
+    result: list[metrics_core.Metric] = [health, scrapes]
+    if current.age_seconds is not None:
+        result.append(
+            core.GaugeMetricFamily(
+                "kvscale_engine_sample_age_seconds",
+                "Seconds since the last good sample of the engine's metrics.",
+                value=current.age_seconds,
+            )
+        )
+    if current.health is report.Health.OK:
+        result.extend(_engine(current))
+    return result
+
+
+def _engine(current: report.OccupancyReport) -> list[metrics_core.Metric]:
+    # A report with health ok carries every required number (the report model enforces it).
+    assert current.num_gpu_blocks is not None
+    assert current.num_used_blocks is not None
+    assert current.usage_ratio is not None
+    assert current.block_size is not None
+    assert current.kv_capacity_tokens is not None
+    assert current.num_requests_running is not None
+    assert current.num_requests_waiting is not None
+    assert current.preemptions_total is not None
+    blocks = core.GaugeMetricFamily(
+        "kvscale_engine_kv_blocks",
+        "KV-cache blocks by state; they add up to the pool (one block is vLLM's reserved null "
+        "block).",
+        labels=["state"],
+    )
+    usable = current.num_gpu_blocks - 1
+    blocks.add_metric(["used"], float(current.num_used_blocks))
+    blocks.add_metric(["free"], float(usable - current.num_used_blocks))
+    blocks.add_metric(["reserved"], 1.0)
+    requests = core.GaugeMetricFamily(
+        "kvscale_engine_requests", "Requests in the engine by state.", labels=["state"]
+    )
+    requests.add_metric(["running"], float(current.num_requests_running))
+    requests.add_metric(["waiting"], float(current.num_requests_waiting))
+    result: list[metrics_core.Metric] = [
+        blocks,
+        core.GaugeMetricFamily(
+            "kvscale_engine_kv_usage_ratio",
+            "Used KV blocks over usable blocks (vLLM's kv_cache_usage_perc).",
+            value=current.usage_ratio,
+        ),
+        core.GaugeMetricFamily(
+            "kvscale_engine_kv_block_size_tokens",
+            "Tokens per KV block.",
+            value=float(current.block_size),
+        ),
+        core.GaugeMetricFamily(
+            "kvscale_engine_kv_capacity_tokens",
+            "Tokens the engine's usable KV blocks hold.",
+            value=float(current.kv_capacity_tokens),
+        ),
+        requests,
+        core.CounterMetricFamily(
+            "kvscale_engine_preemptions",
+            "The engine's preemption counter as last seen (starts again at 0 with the engine).",
+            value=float(current.preemptions_total),
+        ),
+    ]
+    optional = (
+        (
+            "kvscale_engine_prefix_cache_hit_ratio",
+            "Prefix-cache hit tokens over queried tokens, over the rate window.",
+            current.prefix_cache_hit_ratio,
+        ),
+        (
+            "kvscale_engine_offload_usage_ratio",
+            "Fraction of the CPU offload cache in use by transfers.",
+            current.offload_usage_ratio,
+        ),
+        (
+            "kvscale_engine_offload_capacity_bytes",
+            "Bytes of CPU memory configured for KV offloading.",
+            None
+            if current.offload_capacity_bytes is None
+            else float(current.offload_capacity_bytes),
+        ),
+    )
+    for name, documentation, value in optional:
+        if value is not None:
+            result.append(core.GaugeMetricFamily(name, documentation, value=value))
+    return result

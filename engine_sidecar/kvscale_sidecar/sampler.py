@@ -1,0 +1,234 @@
+"""The sidecar's state machine: scrape outcomes in, occupancy reports out. Pure.
+
+The poll loop hands every scrape's outcome to `Sampler.observe` with the time it ended; a request
+for the report calls `Sampler.report(now)`. Neither does I/O or reads a clock.
+
+Health follows the latest outcome:
+
+| latest outcome                                   | engine never up | engine was up |
+|--------------------------------------------------|-----------------|---------------|
+| no connection, reset, timeout                    | starting        | unreachable   |
+| /health answers 503                              | starting        | unreachable   |
+| /health answers something else than 200 or 503   | bad_metrics     | bad_metrics   |
+| /health 200, /metrics not 200 or not text        | bad_metrics     | bad_metrics   |
+| /health 200, /metrics lacks or garbles a metric  | bad_metrics     | bad_metrics   |
+| /health 200, /metrics complete                   | ok              | ok            |
+
+"Up" means /health once answered 200. The numbers in a report are always the last good sample's,
+with its time and age; a bad outcome never erases them and never turns them into zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kvscale import report
+from kvscale_sidecar import rates, vllm_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """No connection could be made (nothing listens, host unreachable, name unknown)."""
+
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TimedOut:
+    """The engine did not answer within the scrape timeout."""
+
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """A connection was made but broke, or the answer was not HTTP."""
+
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Unhealthy:
+    """/health answered, but not 200 (vLLM answers 503 while its engine is not serving)."""
+
+    status: int
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Answered:
+    """/health answered 200 and /metrics answered: its status, and its body when it is text."""
+
+    status: int
+    text: str | None
+    detail: str = ""
+    """Why `text` is None (body too large, not UTF-8), or what was fetched."""
+
+
+Outcome = Refused | TimedOut | Failed | Unhealthy | Answered
+
+# Labels for the sidecar's own count of scrape outcomes.
+OUTCOME_LABELS = ("ok", "bad_metrics", "refused", "timeout", "failed", "unhealthy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who the reports are about."""
+
+    pod: str
+    namespace: str | None
+    model: str | None
+    """The configured served-model name; None to take the engine's `model_name` label."""
+    engine_url: str
+
+
+class Sampler:
+    """Holds the last good sample, the counters' windows and the current health.
+
+    Fields (all private, read through `report`):
+    - `_health`, `_reason`: what the latest outcome said;
+    - `_ever_up`: /health has answered 200 at least once;
+    - `_sample`, `_sampled_at`: the last good sample and when it was taken;
+    - `_checked_at`: when the latest outcome, of any kind, arrived;
+    - one `rates.CounterWindow` per counter the report turns into a rate;
+    - `outcome_counts`: how many scrapes ended each way (for the sidecar's own metrics).
+    """
+
+    def __init__(self, identity: Identity, rate_window_seconds: float) -> None:
+        self.identity = identity
+        self._health = report.Health.STARTING
+        self._reason = "no scrape of the engine yet"
+        self._ever_up = False
+        self._sample: vllm_metrics.EngineSample | None = None
+        self._sampled_at: float | None = None
+        self._checked_at: float | None = None
+        self._preemptions = rates.CounterWindow(rate_window_seconds)
+        self._prefix_queries = rates.CounterWindow(rate_window_seconds)
+        self._prefix_hits = rates.CounterWindow(rate_window_seconds)
+        self._offload_stores = rates.CounterWindow(rate_window_seconds)
+        self._offload_loads = rates.CounterWindow(rate_window_seconds)
+        self.outcome_counts = dict.fromkeys(OUTCOME_LABELS, 0)
+
+    @property
+    def health(self) -> report.Health:
+        return self._health
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def observe(self, outcome: Outcome, now: float) -> report.Health:
+        """Take one scrape's outcome, which ended at `now`; return the health it leads to."""
+        self._checked_at = now
+        down = report.Health.UNREACHABLE if self._ever_up else report.Health.STARTING
+        match outcome:
+            case Refused(detail) | TimedOut(detail) | Failed(detail):
+                label = {Refused: "refused", TimedOut: "timeout", Failed: "failed"}[type(outcome)]
+                self._set(label, down, detail)
+            case Unhealthy(status=503, detail=detail):
+                self._set("unhealthy", down, detail)
+            case Unhealthy(detail=detail):
+                self._set("unhealthy", report.Health.BAD_METRICS, detail)
+            case Answered(status=status, text=text, detail=detail):
+                self._ever_up = True
+                if status != 200 or text is None:
+                    self._set("bad_metrics", report.Health.BAD_METRICS, detail)
+                else:
+                    self._take(text, now)
+        return self._health
+
+    def _set(self, label: str, health: report.Health, reason: str) -> None:
+        self.outcome_counts[label] += 1
+        self._health = health
+        self._reason = reason
+
+    def _take(self, text: str, now: float) -> None:
+        try:
+            sample = vllm_metrics.parse(text)
+        except vllm_metrics.BadMetricsError as problem:
+            self._set("bad_metrics", report.Health.BAD_METRICS, problem.reason)
+            return
+        previous = self._sample
+        restarted = (
+            previous is not None
+            and previous.process_start_time is not None
+            and sample.process_start_time != previous.process_start_time
+        )
+        self._preemptions.observe(now, sample.num_preemptions, restarted=restarted)
+        _observe_optional(self._prefix_queries, now, sample.prefix_cache_queries, restarted)
+        _observe_optional(self._prefix_hits, now, sample.prefix_cache_hits, restarted)
+        _observe_optional(self._offload_stores, now, sample.offload_store_bytes, restarted)
+        _observe_optional(self._offload_loads, now, sample.offload_load_bytes, restarted)
+        self._sample = sample
+        self._sampled_at = now
+        self._set("ok", report.Health.OK, "")
+
+    def report(self, now: float) -> report.OccupancyReport:
+        """The report as of `now`: the current health and the last good sample, with its age."""
+        identity = self.identity
+        sample = self._sample
+        if sample is None or self._sampled_at is None:
+            return report.OccupancyReport(
+                pod=identity.pod,
+                namespace=identity.namespace,
+                model=identity.model,
+                engine_url=identity.engine_url,
+                health=self._health,
+                reason=self._reason,
+                checked_at=self._checked_at,
+                served_at=now,
+            )
+        preemptions = self._preemptions.rate()
+        return report.OccupancyReport(
+            pod=identity.pod,
+            namespace=identity.namespace,
+            model=identity.model or sample.model_name,
+            engine_url=identity.engine_url,
+            health=self._health,
+            reason=self._reason,
+            sampled_at=self._sampled_at,
+            checked_at=self._checked_at,
+            served_at=now,
+            # The clock may have stepped back since the sample; an age is never negative.
+            age_seconds=max(0.0, now - self._sampled_at),
+            engine_started_at=sample.process_start_time,
+            block_size=sample.block_size,
+            num_gpu_blocks=sample.num_gpu_blocks,
+            num_used_blocks=sample.num_used_blocks,
+            usage_ratio=sample.kv_cache_usage,
+            kv_capacity_tokens=sample.kv_capacity_tokens,
+            num_requests_running=sample.num_requests_running,
+            num_requests_waiting=sample.num_requests_waiting,
+            preemptions_total=sample.num_preemptions,
+            preemptions_per_second=_per_second(preemptions),
+            prefix_caching_enabled=sample.prefix_caching_enabled,
+            prefix_cache_hit_ratio=self._hit_ratio(),
+            rate_window_seconds=None if preemptions is None else preemptions.window_seconds,
+            offload_backend=sample.offload_backend,
+            offload_capacity_bytes=sample.offload_capacity_bytes,
+            offload_usage_ratio=sample.offload_usage,
+            offload_store_bytes_per_second=_per_second(self._offload_stores.rate()),
+            offload_load_bytes_per_second=_per_second(self._offload_loads.rate()),
+        )
+
+    def _hit_ratio(self) -> float | None:
+        queries = self._prefix_queries.rate()
+        hits = self._prefix_hits.rate()
+        if queries is None or hits is None or queries.increase <= 0:
+            return None
+        ratio = hits.increase / queries.increase
+        # More hits than lookups means the two counters disagree (a reset between them): unknown.
+        return ratio if ratio <= 1.0 else None
+
+
+def _observe_optional(
+    window: rates.CounterWindow, now: float, value: float | None, restarted: bool
+) -> None:
+    if value is None:
+        window.clear()
+    else:
+        window.observe(now, value, restarted=restarted)
+
+
+def _per_second(rate: rates.Rate | None) -> float | None:
+    return None if rate is None else rate.per_second

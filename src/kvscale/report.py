@@ -1,0 +1,228 @@
+"""The occupancy report: the one contract between an engine sidecar and the operator. Pure.
+
+A sidecar next to each vLLM engine serves one `OccupancyReport` as JSON at `GET /v1/occupancy`;
+the operator fetches it and feeds it to its scaling decision. This module is the only place the
+report's shape is defined: the sidecar builds it with `OccupancyReport(...)` and writes it with
+`to_json()`, the operator reads it with `from_json()`.
+
+Versioning. Every document carries `schema_version`, `"kvscale.dev/occupancy/v1"` today. Within a
+major version fields may only be added, and only as optional ones, so an older reader ignores
+fields it does not know (a sidecar and an operator of different releases meet during a rolling
+upgrade). Removing a field or changing its meaning or unit makes a new major version, and a reader
+refuses a major version it does not know with `ReportError` rather than guess.
+
+Honesty rules the model enforces, so a consumer cannot mistake "no data" for "idle":
+- the engine numbers describe the last good sample, taken at `sampled_at`; when there has never
+  been one, they are all None together with `sampled_at` (never zeros);
+- `health` describes the latest scrape attempt (`checked_at`); when it is not `ok` the numbers are
+  the last good ones, growing older (`age_seconds`), and `reason` says what went wrong;
+- a report with `health == ok` always carries every required number.
+
+Units: times are unix seconds (floats), sizes are blocks, tokens or bytes as named, rates are per
+second, ratios are 0..1.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_GROUP = "kvscale.dev/occupancy"
+MAJOR_VERSION = "v1"
+SCHEMA_VERSION = f"{SCHEMA_GROUP}/{MAJOR_VERSION}"
+
+
+class ReportError(ValueError):
+    """A document that is not a valid occupancy report this reader understands."""
+
+
+class Health(enum.StrEnum):
+    """The engine's state as the sidecar last saw it."""
+
+    OK = "ok"
+    """The engine answered /health with 200 and /metrics with every required metric."""
+    STARTING = "starting"
+    """The engine has not been up yet: nothing listens, or /health answers 503."""
+    UNREACHABLE = "unreachable"
+    """The engine was up before and now does not answer (refused, timed out, 503)."""
+    BAD_METRICS = "bad_metrics"
+    """The engine answers, but its /metrics is unparseable or lacks a required metric."""
+
+
+_Count = Annotated[int, Field(ge=0)]
+_Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+_Seconds = Annotated[float, Field(ge=0.0)]
+_Rate = Annotated[float, Field(ge=0.0)]
+
+# The numbers a good sample always has; all of them are None together when there is none.
+REQUIRED_SAMPLE_FIELDS = (
+    "block_size",
+    "num_gpu_blocks",
+    "num_used_blocks",
+    "usage_ratio",
+    "kv_capacity_tokens",
+    "num_requests_running",
+    "num_requests_waiting",
+    "preemptions_total",
+)
+
+
+class OccupancyReport(BaseModel):
+    """One engine's KV-cache occupancy and health, as served by its sidecar."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        # Fields added later within v1 are optional; an older reader skips them.
+        extra="ignore",
+        allow_inf_nan=False,
+        use_enum_values=False,
+    )
+
+    schema_version: str = Field(
+        default=SCHEMA_VERSION, description="`kvscale.dev/occupancy/<major>`; v1 today."
+    )
+
+    # Identity.
+    pod: Annotated[str, Field(min_length=1)] = Field(description="The engine pod's name.")
+    namespace: str | None = Field(default=None, description="The engine pod's namespace.")
+    model: str | None = Field(
+        default=None, description="Served model name (configured, else the engine's label)."
+    )
+    engine_url: str | None = Field(default=None, description="Base URL the sidecar scrapes.")
+
+    # State and time.
+    health: Health
+    reason: str = Field(default="", description="Why health is not ok; empty when it is.")
+    sampled_at: float | None = Field(
+        default=None, description="When the last good sample was taken; None if never."
+    )
+    checked_at: float | None = Field(
+        default=None, description="When the latest scrape attempt ended, whatever its outcome."
+    )
+    served_at: float = Field(description="When this report was produced.")
+    age_seconds: _Seconds | None = Field(
+        default=None, description="served_at - sampled_at; None if there is no sample."
+    )
+    engine_started_at: float | None = Field(
+        default=None, description="The engine process's start time, when it exposes one."
+    )
+
+    # KV cache, from the last good sample.
+    block_size: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Tokens per KV block."
+    )
+    num_gpu_blocks: Annotated[int, Field(gt=1)] | None = Field(
+        default=None,
+        description="KV blocks in the engine's pool, the reserved null block included.",
+    )
+    num_used_blocks: _Count | None = Field(
+        default=None, description="round(usage_ratio * (num_gpu_blocks - 1))."
+    )
+    usage_ratio: _Ratio | None = Field(
+        default=None, description="vLLM's kv_cache_usage_perc: used / (num_gpu_blocks - 1)."
+    )
+    kv_capacity_tokens: _Count | None = Field(
+        default=None, description="Usable KV capacity: (num_gpu_blocks - 1) * block_size."
+    )
+
+    # Requests and pressure.
+    num_requests_running: _Count | None = None
+    num_requests_waiting: _Count | None = None
+    preemptions_total: _Count | None = Field(
+        default=None,
+        description="The engine's preemption counter as last seen (resets on restart).",
+    )
+    preemptions_per_second: _Rate | None = Field(
+        default=None, description="Over rate_window_seconds; None until two samples exist."
+    )
+    prefix_caching_enabled: bool | None = None
+    prefix_cache_hit_ratio: _Ratio | None = Field(
+        default=None, description="Hit tokens / queried tokens over the window; None if no queries."
+    )
+    rate_window_seconds: _Seconds | None = Field(
+        default=None, description="The span of samples the rates were computed over."
+    )
+
+    # KV offloading to CPU memory (vLLM V1's form of swap); None where the engine exposes none.
+    offload_backend: str | None = None
+    offload_capacity_bytes: _Count | None = None
+    offload_usage_ratio: _Ratio | None = None
+    offload_store_bytes_per_second: _Rate | None = None
+    offload_load_bytes_per_second: _Rate | None = None
+
+    @pydantic.field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: str) -> str:
+        check_schema_version(value)
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> OccupancyReport:
+        present = [getattr(self, name) is not None for name in REQUIRED_SAMPLE_FIELDS]
+        if self.sampled_at is None and any(present):
+            raise ValueError("sampled_at: None, but the report carries sample numbers")
+        if self.sampled_at is not None and not all(present):
+            missing = [n for n, p in zip(REQUIRED_SAMPLE_FIELDS, present, strict=True) if not p]
+            raise ValueError(f"{', '.join(missing)}: None, but sampled_at is set")
+        if self.health is Health.OK and self.sampled_at is None:
+            raise ValueError("health: ok needs a sample, but sampled_at is None")
+        if self.health is not Health.OK and not self.reason:
+            raise ValueError(f"reason: empty, but health is {self.health.value}")
+        if (
+            self.num_used_blocks is not None
+            and self.num_gpu_blocks is not None
+            and self.num_used_blocks > self.num_gpu_blocks - 1
+        ):
+            raise ValueError(
+                f"num_used_blocks: {self.num_used_blocks} exceeds the usable blocks "
+                f"{self.num_gpu_blocks - 1} (num_gpu_blocks - 1)"
+            )
+        return self
+
+    def to_json(self) -> str:
+        """The report as one JSON object, every field present (None as null)."""
+        return self.model_dump_json()
+
+
+def check_schema_version(value: object) -> None:
+    """Raise `ReportError` unless `value` names this module's group and a major it knows."""
+    if not isinstance(value, str):
+        raise ReportError(f"schema_version: expected a string, got {type(value).__name__}")
+    group, _, major = value.rpartition("/")
+    if group != SCHEMA_GROUP:
+        raise ReportError(f"schema_version: {value!r} is not a {SCHEMA_GROUP}/<major> version")
+    if major != MAJOR_VERSION:
+        raise ReportError(
+            f"schema_version: unsupported major version {major!r} "
+            f"(this reader understands {SCHEMA_VERSION})"
+        )
+
+
+def from_json(data: str | bytes) -> OccupancyReport:
+    """Parse and validate a report; `ReportError` names the offending field on any problem."""
+    try:
+        document: Any = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ReportError(f"not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ReportError(f"expected a JSON object, got {type(document).__name__}")
+    if "schema_version" not in document:
+        raise ReportError("schema_version: missing")
+    check_schema_version(document["schema_version"])
+    try:
+        # Strict JSON validation: "5" is not a count and 5.0 is not an integer on this wire.
+        return OccupancyReport.model_validate_json(data, strict=True)
+    except pydantic.ValidationError as error:
+        raise ReportError(_describe(error)) from None
+
+
+def _describe(error: pydantic.ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "report"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
