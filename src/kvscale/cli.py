@@ -95,9 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     crd.set_defaults(func=_crd)
 
     op = sub.add_parser("operator", help="run the kvscale operator (kopf)")
-    op.add_argument("--kubeconfig", default=None, help="default: in-cluster, then $KUBECONFIG")
+    op.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, then in-cluster")
     op.add_argument("--namespace", action="append", default=None, help="watch only these")
     op.add_argument("--metrics-port", type=int, default=0, help="0 turns metrics off")
+    op.add_argument(
+        "--health-port", type=int, default=0, help="liveness endpoint /healthz; 0 turns it off"
+    )
+    op.add_argument(
+        "--listen-host", default="0.0.0.0", help="address of the metrics and liveness endpoints"
+    )
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
 

@@ -1,0 +1,194 @@
+"""Fixtures for integration tests: the kvscale operator as a real subprocess.
+
+`operator` runs `.venv/bin/kvscale operator` against the session's cluster (the `cluster`
+fixture in tests/conftest.py), with the InferenceDeployment CRD installed. Its log goes to a
+file; when a test fails, the part of the log written during that test is printed with the
+failure. The process is stopped with SIGTERM at the end of the module (and must exit 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar
+
+import pytest
+
+from kvscale.api import crd
+from kvscale.localstack import cluster as local
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KVSCALE = ROOT / ".venv" / "bin" / "kvscale"
+
+T = TypeVar("T")
+
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keeps each phase's report on the test item, so fixtures can tell a failure."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def eventually(
+    probe: Callable[[], T | None],
+    what: str,
+    timeout_s: float = 90.0,
+    interval_s: float = 0.5,
+) -> T:
+    """Polls `probe` until it returns something other than None or False; fails with `what`
+    and the last value or error after `timeout_s` (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        try:
+            value = probe()
+            if value is not None and value is not False:
+                return value
+            last = value
+        except (subprocess.CalledProcessError, KeyError, IndexError, ValueError) as error:
+            last = error
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
+        time.sleep(interval_s)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclasses.dataclass
+class Operator:
+    """One `kvscale operator` process at a time, restartable, logging to `log_path`."""
+
+    cluster: local.Cluster
+    log_path: pathlib.Path
+    process: subprocess.Popen[bytes] | None = None
+    exit_codes: list[int] = dataclasses.field(default_factory=list)
+
+    def start(self) -> None:
+        assert self.process is None, "the operator is already running"
+        if not KVSCALE.exists():
+            pytest.fail(f"{KVSCALE} is missing: run `make venv`", pytrace=False)
+        port = _free_port()
+        with self.log_path.open("ab") as log:
+            log.write(f"--- starting the operator (liveness on port {port})\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                [
+                    str(KVSCALE),
+                    "operator",
+                    "--kubeconfig",
+                    str(self.cluster.kubeconfig),
+                    "--health-port",
+                    str(port),
+                    "--listen-host",
+                    "127.0.0.1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.cluster.env(),
+                cwd=ROOT,
+            )
+        url = f"http://127.0.0.1:{port}/healthz"
+
+        def alive() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                pytest.fail(
+                    f"the operator exited with {self.process.returncode} at start:\n{self.log()}",
+                    pytrace=False,
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        eventually(alive, "the operator's liveness endpoint", timeout_s=60)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (SIGKILL after 30 s, which the caller sees as -9)."""
+        process, self.process = self.process, None
+        if process is None:
+            return 0
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        self.exit_codes.append(code)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- the operator exited with {code}\n".encode())
+        return code
+
+    def restart(self) -> None:
+        code = self.stop()
+        assert code == 0, f"the operator exited with {code} on SIGTERM:\n{self.log()}"
+        self.start()
+
+    def log(self, since: int = 0) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def operator_process(
+    cluster: local.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """The operator running against the session's cluster, with the CRD installed."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / crd.YAML_PATH))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    running = Operator(cluster=cluster, log_path=log_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        code = running.stop()
+        if code != 0:
+            sys.stderr.write(f"operator log:\n{running.log()}\n")
+        assert code == 0, f"the operator exited with {code} on SIGTERM (log: {log_path})"
+
+
+@pytest.fixture
+def operator(operator_process: Operator, request: pytest.FixtureRequest) -> Iterator[Operator]:
+    """The module's operator; prints what it logged during the test when the test fails."""
+    start = operator_process.log_size()
+    yield operator_process
+    reports = request.node.stash.get(_REPORTS, {})
+    if any(report.failed for report in reports.values()):
+        print(f"--- operator log during {request.node.name}:\n{operator_process.log(start)}")
+    if operator_process.process is None:  # a test stopped it: leave one running for the next
+        operator_process.start()
+
+
+@pytest.fixture
+def namespace(cluster: local.Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (in the background) afterwards."""
+    name = "op-" + request.node.name.lower().replace("_", "-")[5:40].strip("-")
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    with contextlib.suppress(subprocess.CalledProcessError):
+        cluster.kubectl("delete", "namespace", name, "--wait=false")

@@ -1,0 +1,421 @@
+"""The operator against the real API server: what it makes, puts back, scales and reports.
+
+The operator runs as a subprocess (`kvscale operator`, see conftest.py). The CRs use the node
+agent's `kvscale.local/testbox` image for both containers, so nothing here needs vLLM: these
+tests are about objects, ownership, replicas and conditions, not about serving. (testbox
+refuses vLLM's flags and exits, so the engine pods never become ready here.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import pytest
+from lightkube import AsyncClient
+
+from kvscale.api import models
+from kvscale.localstack import cluster as local
+from kvscale_operator import config, engine_args, kube, login
+
+pytestmark = pytest.mark.cluster
+
+T = TypeVar("T")
+
+
+class Operator(Protocol):
+    """What these tests need of the `operator` fixture (tests/integration/conftest.py)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> int: ...
+
+    def log(self, since: int = 0) -> str: ...
+
+    def log_size(self) -> int: ...
+
+
+def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 90.0) -> T:
+    """Polls `probe` until it returns something other than None or False; fails with `what`
+    and the last value after `timeout_s` (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value  # type: ignore[return-value]
+        last = value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
+        time.sleep(0.5)
+
+
+TESTBOX = "kvscale.local/testbox:1"
+NAME = "llama"
+OWNED_KINDS = ("deployment", "service", "poddisruptionbudget")
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def manifest(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": {"name": "kvscale/tiny-llama"},
+        "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
+        "sidecar": {"image": TESTBOX},
+        "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
+    }
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "metadata": {"name": NAME},
+        "spec": merge(base, spec),
+    }
+
+
+class Kube:
+    """kubectl against the session's cluster, in one namespace, with JSON reads."""
+
+    def __init__(self, cluster: local.Cluster, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+
+    def run(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        result = self.cluster.kubectl("-n", self.namespace, *args, check=check, input=input)
+        return result.stdout
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.run("apply", "-f", "-", input=json.dumps(obj))
+
+    def get(self, kind: str, name: str = NAME) -> dict[str, Any] | None:
+        result = self.cluster.kubectl(
+            "-n", self.namespace, "get", kind, name, "-o", "json", "--show-managed-fields",
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise subprocess.CalledProcessError(result.returncode, "kubectl get", result.stderr)
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def must(self, kind: str, name: str = NAME) -> dict[str, Any]:
+        found = self.get(kind, name)
+        assert found is not None, f"{kind}/{name} is missing"
+        return found
+
+    def items(self, kind: str, selector: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(
+            self.run("get", kind, "-l", selector, "-o", "json")
+        )["items"]
+        return found
+
+    def condition(self, kind: str) -> dict[str, Any] | None:
+        infd = self.get("infd")
+        for item in ((infd or {}).get("status") or {}).get("conditions") or []:
+            if item["type"] == kind:
+                found: dict[str, Any] = item
+                return found
+        return None
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(
+            self.run("get", "events", "--field-selector", f"reason={reason}", "-o", "json")
+        )["items"]
+        return [event for event in found if event["involvedObject"]["kind"] == models.KIND]
+
+
+@pytest.fixture
+def k8s(cluster: local.Cluster, namespace: str, operator: Operator) -> Kube:
+    """kubectl in the test's namespace, with the operator running."""
+    return Kube(cluster, namespace)
+
+
+def wait_for_objects(k8s: Kube) -> dict[str, dict[str, Any]]:
+    return {
+        kind: eventually(lambda kind=kind: k8s.get(kind), f"the {kind} {NAME}")  # type: ignore[misc]
+        for kind in OWNED_KINDS
+    }
+
+
+def managers_of_replicas(deployment: dict[str, Any]) -> set[str]:
+    """Field managers that own spec.replicas. Writes through /scale are recorded under the scale
+    manager on some API server versions and not at all on others (1.36 records none): either
+    way the operator's own manager must never own it, or its applies would reset it."""
+    return {
+        entry["manager"]
+        for entry in deployment["metadata"].get("managedFields", [])
+        if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {})
+    }
+
+
+def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: Kube) -> None:
+    k8s.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 3}))
+    objects = wait_for_objects(k8s)
+    infd = k8s.must("infd")
+    for kind, obj in objects.items():
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == infd["metadata"]["uid"], kind
+        assert owner["kind"] == models.KIND
+        assert owner["controller"] is True
+        assert owner["blockOwnerDeletion"] is True
+        assert obj["metadata"]["labels"]["kvscale.dev/inference-deployment"] == NAME
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kvscale"
+
+    spec = models.InferenceDeployment.from_object(infd).spec
+    containers = objects["deployment"]["spec"]["template"]["spec"]["containers"]
+    engine = next(item for item in containers if item["name"] == "engine")
+    assert engine["args"] == engine_args.render(spec)
+    assert "--host" in engine["args"]
+
+    # Replicas: minReplicas, set through the scale subresource, never by the operator's apply.
+    deployment = eventually(
+        lambda: (d := k8s.get("deployment")) and d["spec"]["replicas"] == 2 and d,
+        "the Deployment at minReplicas",
+    )
+    assert managers_of_replicas(deployment) <= {config.SCALE_FIELD_MANAGER}
+
+    status = eventually(
+        lambda: (s := k8s.must("infd").get("status")) and "conditions" in s and s,
+        "the CR's status",
+    )
+    assert status["selector"] == "kvscale.dev/inference-deployment=llama"
+    assert status["desiredReplicas"] == 2
+    assert status["observedGeneration"] == infd["metadata"]["generation"]
+    assert {item["type"] for item in status["conditions"]} >= {"Ready", "ScalingLimited"}
+    created = eventually(lambda: k8s.events("Created"), "Created events on the CR")
+    assert {event["message"] for event in created} >= {
+        f"created Deployment {NAME}",
+        f"created Service {NAME}",
+        f"created PodDisruptionBudget {NAME}",
+    }
+
+
+def test_a_deleted_deployment_service_or_pdb_comes_back(k8s: Kube) -> None:
+    k8s.apply(manifest())
+    objects = wait_for_objects(k8s)
+    for kind, obj in objects.items():
+        old_uid = obj["metadata"]["uid"]
+        k8s.run("delete", kind, NAME, "--wait=false")
+        eventually(
+            lambda kind=kind, old_uid=old_uid: (  # type: ignore[misc]
+                (new := k8s.get(kind)) is not None and new["metadata"]["uid"] != old_uid
+            ),
+            f"the {kind} to be recreated",
+        )
+    drift = eventually(lambda: k8s.events("DriftCorrected"), "a DriftCorrected event")
+    assert any("was deleted; recreated it" in event["message"] for event in drift)
+
+
+def test_an_edited_owned_field_is_restored_and_replicas_are_left_alone(k8s: Kube) -> None:
+    k8s.apply(manifest())
+    wait_for_objects(k8s)
+    rendered = k8s.must("deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    k8s.run("scale", "deployment", NAME, "--replicas", "2")
+    k8s.run(
+        "patch",
+        "deployment",
+        NAME,
+        "--type",
+        "json",
+        "-p",
+        json.dumps(
+            [
+                {"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--x"},
+                {
+                    "op": "replace",
+                    "path": "/metadata/labels/app.kubernetes.io~1instance",
+                    "value": "edited",
+                },
+            ]
+        ),
+    )
+    restored = eventually(
+        lambda: (
+            (d := k8s.get("deployment"))
+            and d["spec"]["template"]["spec"]["containers"][0]["args"] == rendered
+            and d["metadata"]["labels"]["app.kubernetes.io/instance"] == NAME
+            and d
+        ),
+        "the edited args and label to be restored",
+    )
+    assert restored["spec"]["replicas"] == 2  # not the operator's field
+    edit = [{"op": "replace", "path": "/spec/ports/0/port", "value": 1}]
+    k8s.run("patch", "service", NAME, "--type", "json", "-p", json.dumps(edit))
+    eventually(
+        lambda: (s := k8s.get("service")) and s["spec"]["ports"][0]["port"] == 8000,
+        "the Service's port to be restored",
+    )
+    drift = eventually(lambda: k8s.events("DriftCorrected"), "a DriftCorrected event")
+    assert any("restored" in event["message"] for event in drift)
+    assert k8s.must("deployment")["spec"]["replicas"] == 2
+
+
+def test_kubectl_scale_infd_sets_the_deployment_replicas(k8s: Kube) -> None:
+    k8s.apply(manifest())
+    wait_for_objects(k8s)
+    k8s.run("scale", "infd", NAME, "--replicas", "3")
+    deployment = eventually(
+        lambda: (d := k8s.get("deployment")) and d["spec"]["replicas"] == 3 and d,
+        "the Deployment scaled to 3",
+    )
+    assert managers_of_replicas(deployment) <= {config.SCALE_FIELD_MANAGER}
+    eventually(
+        lambda: (k8s.must("infd").get("status") or {}).get("desiredReplicas") == 3,
+        "status.desiredReplicas 3",
+    )
+    # The scale subresource reads the selector the operator writes into status.
+    path = f"/apis/{models.API_VERSION}/namespaces/{k8s.namespace}/{models.PLURAL}/{NAME}/scale"
+    scale = json.loads(k8s.run("get", "--raw", path))
+    assert scale["status"]["selector"] == "kvscale.dev/inference-deployment=llama"
+    assert scale["spec"]["replicas"] == 3
+
+
+def test_more_replicas_than_free_gpus_leave_pods_pending_and_the_cr_says_why(
+    k8s: Kube, cluster: local.Cluster
+) -> None:
+    # Each replica takes a whole node's GPUs, and there is one replica more than nodes.
+    k8s.apply(
+        manifest(
+            replicas=cluster.nodes + 1,
+            resources={"gpusPerReplica": cluster.gpus_per_node},
+        )
+    )
+    limited = eventually(
+        lambda: (c := k8s.condition("ScalingLimited")) and c["status"] == "True" and c,
+        "ScalingLimited=True",
+    )
+    assert limited["reason"] == "PodsUnschedulable"
+    assert f"of {cluster.nodes + 1} replicas pending: " in limited["message"]
+    assert "Insufficient nvidia.com/gpu" in limited["message"]
+    pending = [
+        pod
+        for pod in k8s.items("pods", "kvscale.dev/inference-deployment=llama")
+        if pod["status"].get("phase") == "Pending"
+    ]
+    assert pending
+
+
+def settled(k8s: Kube) -> dict[str, tuple[str, int | None]]:
+    """(resourceVersion, generation) of each owned object."""
+    found = {}
+    for kind in OWNED_KINDS:
+        metadata = k8s.must(kind)["metadata"]
+        found[kind] = (metadata["resourceVersion"], metadata.get("generation"))
+    return found
+
+
+def test_an_operator_restart_makes_no_duplicates_and_no_changes(
+    k8s: Kube, operator: Operator
+) -> None:
+    k8s.apply(manifest())
+    wait_for_objects(k8s)
+    eventually(
+        lambda: (
+            (d := k8s.get("deployment"))
+            and d["status"].get("observedGeneration") == d["metadata"]["generation"]
+            and d["status"].get("replicas") == 1
+        ),
+        "the Deployment to settle at one replica",
+    )
+    eventually(lambda: k8s.condition("Ready"), "the Ready condition")
+    before = settled(k8s)
+    generation = k8s.must("infd")["metadata"]["generation"]
+
+    operator.stop()
+    mark = operator.log_size()
+    operator.start()
+    eventually(
+        lambda: (
+            f"{k8s.namespace}/{NAME}: reconciled generation {generation}, 0 change(s)"
+            in operator.log(mark)
+        ),
+        "the restarted operator's resume pass",
+    )
+    # Give the watch handlers' first listing time to act, had it anything to do.
+    time.sleep(5)
+    assert settled(k8s) == before
+    selector = "kvscale.dev/inference-deployment=llama"
+    for kind in OWNED_KINDS:
+        assert len(k8s.items(kind, selector)) == 1, kind
+    assert len(k8s.items("replicasets", selector)) == 1
+    assert "DriftCorrected" not in operator.log(mark)
+
+
+def test_deleting_the_cr_garbage_collects_its_objects(k8s: Kube) -> None:
+    k8s.apply(manifest())
+    wait_for_objects(k8s)
+    k8s.run("delete", "infd", NAME, "--wait=false")
+    for kind in OWNED_KINDS:
+        eventually(lambda kind=kind: k8s.get(kind) is None, f"the {kind} to be collected")  # type: ignore[misc]
+    eventually(
+        lambda: k8s.items("pods", "kvscale.dev/inference-deployment=llama") == [],
+        "the engine pods to be collected",
+    )
+
+
+def test_an_engine_config_problem_is_a_condition_with_a_clear_message(k8s: Kube) -> None:
+    k8s.apply(manifest(engine={"extraArgs": ["--swap-space", "4", "--block-size=64"]}))
+    ready = eventually(
+        lambda: (c := k8s.condition("Ready")) and c["reason"] == "EngineConfigInvalid" and c,
+        "Ready=False with reason EngineConfigInvalid",
+    )
+    assert ready["status"] == "False"
+    assert "spec.engine.extraArgs[0] '--swap-space': vLLM V1 removed it" in ready["message"]
+    assert "spec.engine.extraArgs[2] '--block-size=64' duplicates --block-size" in ready["message"]
+    assert k8s.get("deployment") is None
+    assert eventually(lambda: k8s.events("EngineConfigInvalid"), "an EngineConfigInvalid event")
+    # Fixing the spec rolls it out.
+    k8s.run("patch", "infd", NAME, "--type", "merge", "-p", '{"spec":{"engine":{"extraArgs":[]}}}')
+    eventually(lambda: k8s.get("deployment"), "the Deployment once the spec is fixed")
+    eventually(
+        lambda: (c := k8s.condition("Ready")) and c["reason"] != "EngineConfigInvalid",
+        "the EngineConfigInvalid condition to clear",
+    )
+
+
+def test_a_status_write_that_meets_a_concurrent_writer_is_retried(
+    k8s: Kube, cluster: local.Cluster
+) -> None:
+    k8s.apply(manifest())
+    eventually(lambda: k8s.condition("Ready"), "the operator's first status")
+    seen: list[str] = []
+    conflicts: list[int] = []
+
+    def mutate(obj: dict[str, Any]) -> dict[str, Any]:
+        seen.append(obj["metadata"]["resourceVersion"])
+        if len(seen) == 1:
+            # Another writer lands between this read and the write below.
+            k8s.run("annotate", "infd", NAME, f"test/concurrent-writer={time.time()}")
+        return {"occupancy": 0.25}
+
+    async def write() -> dict[str, Any] | None:
+        settings = config.Settings(kubeconfig=cluster.kubeconfig)
+        client = AsyncClient(config=login.load(settings, os.environ))
+        api = kube.Kube(client, settings, on_conflict=lambda: conflicts.append(1))
+        try:
+            return await api.update_status(k8s.namespace, NAME, mutate)
+        finally:
+            await api.close()
+
+    written = asyncio.run(write())
+    assert conflicts, "the first write should have met a 409 Conflict"
+    assert len(seen) == len(conflicts) + 1
+    assert seen[0] != seen[1]  # the retry read the object afresh
+    assert written is not None
+    assert written["status"]["occupancy"] == 0.25
+    # The operator's fields survived: the write patched only the one field.
+    assert {item["type"] for item in written["status"]["conditions"]} >= {"Ready"}
