@@ -170,6 +170,20 @@ class Profile:
             )
         return blocks
 
+    def work(
+        self, num_tokens: int, num_seqs: int, attention_pairs: int, kv_tokens: int
+    ) -> tuple[float, float]:
+        """FLOPs and HBM bytes of one forward step over a batch of this shape (all GPUs)."""
+        model = self.model
+        q_dim = model.num_attention_heads * model.head_dim
+        flops = (
+            2.0 * model.num_layer_params * num_tokens
+            + 2.0 * model.num_lm_head_params * num_seqs
+            + 4.0 * model.num_layers * q_dim * attention_pairs
+        )
+        weight_bytes = (model.num_layer_params + model.num_lm_head_params) * model.dtype_bytes
+        return flops, float(weight_bytes + self.kv_bytes_per_token * kv_tokens)
+
     def step_time(
         self, num_tokens: int, num_seqs: int, attention_pairs: int, kv_tokens: int
     ) -> float:
@@ -183,14 +197,7 @@ class Profile:
             return 0.0
         model, gpu, eff = self.model, self.gpu, self.efficiency
         tp = self.tensor_parallel_size
-        q_dim = model.num_attention_heads * model.head_dim
-        flops = (
-            2.0 * model.num_layer_params * num_tokens
-            + 2.0 * model.num_lm_head_params * num_seqs
-            + 4.0 * model.num_layers * q_dim * attention_pairs
-        )
-        weight_bytes = (model.num_layer_params + model.num_lm_head_params) * model.dtype_bytes
-        memory_bytes = weight_bytes + self.kv_bytes_per_token * kv_tokens
+        flops, memory_bytes = self.work(num_tokens, num_seqs, attention_pairs, kv_tokens)
         compute_s = flops / (tp * gpu.peak_flops * eff.mfu)
         memory_s = memory_bytes / (tp * gpu.memory_bandwidth * eff.bandwidth_utilization)
         seconds = eff.step_overhead_s + max(compute_s, memory_s)
