@@ -1,0 +1,275 @@
+"""Request traces: parse, load and transform. Pure, except `load` and `shared_traces_dir`.
+
+A trace is a list of `TraceRequest`s sorted by arrival time, times relative to the first
+request. Two formats are read:
+
+- CSV in the Azure LLM inference trace schema, `TIMESTAMP,ContextTokens,GeneratedTokens`, with
+  timestamps like `2023-11-16 18:15:46.6805900` (the shared traces in `../shared/traces/`);
+- JSONL, one object per line: `arrival_s`, `prompt_tokens`, `output_tokens` and an optional
+  `prefix_block_hashes` (a list of integers, one per full KV block of the prompt's shared prefix).
+
+The transforms (`window`, `compress`, `scale_tokens`) return new lists and never touch their
+input. `kvscale simulate` and the demo's load generator read traces through this module only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+
+CSV_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+# Where the checkout's shared traces live unless this environment variable says otherwise.
+TRACES_DIR_ENV = "KVSCALE_SHARED_TRACES"
+NAMED_TRACES = {
+    "conv": "azure_llm_2023_conv.csv",
+    "code": "azure_llm_2023_code.csv",
+}
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read; the message names the line and the field."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TraceRequest:
+    """One request of a trace.
+
+    arrival_s: seconds after the trace's first request (>= 0).
+    prompt_tokens: tokens of the prompt (the Azure trace's ContextTokens), >= 1.
+    output_tokens: tokens generated (GeneratedTokens), >= 1.
+    prefix_block_hashes: hashes of the prompt's leading full KV blocks that other requests may
+        share (prefix caching); empty when the trace does not say.
+    """
+
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    prefix_block_hashes: tuple[int, ...] = ()
+
+
+def _positive_int(value: object, field: str, where: str) -> int:
+    # bool is an int in Python; a trace with `true` tokens is garbage, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TraceError(f"{where}: {field} = {value!r}, must be an integer >= 1")
+    if value < 1:
+        raise TraceError(f"{where}: {field} = {value}, must be an integer >= 1")
+    return value
+
+
+def _parse_int_text(text: str, field: str, where: str) -> int:
+    stripped = text.strip()
+    try:
+        value = int(stripped)
+    except ValueError:
+        raise TraceError(f"{where}: {field} = {stripped!r}, must be an integer >= 1") from None
+    return _positive_int(value, field, where)
+
+
+def _parse_timestamp(text: str, where: str) -> datetime.datetime:
+    stripped = text.strip()
+    try:
+        moment = datetime.datetime.fromisoformat(stripped)
+    except ValueError:
+        raise TraceError(
+            f"{where}: TIMESTAMP = {stripped!r}, must look like 2023-11-16 18:15:46.6805900"
+        ) from None
+    if moment.tzinfo is not None:
+        # Mixing aware and naive times cannot be ordered; the Azure traces are naive UTC.
+        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+    return moment
+
+
+def parse_csv(text: str) -> list[TraceRequest]:
+    """Parse an Azure-schema CSV trace; sorted by time, relative to the first request."""
+    lines = text.splitlines()
+    if not lines or tuple(cell.strip() for cell in lines[0].split(",")) != CSV_HEADER:
+        first = lines[0] if lines else ""
+        raise TraceError(f"line 1: header = {first!r}, must be {','.join(CSV_HEADER)}")
+    rows: list[tuple[datetime.datetime, int, int, int]] = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        cells = line.split(",")
+        if len(cells) != len(CSV_HEADER):
+            raise TraceError(f"{where}: {len(cells)} fields, must be {len(CSV_HEADER)}: {line!r}")
+        moment = _parse_timestamp(cells[0], where)
+        prompt = _parse_int_text(cells[1], "ContextTokens", where)
+        output = _parse_int_text(cells[2], "GeneratedTokens", where)
+        rows.append((moment, number, prompt, output))
+    if not rows:
+        return []
+    # Stable on equal timestamps: the file's order decides (the line number is the tiebreak).
+    rows.sort()
+    start = rows[0][0]
+    return [
+        TraceRequest((moment - start).total_seconds(), prompt, output)
+        for moment, _, prompt, output in rows
+    ]
+
+
+def _hashes(value: object, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise TraceError(f"{where}: prefix_block_hashes = {value!r}, must be a list of integers")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TraceError(
+                f"{where}: prefix_block_hashes has {item!r}, must be a list of integers"
+            )
+    return tuple(value)
+
+
+def parse_jsonl(text: str) -> list[TraceRequest]:
+    """Parse a JSONL trace; sorted by time, relative to the first request."""
+    rows: list[tuple[float, int, TraceRequest]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceError(f"{where}: not JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise TraceError(f"{where}: must be a JSON object, got {type(obj).__name__}")
+        for field in ("arrival_s", "prompt_tokens", "output_tokens"):
+            if field not in obj:
+                raise TraceError(f"{where}: {field} is missing")
+        unknown = sorted(set(obj) - {f.name for f in dataclasses.fields(TraceRequest)})
+        if unknown:
+            raise TraceError(f"{where}: unknown field {unknown[0]!r}")
+        arrival = obj["arrival_s"]
+        if (
+            isinstance(arrival, bool)
+            or not isinstance(arrival, int | float)
+            or not math.isfinite(arrival)
+        ):
+            raise TraceError(f"{where}: arrival_s = {arrival!r}, must be a finite number")
+        req = TraceRequest(
+            float(arrival),
+            _positive_int(obj["prompt_tokens"], "prompt_tokens", where),
+            _positive_int(obj["output_tokens"], "output_tokens", where),
+            _hashes(obj.get("prefix_block_hashes", []), where),
+        )
+        rows.append((req.arrival_s, number, req))
+    if not rows:
+        return []
+    rows.sort(key=lambda row: (row[0], row[1]))
+    start = rows[0][0]
+    return [dataclasses.replace(req, arrival_s=req.arrival_s - start) for _, _, req in rows]
+
+
+def to_jsonl(reqs: Iterable[TraceRequest]) -> str:
+    """The JSONL form of a trace (what `parse_jsonl` reads back)."""
+    lines = []
+    for req in reqs:
+        obj: dict[str, object] = {
+            "arrival_s": req.arrival_s,
+            "prompt_tokens": req.prompt_tokens,
+            "output_tokens": req.output_tokens,
+        }
+        if req.prefix_block_hashes:
+            obj["prefix_block_hashes"] = list(req.prefix_block_hashes)
+        lines.append(json.dumps(obj))
+    return "".join(line + "\n" for line in lines)
+
+
+def window(reqs: Sequence[TraceRequest], start_s: float, duration_s: float) -> list[TraceRequest]:
+    """The requests arriving in [start_s, start_s + duration_s), times relative to start_s."""
+    if duration_s <= 0:
+        raise ValueError(f"duration_s = {duration_s}, must be > 0")
+    end = start_s + duration_s
+    return [
+        dataclasses.replace(req, arrival_s=req.arrival_s - start_s)
+        for req in reqs
+        if start_s <= req.arrival_s < end
+    ]
+
+
+def compress(reqs: Sequence[TraceRequest], time_factor: float) -> list[TraceRequest]:
+    """The same requests arriving `time_factor` times faster (2.0: twice the rate)."""
+    if not (time_factor > 0 and math.isfinite(time_factor)):
+        raise ValueError(f"time_factor = {time_factor}, must be a finite number > 0")
+    return [dataclasses.replace(req, arrival_s=req.arrival_s / time_factor) for req in reqs]
+
+
+def scale_tokens(
+    reqs: Sequence[TraceRequest],
+    factor: float,
+    *,
+    max_prompt: int,
+    max_output: int,
+    min_tokens: int = 1,
+) -> list[TraceRequest]:
+    """Token counts times `factor`, rounded, clamped to [min_tokens, max_prompt/max_output].
+
+    For replaying a production trace against a small model (short context) or a bigger one.
+    Prefix block hashes are cut to the blocks the scaled prompt can still hold only by the
+    caller, who knows the block size; here they are kept as they are.
+    """
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"factor = {factor}, must be a finite number > 0")
+    if min_tokens < 1:
+        raise ValueError(f"min_tokens = {min_tokens}, must be >= 1")
+    for name, bound in (("max_prompt", max_prompt), ("max_output", max_output)):
+        if bound < min_tokens:
+            raise ValueError(f"{name} = {bound}, must be >= min_tokens ({min_tokens})")
+
+    def clamp(tokens: int, upper: int) -> int:
+        return max(min_tokens, min(upper, round(tokens * factor)))
+
+    return [
+        dataclasses.replace(
+            req,
+            prompt_tokens=clamp(req.prompt_tokens, max_prompt),
+            output_tokens=clamp(req.output_tokens, max_output),
+        )
+        for req in reqs
+    ]
+
+
+def shared_traces_dir() -> pathlib.Path:
+    """The checkout's `../shared/traces` (or `$KVSCALE_SHARED_TRACES`); an error when missing."""
+    override = os.environ.get(TRACES_DIR_ENV)
+    if override:
+        path = pathlib.Path(override)
+    else:
+        # src/kvscale/trace.py -> the checkout is two levels above the package.
+        checkout = pathlib.Path(__file__).resolve().parents[2]
+        path = checkout.parent / "shared" / "traces"
+    if not path.is_dir():
+        raise TraceError(
+            f"the shared traces directory {path} is missing: put the shared/ folder (with "
+            f"traces/azure_llm_2023_conv.csv and azure_llm_2023_code.csv) beside the checkout, "
+            f"or point ${TRACES_DIR_ENV} at a folder holding them"
+        )
+    return path
+
+
+def resolve(name_or_path: str) -> pathlib.Path:
+    """A trace name (`conv`, `code`) in the shared traces directory, or a path as given."""
+    if name_or_path in NAMED_TRACES:
+        return shared_traces_dir() / NAMED_TRACES[name_or_path]
+    return pathlib.Path(name_or_path)
+
+
+def load(path: pathlib.Path) -> list[TraceRequest]:
+    """Read a trace file: `.csv` (Azure schema) or `.jsonl`/`.json` (JSON lines)."""
+    suffix = path.suffix.lower()
+    if suffix not in {".csv", ".jsonl", ".json"}:
+        raise TraceError(f"{path}: unknown trace format {suffix!r}, must be .csv or .jsonl")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{path}: not UTF-8 text") from None
+    try:
+        return parse_csv(text) if suffix == ".csv" else parse_jsonl(text)
+    except TraceError as exc:
+        raise TraceError(f"{path}: {exc}") from None
