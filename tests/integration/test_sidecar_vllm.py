@@ -208,7 +208,7 @@ class Sidecar:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    host = "127.0.9.1"
+    host = "127.0.77.1"
     handle = Engine(host, _free_port(host), tmp_path_factory.mktemp("vllm") / "engine.log")
     try:
         yield handle
@@ -218,7 +218,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 @pytest.fixture
 def sidecar(engine: Engine, tmp_path: pathlib.Path) -> Iterator[Sidecar]:
-    host = "127.0.9.2"
+    host = "127.0.77.2"
     port = _free_port(host)
     log = tmp_path / "sidecar.log"
     argv = [
