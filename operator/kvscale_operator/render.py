@@ -157,6 +157,8 @@ def _sidecar_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
             f"{engine_args.POD_IP}:{sidecar.port}",
             "--poll-interval",
             engine_args.flag_number(sidecar.poll_interval_seconds),
+            "--model",
+            spec.model.served_name or spec.model.name,
         ],
         "env": [
             _downward("POD_IP", "status.podIP"),
@@ -165,7 +167,10 @@ def _sidecar_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
         ],
         "ports": [{"name": "metrics", "containerPort": sidecar.port, "protocol": "TCP"}],
         "resources": {key: dict(value) for key, value in SIDECAR_RESOURCES.items()},
-        "readinessProbe": _http_probe("/healthz", sidecar.port, 5, 3),
+        # Ready only while the engine it watches reports ok, so a pod whose occupancy cannot
+        # be read takes no traffic; alive as long as its own poll loop runs.
+        "readinessProbe": _http_probe("/readyz", sidecar.port, 5, 3),
+        "livenessProbe": _http_probe("/healthz", sidecar.port, 10, 3),
     }
 
 

@@ -130,6 +130,8 @@ def test_sidecar_reads_the_engine_on_the_pod_ip_and_listens_there() -> None:
         "$(POD_IP):9191",
         "--poll-interval",
         "0.5",
+        "--model",
+        cr.spec.model.served_name or cr.spec.model.name,
     ]
     assert [item["name"] for item in sidecar["env"]] == ["POD_IP", "POD_NAME", "POD_NAMESPACE"]
     assert [item["valueFrom"]["fieldRef"]["fieldPath"] for item in sidecar["env"]] == [
@@ -138,7 +140,8 @@ def test_sidecar_reads_the_engine_on_the_pod_ip_and_listens_there() -> None:
         "metadata.namespace",
     ]
     assert sidecar["ports"] == [{"name": "metrics", "containerPort": 9191, "protocol": "TCP"}]
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 9191}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9191}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9191}
     assert set(sidecar["resources"]) == {"requests", "limits"}
 
 
