@@ -8,7 +8,7 @@ export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
 # The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test check lint typecheck contracts unit setup venv control-plane engine-env clean
+.PHONY: demo test check lint typecheck contracts unit setup venv control-plane engine-env tools clean
 
 demo: setup
 	$(BIN)/kvscale demo
@@ -31,7 +31,7 @@ contracts: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-setup: venv control-plane engine-env
+setup: venv control-plane engine-env tools
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ control-plane:
 
 engine-env:
 	scripts/build-engine-env.sh
+
+# helm (from its Go module) and promtool (Debian's package, or its Go module), cached.
+tools:
+	scripts/build-helm.sh
+	scripts/install-promtool.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

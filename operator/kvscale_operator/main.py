@@ -11,11 +11,13 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import kopf
 from lightkube import AsyncClient
 
-from kvscale_operator import config, handlers, kube, login, metrics
+from kvscale_operator import config, handlers, health, kube, leader, login, metrics
 
 log = logging.getLogger("kvscale_operator")
 
@@ -33,8 +35,9 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
-async def operate(settings: config.Settings) -> None:
-    """Runs the operator until kopf stops (a signal, or a fatal error)."""
+async def operate(settings: config.Settings) -> int:
+    """Runs the operator until kopf stops (a signal, or a fatal error); the exit code: 1 when
+    leader election was on and leadership was lost, else 0."""
     credentials = login.load(settings, os.environ)
     client = AsyncClient(config=credentials, field_manager=settings.field_manager)
     counters = metrics.Metrics.create()
@@ -49,28 +52,62 @@ async def operate(settings: config.Settings) -> None:
         if settings.metrics_port:
             runner = await metrics.serve(counters, settings.listen_host, settings.metrics_port)
             log.info(f"metrics on http://{settings.listen_host}:{settings.metrics_port}/metrics")
+        elected = settings.leader_election is not None
         liveness = (
             f"http://{settings.listen_host}:{settings.health_port}/healthz"
-            if settings.health_port
+            if settings.health_port and not elected
             else None
         )
         where = ", ".join(settings.namespaces) or "all namespaces"
         log.info(f"kvscale operator watching {where} as {credentials.cluster.server}")
-        await kopf.operator(
-            registry=registry,
-            settings=handlers.operator_settings(settings),
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-            # One replica at a time: kopf's peering needs its own CRDs, and leader election
-            # belongs to the operator's Deployment (see the chart).
-            standalone=True,
-            liveness_endpoint=liveness,
-        )
+
+        async def run_kopf(stop: asyncio.Event | None) -> None:
+            await kopf.operator(
+                registry=registry,
+                settings=handlers.operator_settings(settings),
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                # kopf's peering only pauses lower-priority peers; replicas are kept apart
+                # by the operator's own Lease-based election (`leader`) instead.
+                standalone=True,
+                liveness_endpoint=liveness,
+                stop_flag=stop,
+            )
+
+        if settings.leader_election is None:
+            await run_kopf(None)
+            return 0
+        return await _elected(settings, client, run_kopf)
     finally:
         if runner is not None:
             await runner.cleanup()
         await api.close()
         log.info("kvscale operator stopped")
+
+
+async def _elected(
+    settings: config.Settings,
+    client: AsyncClient,
+    run_kopf: Callable[[asyncio.Event | None], Coroutine[Any, Any, None]],
+) -> int:
+    """Runs kopf only while this replica holds the Lease; probes are served throughout."""
+    assert settings.leader_election is not None
+    elector = leader.Elector(client, settings.leader_election, leader.identity())
+    role = {"role": "standby"}
+    probes = None
+    if settings.health_port:
+        probes = await health.serve(settings.listen_host, settings.health_port, role)
+
+    async def as_leader(stop: asyncio.Event) -> None:
+        role["role"] = "leader"
+        await run_kopf(stop)
+
+    try:
+        outcome = await leader.lead(elector, as_leader)
+    finally:
+        if probes is not None:
+            await probes.cleanup()
+    return 1 if outcome is leader.Outcome.LOST else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(settings.verbose)
     try:
-        asyncio.run(operate(settings))
+        return asyncio.run(operate(settings))
     except login.LoginError as error:
         print(f"kvscale operator: {error}", file=sys.stderr)
         return 1
-    return 0

@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen-host", default="0.0.0.0", help="address of the metrics and liveness endpoints"
     )
     op.add_argument("--verbose", action="store_true")
+    election = op.add_argument_group(
+        "leader election", "replicas compete for a coordination.k8s.io Lease; only the holder acts"
+    )
+    election.add_argument("--leader-elect", action="store_true", help="turn leader election on")
+    election.add_argument("--leader-elect-resource-namespace", default=None, metavar="NAMESPACE")
+    election.add_argument(
+        "--leader-elect-resource-name", default="kvscale-operator", metavar="NAME"
+    )
+    election.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
+    election.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
+    election.add_argument("--leader-elect-retry-period", type=float, default=2.0)
     op.set_defaults(func=_operator)
 
     demo = sub.add_parser("demo", help="the local demo: stack, operator, a model served on vLLM")

@@ -82,6 +82,9 @@ class Operator:
     log_path: pathlib.Path
     process: subprocess.Popen[bytes] | None = None
     exit_codes: list[int] = dataclasses.field(default_factory=list)
+    # Credentials other than the cluster's admin (a service account's token, say).
+    kubeconfig: pathlib.Path | None = None
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> None:
         assert self.process is None, "the operator is already running"
@@ -96,11 +99,12 @@ class Operator:
                     str(KVSCALE),
                     "operator",
                     "--kubeconfig",
-                    str(self.cluster.kubeconfig),
+                    str(self.kubeconfig or self.cluster.kubeconfig),
                     "--health-port",
                     str(port),
                     "--listen-host",
                     "127.0.0.1",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -182,6 +186,29 @@ def operator(operator_process: Operator, request: pytest.FixtureRequest) -> Iter
         print(f"--- operator log during {request.node.name}:\n{operator_process.log(start)}")
     if operator_process.process is None:  # a test stopped it: leave one running for the next
         operator_process.start()
+
+
+@pytest.fixture
+def operator_factory(
+    cluster: local.Cluster, tmp_path: pathlib.Path
+) -> Iterator[Callable[..., Operator]]:
+    """Makes more operator processes, each with its own log, arguments and credentials:
+    `make(name, *extra_args, kubeconfig=None)` (not started). All are stopped at the end."""
+    made: list[Operator] = []
+
+    def make(name: str, *extra_args: str, kubeconfig: pathlib.Path | None = None) -> Operator:
+        running = Operator(
+            cluster=cluster,
+            log_path=tmp_path / f"{name}.log",
+            kubeconfig=kubeconfig,
+            extra_args=extra_args,
+        )
+        made.append(running)
+        return running
+
+    yield make
+    for running in made:
+        running.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""helm and promtool, the two tools the chart's tests drive. Does I/O (runs their scripts).
+
+Each tool has an idempotent script in the checkout that builds or fetches it into the cache
+(`scripts/build-helm.sh`: helm from its Go module; `scripts/install-promtool.sh`: promtool
+from Debian's prometheus package, or from its Go module) and prints the binary's path on its
+last line; when the tool is cached the script only prints the path. `make tools` runs both.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+from collections.abc import Mapping
+
+from kvscale.localstack import paths
+
+SCRIPTS = {
+    "helm": pathlib.PurePosixPath("scripts/build-helm.sh"),
+    "promtool": pathlib.PurePosixPath("scripts/install-promtool.sh"),
+}
+
+
+class ToolError(RuntimeError):
+    """The tool is missing and could not be built or fetched; the message says how to."""
+
+
+def ensure(tool: str, environ: Mapping[str, str] | None = None) -> pathlib.Path:
+    """The tool's binary, built or fetched first when it is not cached yet."""
+    if tool not in SCRIPTS:
+        raise ValueError(f"tool = {tool!r}: must be one of {', '.join(sorted(SCRIPTS))}")
+    root = paths.repo_root()
+    if root is None:
+        raise ToolError(f"{tool} is needed and this installation has no {SCRIPTS[tool]}")
+    script = root / SCRIPTS[tool]
+    result = subprocess.run(
+        ["bash", str(script)],
+        env=dict(os.environ if environ is None else environ),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        check=False,
+    )
+    lines = result.stdout.strip().splitlines()
+    found = pathlib.Path(lines[-1]) if lines else None
+    if result.returncode != 0 or found is None or not os.access(found, os.X_OK):
+        raise ToolError(
+            f"{tool} is needed and {script} could not provide it (exit code "
+            f"{result.returncode}; its progress log is above, on stderr); `make tools` runs it"
+        )
+    return found
