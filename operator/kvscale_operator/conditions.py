@@ -1,15 +1,15 @@
 """Status conditions from what the operator observes. Pure: `now` is an argument.
 
-The reconciler owns two condition types:
+The reconciler owns one condition type:
 - Ready: the engines serve (True while at least one replica is ready), or why not: the spec
   does not parse (InvalidSpec), the engine cannot run it (EngineConfigInvalid), no Deployment
   yet, scaled to zero, no ready replica (with the first container error seen, if any).
-- ScalingLimited: the Deployment cannot reach its replica count because pods cannot be
-  scheduled; the message carries the scheduler's own words from the pod's PodScheduled
-  condition ("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.").
 
-Other types (ScalingActive, MetricsAvailable) belong to the autoscaler: `merge` keeps them as
-they are. A condition's lastTransitionTime changes only when its status flips.
+The other types (ScalingActive, ScalingLimited, MetricsAvailable) belong to the autoscale
+loop (`outcome`); ScalingLimited there also reports pods the scheduler cannot place. `merge`
+keeps the types a writer does not compute as they are, and the helpers below (`merge`,
+`timestamp`, `parse_all`, `dump_all`) serve both writers. A condition's lastTransitionTime
+changes only when its status flips.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from kvscale.api import models
 
-OWNED_TYPES = (models.ConditionType.READY.value, models.ConditionType.SCALING_LIMITED.value)
+OWNED_TYPES = (models.ConditionType.READY.value,)
 
 # Container waiting reasons that are part of a normal start, not worth reporting.
 _ROUTINE_WAITING = frozenset({"ContainerCreating", "PodInitializing"})
@@ -57,7 +57,7 @@ class Inputs:
     engine_problems: tuple[str, ...] = ()  # from render.problems
     deployment: DeploymentView | None = None
     pods: tuple[PodView, ...] = ()
-    desired_replicas: int | None = None
+    desired_replicas: int | None = None  # None: the Deployment's spec.replicas
 
 
 def _get(obj: Mapping[str, Any], *path: str) -> Any:
@@ -170,23 +170,9 @@ def _ready(inputs: Inputs) -> models.Condition:
     return _condition(kind, true, "AllReplicasReady", counted, inputs)
 
 
-def _scaling_limited(inputs: Inputs) -> models.Condition:
-    kind = models.ConditionType.SCALING_LIMITED.value
-    active = [pod for pod in inputs.pods if not pod.terminating]
-    stuck = sorted(
-        (pod for pod in active if pod.unschedulable is not None), key=lambda pod: pod.name
-    )
-    desired = inputs.desired_replicas if inputs.desired_replicas is not None else len(active)
-    if stuck:
-        message = f"{len(stuck)} of {desired} replicas pending: {stuck[0].unschedulable}"
-        return _condition(kind, models.ConditionStatus.TRUE, "PodsUnschedulable", message, inputs)
-    message = f"all {len(active)} engine pods are scheduled"
-    return _condition(kind, models.ConditionStatus.FALSE, "PodsSchedulable", message, inputs)
-
-
 def evaluate(inputs: Inputs) -> list[models.Condition]:
     """The reconciler's conditions, without transition times (see `merge`)."""
-    return [_ready(inputs), _scaling_limited(inputs)]
+    return [_ready(inputs)]
 
 
 def timestamp(now: datetime.datetime) -> str:

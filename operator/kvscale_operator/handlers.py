@@ -4,13 +4,15 @@
 - An owned Deployment, Service or PodDisruptionBudget deleted or edited: repaired (watched
   with a server-side label selector, `app.kubernetes.io/managed-by=kvscale`).
 - An owned Deployment or engine pod changed: the CR's status is recomputed.
+- InferenceDeployment watch events (the listing at start included): its autoscale loop is
+  started, updated or stopped (`autoscale.Loops`); pod watch events keep the loops' pod
+  inventory current. At shutdown every loop is stopped.
 
 No finalizer: deleting an InferenceDeployment removes its objects through their owner
 references (the garbage collector), and nothing outside the cluster needs cleaning up. No
-timers or daemons either (kopf would add a finalizer for them); drift is caught from watch
-events, and a restart re-applies everything through the resume handler.
-
-The autoscaler's per-resource daemon registers here later, beside these handlers.
+kopf timers or daemons either (kopf would add a finalizer for them): drift is caught from
+watch events, a restart re-applies everything through the resume handler, and the autoscale
+loops are plain tasks driven by the watch events.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import kopf
 from lightkube.config.kubeconfig import SingleConfig
 
 from kvscale.api import models
-from kvscale_operator import config, kube, login, metrics, reconcile, render
+from kvscale_operator import autoscale, config, kube, login, metrics, reconcile, render
 
 _MANAGED_SELECTOR = f"{render.MANAGED_BY[0]}={render.MANAGED_BY[1]}"
 _MANAGED_LABELS = {render.MANAGED_BY[0]: render.MANAGED_BY[1]}
@@ -85,6 +87,7 @@ class Context:
     credentials: SingleConfig | None
     events_for: Callable[[Mapping[str, Any]], reconcile.Events] = KopfEvents
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    loops: autoscale.Loops | None = None  # None: reconcile only, no autoscaling
 
 
 def operator_settings(settings: config.Settings) -> kopf.OperatorSettings:
@@ -128,8 +131,21 @@ def register(registry: kopf.OperatorRegistry, context: Context) -> None:
         _register_owned(registry, context, group, version, plural, kind)
 
     @kopf.on.event("", "v1", "pods", labels=_MANAGED_LABELS, registry=registry, id="engine-pods")
-    async def pod_changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    async def pod_changed(type: str | None, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        if context.loops is not None:
+            context.loops.pod_event(type, _plain(body))
         await engine_pod_changed(context, body, logger)
+
+    loops = context.loops
+    if loops is not None:
+
+        @kopf.on.event(*infd, registry=registry, id="autoscale")
+        async def infd_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+            await loops.sync(type, _plain(body))
+
+        @kopf.on.cleanup(registry=registry, id="autoscale-stop")
+        async def stop_loops(**_: Any) -> None:
+            await loops.stop_all()
 
 
 def _register_owned(

@@ -178,13 +178,36 @@ class Kube:
             field_manager=self._settings.field_manager,
         )
 
-    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+    async def scale_deployment(
+        self, namespace: str, name: str, replicas: int, *, resource_version: str | None = None
+    ) -> None:
         """Sets the Deployment's replicas through its scale subresource, under the scale
-        field manager, which the rendered manifests never name."""
+        field manager, which the rendered manifests never name.
+
+        With `resource_version` (the Deployment's, as read before deciding) the write fails
+        with 409 Conflict if the Deployment changed since: the count is then decided again
+        from what is there, never applied over a change the decision did not see.
+        """
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         await self._client.patch(
             apps_v1.Deployment.Scale,
             name,
-            {"spec": {"replicas": replicas}},
+            body,
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+            field_manager=self._settings.scale_field_manager,
+        )
+
+    async def annotate_pod(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Sets (or, with None, removes) annotations on a pod: a JSON merge patch."""
+        await self._client.patch(
+            core_v1.Pod,
+            name,
+            {"metadata": {"annotations": dict(annotations)}},
             namespace=namespace,
             patch_type=PatchType.MERGE,
             field_manager=self._settings.scale_field_manager,

@@ -17,7 +17,17 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from kvscale_operator import config, handlers, health, kube, leader, login, metrics
+from kvscale_operator import (
+    autoscale,
+    collector,
+    config,
+    handlers,
+    health,
+    kube,
+    leader,
+    login,
+    metrics,
+)
 
 log = logging.getLogger("kvscale_operator")
 
@@ -42,8 +52,18 @@ async def operate(settings: config.Settings) -> int:
     client = AsyncClient(config=credentials, field_manager=settings.field_manager)
     counters = metrics.Metrics.create()
     api = kube.Kube(client, settings, on_conflict=counters.conflict_retries.inc)
+    # One HTTP session for every sidecar of every InferenceDeployment.
+    session = collector.Collector.session()
+    loops = autoscale.Loops(
+        autoscale.Deps(
+            api=api,
+            collector=collector.Collector(session),
+            metrics=counters.autoscaler,
+            events_for=handlers.KopfEvents,
+        )
+    )
     context = handlers.Context(
-        settings=settings, api=api, metrics=counters, credentials=credentials
+        settings=settings, api=api, metrics=counters, credentials=credentials, loops=loops
     )
     registry = kopf.OperatorRegistry()
     handlers.register(registry, context)
@@ -79,6 +99,8 @@ async def operate(settings: config.Settings) -> int:
             return 0
         return await _elected(settings, client, run_kopf)
     finally:
+        await loops.stop_all()
+        await session.close()
         if runner is not None:
             await runner.cleanup()
         await api.close()

@@ -5,9 +5,10 @@ through `Events`, so the handlers stay a thin shell and the flow is tested with 
 
 A pass: parse the spec (invalid -> a condition and an event, nothing applied); check what the
 engine cannot run (-> Ready=False/EngineConfigInvalid, nothing applied, the running Deployment
-left as it is); server-side apply the Deployment, Service and PDB; set the Deployment's
-replicas through its scale subresource when they differ from `replicas.desired`; write the
-status. Every step is idempotent, so a resumed or repeated pass changes nothing.
+left as it is); server-side apply the Deployment, Service and PDB; when the Deployment was
+just created, set its first replica count (`replicas.initial`) through its scale
+subresource; write the status. The count of an existing Deployment is the autoscale loop's
+alone (`autoscale`). Every step is idempotent, so a resumed or repeated pass changes nothing.
 """
 
 from __future__ import annotations
@@ -166,9 +167,8 @@ async def reconcile(api: Api, body: Mapping[str, Any], events: Events, now: Cloc
         if kind == "Deployment":
             deployment, deployment_created = applied.obj, applied.created
 
-    if deployment is not None:
-        current = None if deployment_created else _replica_count(deployment)
-        wanted = replicas.desired(infd.spec, current, _last_desired(body))
+    if deployment is not None and deployment_created:
+        wanted = replicas.initial(infd.spec, _last_desired(body))
         if wanted != _replica_count(deployment):
             await api.scale_deployment(namespace, name, wanted)
             changed.append(f"scaled Deployment {name} to {wanted}")
@@ -191,16 +191,12 @@ async def refresh_status(api: Api, namespace: str, name: str, now: Clock) -> Non
         problems = tuple(render.problems(infd)) if infd is not None else ()
         if conflict is not None:
             problems = (conflict, *problems)
-        wanted = None
-        if infd is not None:
-            wanted = replicas.desired(infd.spec, _replica_count(ours), _last_desired(obj))
         inputs = conditions.Inputs(
             generation=(obj.get("metadata") or {}).get("generation"),
             spec_error=error,
             engine_problems=problems,
             deployment=conditions.deployment_view(ours) if ours is not None else None,
             pods=tuple(conditions.pod_view(pod) for pod in pods) if ours is not None else (),
-            desired_replicas=wanted,
         )
         previous = obj.get("status") or {}
         return status.changes(previous, status.compute(previous, name, inputs, now()))
@@ -249,7 +245,7 @@ async def repair(
             fixed.append(f"recreated {kind} {owner}")
             events.warn("DriftCorrected", f"{kind} {owner} was deleted; recreated it")
             if kind == "Deployment":
-                wanted = replicas.desired(infd.spec, None, _last_desired(body))
+                wanted = replicas.initial(infd.spec, _last_desired(body))
                 if wanted != _replica_count(applied.obj):
                     await api.scale_deployment(namespace, owner, wanted)
     elif render.differences(desired, live):

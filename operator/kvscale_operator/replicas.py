@@ -1,10 +1,14 @@
-"""How many engine replicas the reconciler asks for. Pure.
+"""The replica count a new engine Deployment starts with. Pure.
 
-The Deployment's `spec.replicas` is never part of the rendered manifest: it is set through
-the scale subresource under its own field manager (`kvscale-autoscaler`), the one the
-autoscaler uses too, so the reconciler's server-side applies never reset it. Until the
-autoscaler runs, this is the whole policy; once it runs, it changes the Deployment's count
-and the reconciler keeps whatever it finds (second rule below).
+One writer owns the Deployment's `spec.replicas` once it exists: the autoscale loop
+(`kvscale_operator.autoscale`), which follows occupancy within [minReplicas, maxReplicas], or
+holds exactly `spec.replicas` while a person has set it (`kubectl scale infd`). The reconciler
+writes the count only when it creates (or re-creates) the Deployment, with `initial` below,
+so the two never write it over each other.
+
+The count is never part of the rendered manifest: it is set through the scale subresource
+under its own field manager (`kvscale-autoscaler`), so the reconciler's server-side applies
+never reset it.
 """
 
 from __future__ import annotations
@@ -12,24 +16,19 @@ from __future__ import annotations
 from kvscale.api import models
 
 
-def desired(
-    spec: models.InferenceDeploymentSpec,
-    current: int | None,
-    last_desired: int | None,
-) -> int:
-    """The replica count for the engine Deployment.
+def initial(spec: models.InferenceDeploymentSpec, last_desired: int | None) -> int:
+    """The replica count for a Deployment the reconciler has just created.
 
-    1. `spec.replicas` when set (`kubectl scale infd NAME --replicas N`): a person asked for
-       exactly this number, so it is not clamped.
-    2. Otherwise the count the Deployment has (`current`; None when it was just created),
-       kept inside [minReplicas, maxReplicas] so changed bounds take effect.
-    3. A Deployment that had to be recreated (deleted by someone) gets back the count last
-       written to status.desiredReplicas, and a new one starts at minReplicas.
+    1. `spec.replicas` when set: a person asked for exactly this number, so it is not clamped.
+    2. A Deployment that had to be re-created (someone deleted it) gets back the count last
+       written to status.desiredReplicas, inside the current bounds.
+    3. Otherwise minReplicas, and at least 1: the autoscaler never keeps fewer than one
+       pod (without a pod, no report could ask it to scale up again).
     """
     if spec.replicas is not None:
         return spec.replicas
-    low, high = spec.scaling.min_replicas, spec.scaling.max_replicas
-    base = current if current is not None else last_desired
-    if base is None:
+    low = max(1, spec.scaling.min_replicas)
+    high = max(low, spec.scaling.max_replicas)
+    if last_desired is None:
         return low
-    return max(low, min(high, base))
+    return max(low, min(high, last_desired))

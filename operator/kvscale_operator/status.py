@@ -1,11 +1,12 @@
 """The part of an InferenceDeployment's status the reconciler writes. Pure.
 
 Ownership of status fields (both writers go through the status subresource with a
-read-modify-write guarded by resourceVersion, so neither loses the other's update):
-- the reconciler: observedGeneration, replicas, readyReplicas, desiredReplicas, selector and
-  the conditions listed in `conditions.OWNED_TYPES`;
-- the autoscaler: occupancy, lastScaleTime, scalingHistory, its own condition types, and
-  desiredReplicas once it decides the count (both then agree, see `replicas`).
+read-modify-write guarded by resourceVersion, so neither loses the other's update, and each
+field and condition type has exactly one writer):
+- the reconciler: observedGeneration, replicas, readyReplicas, selector and the conditions
+  listed in `conditions.OWNED_TYPES` (Ready);
+- the autoscale loop: desiredReplicas, occupancy, lastScaleTime, scalingHistory and the
+  conditions in `outcome.OWNED_TYPES` (ScalingActive, ScalingLimited, MetricsAvailable).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ OWNED_FIELDS = (
     "observedGeneration",
     "replicas",
     "readyReplicas",
-    "desiredReplicas",
     "selector",
     "conditions",
 )
@@ -41,7 +41,6 @@ def compute(
         "observedGeneration": inputs.generation,
         "replicas": deployment.replicas if deployment else 0,
         "readyReplicas": deployment.ready_replicas if deployment else 0,
-        "desiredReplicas": inputs.desired_replicas,
         # The scale subresource's labelSelectorPath: `kubectl scale` and an HPA read it.
         "selector": render.selector(name),
         "conditions": conditions.dump_all(merged),

@@ -115,47 +115,6 @@ def test_ready_says_whether_the_engines_serve_and_why_not(
     assert ready.observed_generation == 1
 
 
-@pytest.mark.parametrize(
-    ("pods", "desired", "status", "message"),
-    [
-        (
-            (pod("c", unschedulable=UNSCHEDULABLE), pod("a", ready=True), pod("b", ready=True)),
-            3,
-            "True",
-            f"1 of 3 replicas pending: {UNSCHEDULABLE}",
-        ),
-        (
-            (
-                pod("b", unschedulable="0/2 nodes are available: 2 node(s) didn't match."),
-                pod("a", unschedulable=UNSCHEDULABLE),
-                pod("z", ready=True),
-            ),
-            3,
-            "True",
-            f"2 of 3 replicas pending: {UNSCHEDULABLE}",
-        ),
-        # A terminating pod that never got a node is on its way out, not a limit.
-        (
-            (pod("a", ready=True), pod("b", unschedulable=UNSCHEDULABLE, terminating=True)),
-            1,
-            "False",
-            "all 1 engine pods are scheduled",
-        ),
-        ((pod("a"), pod("b")), 2, "False", "all 2 engine pods are scheduled"),
-        ((), 0, "False", "all 0 engine pods are scheduled"),
-    ],
-)
-def test_scaling_limited_carries_the_schedulers_message(
-    pods: tuple[conditions.PodView, ...], desired: int, status: str, message: str
-) -> None:
-    inputs = conditions.Inputs(
-        generation=4, deployment=deployment(1, len(pods)), pods=pods, desired_replicas=desired
-    )
-    limited = by_type(conditions.evaluate(inputs))["ScalingLimited"]
-    assert (limited.status.value, limited.message) == (status, message)
-    assert limited.reason == ("PodsUnschedulable" if status == "True" else "PodsSchedulable")
-
-
 def computed(status: str, reason: str = "R") -> models.Condition:
     return models.Condition(type="Ready", status=models.ConditionStatus(status), reason=reason)
 

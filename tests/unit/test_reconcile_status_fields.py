@@ -26,26 +26,23 @@ def spec(
 
 
 @pytest.mark.parametrize(
-    ("the_spec", "current", "last_desired", "expected"),
+    ("the_spec", "last_desired", "expected"),
     [
-        (spec(3), 1, None, 3),  # kubectl scale infd --replicas 3
-        (spec(9, high=4), 1, None, 9),  # a person's number is not clamped
-        (spec(0), 2, 2, 0),
-        (spec(), 2, 1, 2),  # keep what the Deployment has (the autoscaler's)
-        (spec(), None, None, 1),  # a new Deployment starts at minReplicas
-        (spec(low=2), None, None, 2),
-        (spec(), None, 3, 3),  # a recreated Deployment gets its last count back
-        (spec(low=2), 1, None, 2),  # raised bounds take effect
-        (spec(high=3), 6, None, 3),
+        (spec(3), None, 3),  # kubectl scale infd --replicas 3 before the Deployment existed
+        (spec(9, high=4), None, 9),  # a person's number is not clamped
+        (spec(0), 2, 0),
+        (spec(), None, 1),  # a new Deployment starts at minReplicas
+        (spec(low=2), None, 2),
+        (spec(low=0), None, 1),  # ... and at least 1, as the autoscaler keeps
+        (spec(), 3, 3),  # a re-created Deployment gets its last count back
+        (spec(high=3), 6, 3),  # ... inside the current bounds
+        (spec(low=2), 1, 2),
     ],
 )
-def test_desired_replicas(
-    the_spec: models.InferenceDeploymentSpec,
-    current: int | None,
-    last_desired: int | None,
-    expected: int,
+def test_initial_replicas(
+    the_spec: models.InferenceDeploymentSpec, last_desired: int | None, expected: int
 ) -> None:
-    assert replicas.desired(the_spec, current, last_desired) == expected
+    assert replicas.initial(the_spec, last_desired) == expected
 
 
 def inputs(ready: int = 1, desired: int | None = 2) -> conditions.Inputs:
@@ -62,10 +59,10 @@ def test_compute_writes_counts_selector_and_conditions() -> None:
         "observedGeneration": 5,
         "replicas": 2,
         "readyReplicas": 1,
-        "desiredReplicas": 2,
         "selector": "kvscale.dev/inference-deployment=llama",
     }
-    assert [condition["type"] for condition in fields["conditions"]] == ["Ready", "ScalingLimited"]
+    # desiredReplicas and the scaling conditions are the autoscale loop's (outcome.py).
+    assert [condition["type"] for condition in fields["conditions"]] == ["Ready"]
     assert set(fields) <= set(status.OWNED_FIELDS)
 
 

@@ -1,0 +1,541 @@
+"""The autoscale loop: one per InferenceDeployment, collect -> decide -> act. Does I/O.
+
+`Loops` keeps one `Loop` task per InferenceDeployment. kopf's watch events drive it (see
+`handlers`): a CR seen (at start, created, changed) starts or updates its loop, a CR deleted
+or being deleted stops it, and the operator's cleanup stops them all. Plain asyncio tasks,
+not kopf daemons, because kopf puts a finalizer on every object a daemon or timer serves, and
+a finalizer would make deleting an InferenceDeployment hang whenever the operator is down.
+
+One tick (every `spec.scaling.tickSeconds`, on one monotonic clock for everything the
+decision sees):
+1. Read the engine Deployment (its spec.replicas is `current`) and the pods from the
+   `inventory` (fed by the pod watch, made whole by a LIST at start and every minute).
+2. Ask the ready pods' sidecars for their reports (`collector`; a rotating sample of them when
+   there are many, `sampling`), with a timeout of half a tick (at most 1 s). Pods that were
+   ready and no longer are (a crashed engine or sidecar) are always asked.
+3. Adapt pods and reports into observations (`observation`) and call the pure decision,
+   `kvscale.scaling.decision.Autoscaler.step(now, observations, current)`. The Autoscaler is
+   built from `settings.from_spec(spec.scaling)` and rebuilt when those settings change.
+4. Act when the decision differs from `current`: before a scale-down, give the least-loaded
+   pods a negative `controller.kubernetes.io/pod-deletion-cost` so the ReplicaSet removes them
+   first; then patch the Deployment's scale subresource, guarded by the resourceVersion read
+   in step 1; then an Event (ScaledUp / ScaledDown, from -> to and why) and a scalingHistory
+   entry.
+5. Write the status fields and conditions the autoscaler owns (`outcome`): at once when the
+   desired count or a condition's status or reason changes, otherwise (occupancy, messages)
+   at most every `status_interval` seconds. Export the metrics (`metrics.Autoscaler`).
+
+Manual replicas. `kubectl scale infd NAME --replicas N` sets spec.replicas. While it is set
+the loop holds the Deployment at exactly N (not clamped: a person asked for it), keeps
+reporting occupancy, and says ScalingActive=False, reason ManualReplicas. Removing it
+(`kubectl patch infd NAME --type merge -p '{"spec":{"replicas":null}}'`) resumes autoscaling
+from the current count with a fresh Autoscaler. One writer owns the Deployment's replicas,
+this loop; the reconciler sets them only when it creates the Deployment (`replicas`).
+
+Restarts. Nothing the decision needs is lost with the process: a fresh Autoscaler seeds its
+scale-down delay with `current` at its first tick, so a restarted operator scales down only
+after a whole delay of low demand, and it scales up only on what the pods report now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from kvscale.scaling import decision, demand, settings
+from kvscale_operator import (
+    collector,
+    inventory,
+    kube,
+    metrics,
+    observation,
+    outcome,
+    reconcile,
+    render,
+    sampling,
+    status,
+)
+
+log = logging.getLogger("kvscale_operator.autoscale")
+
+SCRAPE_TIMEOUT_SECONDS = 1.0
+"""Most a report may take; at short ticks, half the tick."""
+STATUS_INTERVAL_SECONDS = 5.0
+"""Occupancy and condition messages are written at most this often."""
+EVENT_MESSAGE_LIMIT = 1000
+"""Events carry the decision's message, cut to this many characters."""
+_GONE = "DELETED"
+
+
+class Api(Protocol):
+    """The API calls a tick makes (implemented by `kube.Kube`)."""
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+
+    async def list_pods(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]: ...
+
+    async def scale_deployment(
+        self, namespace: str, name: str, replicas: int, *, resource_version: str | None = None
+    ) -> None: ...
+
+    async def annotate_pod(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None: ...
+
+    async def update_status(
+        self, namespace: str, name: str, mutate: kube.StatusMutation
+    ) -> dict[str, Any] | None: ...
+
+
+class Collect(Protocol):
+    """How a tick fetches reports (implemented by `collector.Collector`)."""
+
+    async def collect(
+        self, targets: Sequence[collector.Target], timeout_seconds: float
+    ) -> list[collector.Result]: ...
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Deps:
+    """What the loops share: the API, the collector, the pod inventory, metrics, clocks."""
+
+    api: Api
+    collector: Collect
+    metrics: metrics.Autoscaler
+    events_for: Callable[[Mapping[str, Any]], reconcile.Events]
+    inventory: inventory.Inventory = dataclasses.field(
+        default_factory=lambda: inventory.Inventory(render.OWNER_LABEL)
+    )
+    clock: Callable[[], float] = time.monotonic
+    """The decision's clock: monotonic seconds."""
+    wall: Callable[[], datetime.datetime] = _utcnow
+    """For timestamps people read (status, history)."""
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    status_interval: float = STATUS_INTERVAL_SECONDS
+    scrape_timeout: float = SCRAPE_TIMEOUT_SECONDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """What one tick did to the Deployment (for logs and tests)."""
+
+    from_replicas: int
+    to_replicas: int
+    reason: str
+    marked: tuple[str, ...] = ()
+    """Pods given a negative deletion cost before a scale-down, first to go first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TickResult:
+    """One tick, for logs and tests."""
+
+    tick: outcome.Tick
+    decision: decision.Decision | None
+    action: Action | None
+    status_written: bool
+
+
+def _key(body: Mapping[str, Any]) -> inventory.Key:
+    metadata = body.get("metadata") or {}
+    return (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
+
+
+def _truncate(text: str) -> str:
+    if len(text) <= EVENT_MESSAGE_LIMIT:
+        return text
+    return text[: EVENT_MESSAGE_LIMIT - 3] + "..."
+
+
+def deletion_costs(
+    pods: Sequence[observation.Pod], removal_order: Sequence[str], count: int
+) -> dict[str, str | None]:
+    """Annotation changes so the ReplicaSet removes the `count` least-loaded pods first.
+
+    The chosen pods get costs -count .. -1 (the least loaded the lowest); a pod that still
+    carries a negative cost from an earlier scale-down and is not chosen now loses it.
+    Positive costs (a person protecting a pod) are left alone. Returns pod name -> new value
+    (None: remove) for the pods whose annotation must change.
+    """
+    chosen = list(removal_order[: max(0, count)])
+    wanted: dict[str, str | None] = {
+        name: str(index - len(chosen)) for index, name in enumerate(chosen)
+    }
+    changes: dict[str, str | None] = {}
+    for pod in pods:
+        if pod.phase is demand.Phase.TERMINATING:
+            continue
+        target = wanted.get(pod.name)
+        if target is None:
+            if pod.deletion_cost is not None and pod.deletion_cost.lstrip().startswith("-"):
+                changes[pod.name] = None
+        elif pod.deletion_cost != target:
+            changes[pod.name] = target
+    return changes
+
+
+class Loop:
+    """The autoscaler of one InferenceDeployment."""
+
+    def __init__(self, body: Mapping[str, Any], deps: Deps) -> None:
+        self.key = _key(body)
+        self._body: dict[str, Any] = dict(body)
+        self._deps = deps
+        self._autoscaler: decision.Autoscaler | None = None
+        self._config: settings.ScalingSettings | None = None
+        self._manual: bool | None = None
+        self._memory = observation.Memory()
+        self._reports = observation.Reports()
+        self._tick_index = 0
+        self._history: list[dict[str, Any]] = []
+        """scalingHistory entries not yet written."""
+        self._written: tuple[outcome.Summary, outcome.Summary] | None = None
+        self._written_at = -float("inf")
+        self._metrics_condition: tuple[str, str] | None = None
+        """(status, reason) of MetricsAvailable at the last tick that evaluated it."""
+
+    def update(self, body: Mapping[str, Any]) -> None:
+        """The CR changed (spec, metadata): the next tick uses this copy."""
+        self._body = dict(body)
+
+    def tick_seconds(self) -> float:
+        infd, _ = reconcile.parse(self._body)
+        if infd is None:
+            return settings.ScalingSettings.tick_seconds
+        return infd.spec.scaling.tick_seconds
+
+    async def run(self) -> None:
+        """Ticks until cancelled; an error in one tick is logged and counted, never fatal."""
+        namespace, name = self.key
+        labels = {"namespace": namespace, "name": name}
+        while True:
+            started = self._deps.clock()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._deps.metrics.loop_errors.labels(**labels).inc()
+                log.warning(f"{namespace}/{name}: autoscaler tick failed: {error!r}")
+            period = self.tick_seconds()
+            await self._deps.sleep(max(0.0, started + period - self._deps.clock()))
+
+    def _autoscaler_for(
+        self, config: settings.ScalingSettings, manual: bool
+    ) -> decision.Autoscaler:
+        """The Autoscaler, rebuilt when the settings change or manual mode ends."""
+        if self._autoscaler is None or config != self._config or self._manual != manual:
+            if self._autoscaler is not None:
+                log.info(f"{self.key[0]}/{self.key[1]}: scaling settings changed; new windows")
+            self._autoscaler = decision.Autoscaler(config)
+            self._config = config
+        self._manual = manual
+        return self._autoscaler
+
+    async def _pods(self, now: float) -> list[dict[str, Any]]:
+        deps = self._deps
+        synced = deps.inventory.synced_at(self.key)
+        if synced is None or now - synced >= inventory.RESYNC_SECONDS:
+            started = deps.clock()
+            listed = await deps.api.list_pods(self.key[0], render.selector_labels(self.key[1]))
+            deps.inventory.resync(self.key, listed, started, deps.clock())
+        return deps.inventory.pods(self.key)
+
+    async def tick(self) -> TickResult:
+        """One collect -> decide -> act -> report pass (see the module docstring)."""
+        deps = self._deps
+        namespace, name = self.key
+        labels = {"namespace": namespace, "name": name}
+        began = deps.clock()
+        body = self._body
+        generation = (body.get("metadata") or {}).get("generation")
+        infd, error = reconcile.parse(body)
+        if infd is None:
+            blocked = outcome.Blocked("InvalidSpec", error or "the spec does not parse")
+            return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
+        deployment = await deps.api.get("apps/v1", "Deployment", namespace, name)
+        if deployment is None:
+            message = f"the engine Deployment {name} does not exist (yet)"
+            blocked = outcome.Blocked("DeploymentMissing", message)
+            return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
+        conflict = reconcile.foreign_controller(deployment, infd.metadata.uid)
+        if conflict is not None:
+            blocked = outcome.Blocked("ResourceConflict", conflict)
+            return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
+        current = int((deployment.get("spec") or {}).get("replicas") or 0)
+        version = (deployment.get("metadata") or {}).get("resourceVersion")
+
+        now = deps.clock()
+        pods = [
+            observation.read_pod(obj, self._memory.was_ready(str(obj["metadata"].get("uid"))))
+            for obj in await self._pods(now)
+        ]
+        self._memory.update(pods)
+        config = settings.from_spec(infd.spec.scaling)
+        manual = infd.spec.replicas
+        autoscaler = self._autoscaler_for(config, manual is not None)
+
+        polled = await self._collect(pods, infd.spec.sidecar.port, config, labels)
+        observed = observation.observations(pods, polled, self._reports)
+        now = deps.clock()
+        signal = demand.measure(now, observed, config)
+        result = None
+        if manual is None:
+            result = autoscaler.step(now, observed, current)
+            desired = result.desired
+        else:
+            desired = manual
+
+        by_name = {pod.name: pod for pod in pods}
+        reports = self._reports
+        unreported = tuple(
+            (reading.pod, observation.why_unreported(now, by_name[reading.pod], reports, config))
+            for reading in signal.unreported
+        )
+        live = [pod for pod in pods if pod.phase is not demand.Phase.TERMINATING]
+        tick = outcome.Tick(
+            generation=generation,
+            decision=result,
+            manual_replicas=manual,
+            desired=desired,
+            min_replicas=config.min_replicas,
+            max_replicas=config.max_replicas,
+            occupancy=signal.occupancy,
+            num_ready=signal.num_ready,
+            num_fresh=signal.num_fresh,
+            num_polled=sum(1 for pod in pods if pod.uid in polled),
+            unreported=unreported,
+            unschedulable=tuple(
+                sorted((pod.name, pod.unschedulable) for pod in live if pod.unschedulable)
+            ),
+            num_pods=len(live),
+        )
+
+        action = None
+        if desired != current:
+            reason = result.reason.value if result is not None else "manual"
+            message = result.message if result is not None else f"spec.replicas is {manual}"
+            action, scale_error = await self._scale(
+                pods, current, desired, version, reason, message, signal, result
+            )
+            if scale_error is not None:
+                tick = dataclasses.replace(tick, scale_error=scale_error)
+
+        m = deps.metrics
+        m.current_replicas.labels(**labels).set(current)
+        m.desired_replicas.labels(**labels).set(desired)
+        m.ready_replicas.labels(**labels).set(signal.num_ready)
+        m.occupancy.labels(**labels).set(
+            signal.occupancy if signal.occupancy is not None else float("nan")
+        )
+        m.unreported_pods.labels(**labels).set(len(signal.unreported))
+        m.panic.labels(**labels).set(
+            1 if result is not None and result.mode is decision.Mode.PANIC else 0
+        )
+        m.decisions.labels(**labels, reason=result.reason.value if result else "manual").inc()
+        finished = await self._finish(tick, result, action)
+        m.loop_seconds.labels(**labels).observe(deps.clock() - began)
+        return finished
+
+    async def _collect(
+        self,
+        pods: Sequence[observation.Pod],
+        port: int,
+        config: settings.ScalingSettings,
+        labels: Mapping[str, str],
+    ) -> set[str]:
+        """Asks the chosen sidecars; keeps what came back in `_reports`. Returns the uids asked."""
+        deps = self._deps
+        ready = [pod for pod in pods if pod.phase is demand.Phase.READY and pod.ip]
+        steady = [pod for pod in ready if not pod.lost]
+        size = sampling.sample_size(len(ready))
+        chosen = set(sampling.choose((pod.name for pod in steady), self._tick_index, size))
+        self._tick_index += 1
+        asked = [pod for pod in ready if pod.name in chosen or pod.lost]
+        targets = [
+            collector.Target(pod.name, pod.uid, collector.url(pod.ip or "", port)) for pod in asked
+        ]
+        timeout = min(deps.scrape_timeout, config.tick_seconds / 2)
+        results = await deps.collector.collect(targets, timeout)
+        for found in results:
+            uid = found.target.uid
+            if found.report is not None:
+                self._reports.record(uid, observation.Received(found.report, found.received_at))
+            else:
+                self._reports.fail(uid, found.error or "no report")
+                reason = found.failure.value if found.failure else "unknown"
+                deps.metrics.scrape_errors.labels(**labels, reason=reason).inc()
+        if results:
+            deps.metrics.scrapes.labels(**labels).inc(len(results))
+        self._reports.keep_only({pod.uid for pod in pods})
+        return {pod.uid for pod in asked}
+
+    async def _scale(
+        self,
+        pods: Sequence[observation.Pod],
+        current: int,
+        desired: int,
+        version: str | None,
+        reason: str,
+        message: str,
+        signal: demand.Signal,
+        result: decision.Decision | None,
+    ) -> tuple[Action | None, str | None]:
+        """Marks pods for removal (scale-down), patches the scale, posts the Event."""
+        deps = self._deps
+        namespace, name = self.key
+        events = deps.events_for(self._body)
+        marked: tuple[str, ...] = ()
+        if desired < current:
+            order = result.removal_order if result is not None else signal.removal_order
+            changes = deletion_costs(pods, order, current - desired)
+            for pod_name, cost in changes.items():
+                try:
+                    await deps.api.annotate_pod(
+                        namespace, pod_name, {observation.DELETION_COST_ANNOTATION: cost}
+                    )
+                except kube.ApiError as error:
+                    # Best effort: without it the ReplicaSet picks by its own rules.
+                    log.info(f"{namespace}/{name}: deletion cost of {pod_name} not set: {error}")
+            marked = tuple(pod for pod, cost in changes.items() if cost is not None)
+            marked = tuple(sorted(marked, key=lambda pod: int(changes[pod] or "0")))
+        try:
+            await deps.api.scale_deployment(namespace, name, desired, resource_version=version)
+        except kube.ApiError as error:
+            if kube.is_conflict(error):
+                log.info(f"{namespace}/{name}: the Deployment changed while deciding; next tick")
+                return None, None
+            text = f"scaling the Deployment from {current} to {desired} failed: {error}"
+            log.warning(f"{namespace}/{name}: {text}")
+            events.warn("ScaleFailed", _truncate(text))
+            return None, text
+        direction = "up" if desired > current else "down"
+        word = "ScaledUp" if desired > current else "ScaledDown"
+        text = f"scaled from {current} to {desired} replicas ({reason}): {message}"
+        events.info(word, _truncate(text))
+        log.info(f"{namespace}/{name}: {text}")
+        deps.metrics.scale_actions.labels(namespace=namespace, name=name, direction=direction).inc()
+        self._history.append(
+            outcome.history_entry(deps.wall(), current, desired, reason, signal.occupancy)
+        )
+        return Action(current, desired, reason, marked), None
+
+    async def _finish(
+        self, tick: outcome.Tick, result: decision.Decision | None, action: Action | None
+    ) -> TickResult:
+        """Events on metrics going missing or coming back; the rate-limited status write."""
+        self._metrics_events(tick)
+        written = await self._write_status(tick)
+        return TickResult(tick, result, action, written)
+
+    def _metrics_events(self, tick: outcome.Tick) -> None:
+        if tick.blocked is not None:
+            return
+        condition = outcome.metrics_available(tick)
+        now = (condition.status.value, condition.reason)
+        before, self._metrics_condition = self._metrics_condition, now
+        if before == now:
+            return
+        events = self._deps.events_for(self._body)
+        missing = condition.reason in ("SomePodsMissing", "NoReports")
+        if missing and (before is None or before[1] != condition.reason):
+            events.warn("MetricsMissing", _truncate(condition.message))
+        elif (
+            condition.reason == "AllPodsReporting"
+            and before is not None
+            and before[1]
+            in (
+                "SomePodsMissing",
+                "NoReports",
+            )
+        ):
+            events.info("MetricsRestored", _truncate(condition.message))
+
+    async def _write_status(self, tick: outcome.Tick) -> bool:
+        deps = self._deps
+        now = deps.clock()
+        urgent, minor = outcome.summary(tick)
+        due = (
+            bool(self._history)
+            or self._written is None
+            or self._written[0] != urgent
+            or (self._written[1] != minor and now - self._written_at >= deps.status_interval)
+        )
+        if not due:
+            return False
+        history = list(self._history)
+        stamp = deps.wall()
+
+        def mutate(obj: dict[str, Any]) -> Mapping[str, Any] | None:
+            previous = obj.get("status") or {}
+            return status.changes(previous, outcome.fields(previous, tick, history, stamp))
+
+        namespace, name = self.key
+        try:
+            await deps.api.update_status(namespace, name, mutate)
+        except kube.ApiError as error:
+            log.warning(f"{namespace}/{name}: autoscaler status not written: {error}")
+            return False
+        del self._history[: len(history)]
+        self._written = (urgent, minor)
+        self._written_at = now
+        return True
+
+
+class Loops:
+    """One `Loop` task per InferenceDeployment, started and stopped by watch events."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._running: dict[inventory.Key, tuple[Loop, asyncio.Task[None]]] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._running
+
+    async def sync(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """An InferenceDeployment watch event."""
+        key = _key(body)
+        going = event_type == _GONE or bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        if going:
+            await self.stop(key)
+            return
+        running = self._running.get(key)
+        if running is not None:
+            running[0].update(body)
+            return
+        loop = Loop(body, self.deps)
+        task = asyncio.create_task(loop.run(), name=f"autoscale {key[0]}/{key[1]}")
+        self._running[key] = (loop, task)
+        log.info(f"{key[0]}/{key[1]}: autoscaler started")
+
+    def pod_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A pod watch event: keeps the inventory current."""
+        self.deps.inventory.apply(event_type, body, self.deps.clock())
+
+    async def stop(self, key: inventory.Key) -> None:
+        running = self._running.pop(key, None)
+        if running is None:
+            return
+        task = running[1]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        self.deps.inventory.forget(key)
+        self.deps.metrics.forget(*key)
+        log.info(f"{key[0]}/{key[1]}: autoscaler stopped")
+
+    async def stop_all(self) -> None:
+        for key in list(self._running):
+            await self.stop(key)
