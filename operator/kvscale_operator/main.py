@@ -82,17 +82,21 @@ async def operate(settings: config.Settings) -> int:
         log.info(f"kvscale operator watching {where} as {credentials.cluster.server}")
 
         async def run_kopf(stop: asyncio.Event | None) -> None:
-            await kopf.operator(
-                registry=registry,
-                settings=handlers.operator_settings(settings),
-                clusterwide=not settings.namespaces,
-                namespaces=settings.namespaces,
-                # kopf's peering only pauses lower-priority peers; replicas are kept apart
-                # by the operator's own Lease-based election (`leader`) instead.
-                standalone=True,
-                liveness_endpoint=liveness,
-                stop_flag=stop,
-            )
+            counters.leader.set(1)
+            try:
+                await kopf.operator(
+                    registry=registry,
+                    settings=handlers.operator_settings(settings),
+                    clusterwide=not settings.namespaces,
+                    namespaces=settings.namespaces,
+                    # kopf's peering only pauses lower-priority peers; replicas are kept
+                    # apart by the operator's own Lease-based election (`leader`) instead.
+                    standalone=True,
+                    liveness_endpoint=liveness,
+                    stop_flag=stop,
+                )
+            finally:
+                counters.leader.set(0)
 
         if settings.leader_election is None:
             await run_kopf(None)

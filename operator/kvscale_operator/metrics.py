@@ -20,6 +20,7 @@ class Metrics:
     changes: prometheus_client.Counter  # labels: kind, action (created, updated, scaled)
     drift_corrections: prometheus_client.Counter  # labels: kind
     conflict_retries: prometheus_client.Counter
+    leader: prometheus_client.Gauge  # 1 while this process runs the handlers
     autoscaler: Autoscaler
 
     @classmethod
@@ -53,6 +54,12 @@ class Metrics:
             conflict_retries=prometheus_client.Counter(
                 "kvscale_operator_conflict_retries",
                 "Writes retried after a 409 Conflict.",
+                registry=registry,
+            ),
+            leader=prometheus_client.Gauge(
+                "kvscale_operator_leader",
+                "1 while this replica runs the handlers (it holds the leader Lease, or runs "
+                "without leader election); 0 for a standby.",
                 registry=registry,
             ),
             autoscaler=Autoscaler.create(registry),

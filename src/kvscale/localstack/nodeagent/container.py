@@ -66,6 +66,10 @@ def effective_policy(role: Role, pod_policy: str) -> str:
     return pod_policy
 
 
+async def _no_credentials() -> Mapping[str, str]:
+    return {}
+
+
 @dataclasses.dataclass
 class PodContext:
     """What a container needs from its pod and from the agent."""
@@ -80,6 +84,9 @@ class PodContext:
     notify: Callable[[], None]
     agent_environment: Mapping[str, str]
     table: Sequence[images.Image] = images.TABLE
+    # The pod's service-account variables (KUBECONFIG), see `account`; a ConfigError when
+    # they cannot be had.
+    credentials: Callable[[], Awaitable[Mapping[str, str]]] = _no_credentials
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +291,8 @@ class Runner:
         pod = context.pod()
         try:
             sources = await context.sources(environment.references(spec))
+            # Under the container's own variables, like a runtime's: the pod spec may override.
+            image_env = {**image_env, **await context.credentials()}
             env = environment.container_environment(
                 pod, spec, context.pod_ip, context.host_ip, sources
             )

@@ -34,6 +34,7 @@ from lightkube.resources import core_v1 as core
 from lightkube.types import PatchType
 
 from kvscale.localstack.nodeagent import (
+    account,
     container,
     environment,
     ipam,
@@ -108,6 +109,7 @@ class Worker:
         self._message = ""
         self._reason = ""
         self._interrupted = False
+        self._account: Mapping[str, str] | None = None
         self.directory = state.pod_dir(deps.settings.pods_dir, pod.namespace, pod.name, pod.uid)
         if pod.deleting:
             self._request(Stop.DELETE)
@@ -231,6 +233,7 @@ class Worker:
             crashloop=self._deps.settings.crashloop,
             notify=self.notify,
             agent_environment=self._deps.agent_environment,
+            credentials=self._credentials,
         )
         previous_init = status.previous_containers(pod.status, "initContainerStatuses")
         previous_main = status.previous_containers(pod.status, "containerStatuses")
@@ -345,6 +348,15 @@ class Worker:
             await asyncio.sleep(_RETRY_SECONDS * (attempt + 1))
 
     # -- status --------------------------------------------------------------------------
+
+    async def _credentials(self) -> Mapping[str, str]:
+        """The pod's service-account variables, fetched once per pod (its containers share
+        them, as they share kubelet's token volume)."""
+        if self._account is None:
+            self._account = await account.provide(
+                self._deps.client, self._deps.settings.kubeconfig, self._pod, self.directory
+            )
+        return self._account
 
     async def _sources(self, refs: set[tuple[str, str]]) -> environment.Sources:
         config_maps: dict[str, Mapping[str, str] | None] = {}

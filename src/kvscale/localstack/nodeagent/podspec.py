@@ -167,6 +167,9 @@ class Pod:
     deletion_grace_period_seconds: int | None = None
     host_network: bool = False
     service_account_name: str = ""
+    # The API server gave the pod a projected service-account token volume (automount was
+    # not turned off): the agent provides the credentials (see `account`).
+    service_account_token: bool = False
     readiness_gates: tuple[str, ...] = ()
     phase: str | None = None
     pod_ip: str | None = None
@@ -193,6 +196,21 @@ class Pod:
 
 
 # -- parsing -------------------------------------------------------------------------------
+
+
+def _has_token_volume(volumes: object) -> bool:
+    """Whether any volume projects a service-account token. Volumes are not run here, so
+    malformed ones are not an error of the pod; they simply hold no token."""
+    if not isinstance(volumes, list):
+        return False
+    for volume in volumes:
+        projected = volume.get("projected") if isinstance(volume, Mapping) else None
+        sources = projected.get("sources") if isinstance(projected, Mapping) else None
+        if isinstance(sources, list) and any(
+            isinstance(source, Mapping) and "serviceAccountToken" in source for source in sources
+        ):
+            return True
+    return False
 
 
 def _mapping(value: object, path: str) -> Mapping[str, object]:
@@ -480,6 +498,7 @@ def parse_pod(raw: Mapping[str, object]) -> Pod:
         ),
         host_network=_bool(spec.get("hostNetwork"), "spec.hostNetwork"),
         service_account_name=_str(spec.get("serviceAccountName"), "spec.serviceAccountName", ""),
+        service_account_token=_has_token_volume(spec.get("volumes")),
         readiness_gates=gates,
         phase=_optional_str(status.get("phase"), "status.phase"),
         pod_ip=_optional_str(status.get("podIP"), "status.podIP") or None,
