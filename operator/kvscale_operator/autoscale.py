@@ -50,6 +50,7 @@ from typing import Any, Protocol
 from kvscale.scaling import decision, demand, settings
 from kvscale_operator import (
     collector,
+    conditions,
     inventory,
     kube,
     metrics,
@@ -69,6 +70,8 @@ STATUS_INTERVAL_SECONDS = 5.0
 """Occupancy and condition messages are written at most this often."""
 EVENT_MESSAGE_LIMIT = 1000
 """Events carry the decision's message, cut to this many characters."""
+MARKS_PER_TICK = 20
+"""Pods marked ready-once per tick at most (a new operator on a big fleet spreads them)."""
 _GONE = "DELETED"
 
 
@@ -198,6 +201,8 @@ class Loop:
         self._config: settings.ScalingSettings | None = None
         self._manual: bool | None = None
         self._memory = observation.Memory()
+        self._marked: set[str] = set()
+        """uids of pods this loop marked ready-once."""
         self._reports = observation.Reports()
         self._tick_index = 0
         self._history: list[dict[str, Any]] = []
@@ -284,6 +289,7 @@ class Loop:
             for obj in await self._pods(now)
         ]
         self._memory.update(pods)
+        await self._mark_ready(pods)
         config = settings.from_spec(infd.spec.scaling)
         manual = infd.spec.replicas
         autoscaler = self._autoscaler_for(config, manual is not None)
@@ -349,6 +355,25 @@ class Loop:
         finished = await self._finish(tick, result, action)
         m.loop_seconds.labels(**labels).observe(deps.clock() - began)
         return finished
+
+    async def _mark_ready(self, pods: Sequence[observation.Pod]) -> None:
+        """Marks pods seen ready for the first time, so a restarted operator knows them."""
+        namespace, name = self.key
+        self._marked &= {pod.uid for pod in pods}
+        marked = self._marked
+        unmarked = [p for p in pods if p.ready and not p.marked_ready and p.uid not in marked]
+        stamp = conditions.timestamp(self._deps.wall())
+        for pod in unmarked[:MARKS_PER_TICK]:
+            try:
+                await self._deps.api.annotate_pod(
+                    namespace, pod.name, {observation.READY_ONCE_ANNOTATION: stamp}
+                )
+            except kube.ApiError as error:
+                if not kube.is_not_found(error):
+                    log.info(f"{namespace}/{name}: {pod.name} not marked ready-once: {error}")
+                continue
+            # The pod watch brings the annotation back later; until then, remember it here.
+            self._marked.add(pod.uid)
 
     async def _collect(
         self,

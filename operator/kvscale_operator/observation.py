@@ -12,8 +12,11 @@ on the other. `kvscale.scaling.demand`'s docstring lists what it expects; the ru
   stays `ready` for the decision: its engine or its sidecar crashed or stopped answering, and
   its load is unknown, not zero. The decision then counts it as unreported (saturated for
   scale-up, and no scale-down while it lasts) until a fresh report says otherwise, instead of
-  treating it as capacity on the way and its load as gone. The loop remembers which pods
-  were ready (`Memory`); after an operator restart it knows only the pods ready at that time.
+  treating it as capacity on the way and its load as gone. A pod that never was ready (still
+  loading its model, or crash-looping at start) is capacity on the way, never "saturated",
+  so a broken rollout cannot make the autoscaler buy pods. The loop remembers which pods were
+  ready (`Memory`) and marks each one once with the annotation `READY_ONCE_ANNOTATION`, so a
+  restarted operator still knows.
 - Reports are kept across ticks (`Reports`): a poll that fails leaves the pod's last good
   report in place, growing older, and the decision calls it stale after `stale_after_seconds`.
   One slow answer therefore costs nothing, and a dead sidecar is noticed within that limit.
@@ -34,6 +37,8 @@ from kvscale import report
 from kvscale.scaling import demand, settings
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+READY_ONCE_ANNOTATION = "kvscale.dev/ready-once"
+"""Set by the autoscaler on an engine pod the first time it sees it ready (value: when)."""
 _GONE_PHASES = frozenset({"Failed", "Succeeded"})
 
 
@@ -68,6 +73,8 @@ class Pod:
     """The scheduler's message while PodScheduled is False."""
     deletion_cost: str | None
     """The pod-deletion-cost annotation as it is now."""
+    marked_ready: bool = False
+    """It carries `READY_ONCE_ANNOTATION`."""
 
     @property
     def lost(self) -> bool:
@@ -84,20 +91,23 @@ def read_pod(obj: Mapping[str, Any], was_ready: bool) -> Pod:
     unschedulable = None
     if scheduled is not None and scheduled.get("status") == "False":
         unschedulable = str(scheduled.get("message") or scheduled.get("reason") or "unschedulable")
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, Mapping):
+        annotations = {}
+    marked = READY_ONCE_ANNOTATION in annotations
     running = any(
         isinstance(status, Mapping) and isinstance(_get(status, "state", "running"), Mapping)
         for status in _get(obj, "status", "containerStatuses") or []
     )
     if metadata.get("deletionTimestamp") or _get(obj, "status", "phase") in _GONE_PHASES:
         phase = demand.Phase.TERMINATING
-    elif ready or was_ready:
+    elif ready or was_ready or marked:
         phase = demand.Phase.READY
     elif not (scheduled is not None and scheduled.get("status") == "True") or not running:
         phase = demand.Phase.PENDING
     else:
         phase = demand.Phase.STARTING
-    annotations = metadata.get("annotations") or {}
-    cost = annotations.get(DELETION_COST_ANNOTATION) if isinstance(annotations, Mapping) else None
+    cost = annotations.get(DELETION_COST_ANNOTATION)
     ip = _get(obj, "status", "podIP")
     return Pod(
         name=str(metadata.get("name") or ""),
@@ -107,6 +117,7 @@ def read_pod(obj: Mapping[str, Any], was_ready: bool) -> Pod:
         ready=ready,
         unschedulable=unschedulable,
         deletion_cost=str(cost) if cost is not None else None,
+        marked_ready=marked,
     )
 
 

@@ -342,7 +342,11 @@ def test_load_removed_scales_down_after_the_delay_least_loaded_pods_first() -> N
     assert (action.from_replicas, action.to_replicas) == (3, 1)
     # The two least-loaded pods were marked, least loaded lowest, before the scale.
     assert action.marked == ("b", "a")
-    costs = {name: values for name, values in h.api.annotations}
+    costs = {
+        name: values
+        for name, values in h.api.annotations
+        if "controller.kubernetes.io/pod-deletion-cost" in values
+    }
     assert costs == {
         "b": {"controller.kubernetes.io/pod-deletion-cost": "-2"},
         "a": {"controller.kubernetes.io/pod-deletion-cost": "-1"},
@@ -419,6 +423,38 @@ def test_an_engine_that_crashed_counts_as_unreported_not_as_capacity_on_the_way(
     assert "b" in results[-1].decision.unreported
     message = h.api.condition("MetricsAvailable")["message"]
     assert "b: engine unreachable: connection refused" in message
+
+
+def test_a_restarted_operator_still_knows_a_crashed_pod_was_ready() -> None:
+    h = Harness(cr(), 2, [pod("a"), pod("b")])
+    h.collector.answers = {"a": 0, "b": 0}
+    h.tick()
+    marked = {name for name, values in h.api.annotations if "kvscale.dev/ready-once" in values}
+    assert marked == {"a", "b"}
+    h.set_pods(h.api.pods)  # the pod watch brings the annotations
+    # b's engine crashes, then the operator restarts: only the annotation remembers b.
+    crashed = copy.deepcopy(h.api.pods)
+    crashed[1]["status"]["conditions"][1]["status"] = "False"
+    h.set_pods(crashed)
+    h.restart()
+    unreachable = occupancy(
+        "b", 0, h.clock.now, health=report.Health.UNREACHABLE, reason="connection refused"
+    )
+    h.collector.answers = {"a": 0, "b": unreachable}
+    results = h.ticks(30)
+    assert h.api.scales == []
+    assert results[-1].decision is not None
+    assert results[-1].decision.unreported == ("b",)
+
+
+def test_a_pod_that_never_was_ready_is_capacity_on_the_way_not_saturated() -> None:
+    h = Harness(cr(), 2, [pod("a"), pod("b", ready=False)])
+    h.collector.answers = {"a": 20, "b": "connection refused"}
+    result = h.tick()
+    assert result.decision is not None
+    assert (result.decision.ready, result.decision.starting) == (1, 1)
+    assert result.decision.unreported == ()
+    assert h.collector.asked == [["a"]]
 
 
 def test_a_restarted_operator_does_not_scale_down_before_a_whole_delay() -> None:
