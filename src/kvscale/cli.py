@@ -49,6 +49,12 @@ def _sidecar(args: argparse.Namespace) -> int:
     return sidecar_main.run(args)
 
 
+def _twin(args: argparse.Namespace) -> int:
+    from kvscale.twinserver import main as twin_main
+
+    return twin_main.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvscale",
@@ -128,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar = sub.add_parser("sidecar", help="serve an engine's KV-cache occupancy report")
     sidecar_settings.add_arguments(sidecar)
     sidecar.set_defaults(func=_sidecar)
+
+    # The twin's flags are vLLM's; they live with its settings (pure, cheap to import).
+    from kvscale.twinserver import settings as twin_settings
+
+    twin = sub.add_parser(
+        "twin", help="serve engine twins: vLLM's API and metrics with a modelled engine"
+    )
+    twin_settings.add_arguments(twin)
+    twin.set_defaults(func=_twin)
     return parser
 
 

@@ -30,7 +30,8 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks_override: int | None = None  # vLLM --num-gpu-blocks-override
     # Defaults of `vllm serve` by GPU: 8192 and 1024 on GPUs with >= 70 GiB other than
-    # A100, 2048 and 256 otherwise (vllm/engine/arg_utils.py, v0.32).
+    # A100, 2048 and 256 otherwise; 2048 and 128 on vLLM's CPU build
+    # (vllm/engine/arg_utils.py, v0.32).
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
     max_model_len: int | None = None  # default: the model's max_position_embeddings
@@ -103,6 +104,8 @@ class EngineConfig:
 
 
 def _serve_defaults(gpu: profile_.Gpu) -> tuple[int, int]:
+    if gpu.serve_defaults is not None:
+        return gpu.serve_defaults
     if gpu.memory_bytes >= 160 * GIB:
         return 16384, 1024
     if gpu.memory_bytes >= 70 * GIB and "A100" not in gpu.name:

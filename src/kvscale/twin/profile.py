@@ -24,6 +24,8 @@ import math
 import types
 from collections.abc import Mapping
 
+from kvscale.twin import calibration
+
 GIB = 1024**3
 
 
@@ -37,6 +39,9 @@ class Gpu:
     memory_bytes: int  # as the driver reports it (nvidia-smi's total)
     host_bandwidth: float  # host <-> device (PCIe), bytes/s, one direction
     link_bandwidth: float  # GPU <-> GPU (NVLink), bytes/s, one direction
+    # `vllm serve`'s (max_num_batched_tokens, max_num_seqs) on this device when they do not
+    # follow the GPU-memory rule (vLLM's CPU platform has its own); None: the memory rule.
+    serve_defaults: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,16 +111,48 @@ class Efficiency:
 
 
 @dataclasses.dataclass(frozen=True)
+class LinearStepTime:
+    """A measured step time, linear in the batch's shape (used instead of the roofline).
+
+    seconds = per_step_s + per_token_s x tokens + per_seq_s x sequences
+              + per_attention_pair_s x attention pairs
+
+    Fitted by least squares on a real engine (see `calibration`); every coefficient >= 0.
+    """
+
+    per_step_s: float
+    per_token_s: float
+    per_seq_s: float
+    per_attention_pair_s: float
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not (isinstance(value, float | int) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{field.name} = {value!r}, must be a finite number >= 0")
+
+    def seconds(self, num_tokens: int, num_seqs: int, attention_pairs: int) -> float:
+        return (
+            self.per_step_s
+            + self.per_token_s * num_tokens
+            + self.per_seq_s * num_seqs
+            + self.per_attention_pair_s * attention_pairs
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """A model served on `tensor_parallel_size` GPUs of one kind."""
 
     gpu: Gpu
     model: Model
     tensor_parallel_size: int = 1
-    kv_cache_dtype_bytes: int = 2  # 2 for auto (BF16), 1 for fp8
+    kv_cache_dtype_bytes: int = 2  # 2 for auto (BF16), 1 for fp8, 4 for float32 (CPU)
     efficiency: Efficiency = Efficiency()
     # Per GPU: activations of the profiling run, CUDA graphs, NCCL and cuBLAS workspaces.
     non_kv_reserve_bytes: int = 2 * GIB
+    # A measured step time replaces the roofline when set (the CPU-calibrated profile).
+    step_model: LinearStepTime | None = None
 
     def __post_init__(self) -> None:
         tp = self.tensor_parallel_size
@@ -126,9 +163,9 @@ class Profile:
                 f"tensor_parallel_size = {tp}, must divide or be a multiple of "
                 f"{self.model.name}'s {self.model.num_kv_heads} KV heads"
             )
-        if self.kv_cache_dtype_bytes not in (1, 2):
+        if self.kv_cache_dtype_bytes not in (1, 2, 4):
             raise ValueError(
-                f"kv_cache_dtype_bytes = {self.kv_cache_dtype_bytes!r}, must be 1 (fp8) or 2"
+                f"kv_cache_dtype_bytes = {self.kv_cache_dtype_bytes!r}, must be 1 (fp8), 2 or 4"
             )
         if self.non_kv_reserve_bytes < 0:
             raise ValueError(f"non_kv_reserve_bytes = {self.non_kv_reserve_bytes}, must be >= 0")
@@ -195,6 +232,8 @@ class Profile:
         """
         if num_tokens <= 0:
             return 0.0
+        if self.step_model is not None:
+            return self.step_model.seconds(num_tokens, num_seqs, attention_pairs)
         model, gpu, eff = self.model, self.gpu, self.efficiency
         tp = self.tensor_parallel_size
         flops, memory_bytes = self.work(num_tokens, num_seqs, attention_pairs, kv_tokens)
@@ -267,16 +306,71 @@ LLAMA_3_70B = Model(
     max_position_embeddings=8192,
 )
 
+# The project's offline test model (scripts/build_tiny_model.py): float32 weights and KV.
+TINY_LLAMA = Model(
+    name="kvscale/tiny-llama",
+    num_layers=2,
+    hidden_size=256,
+    num_attention_heads=4,
+    num_kv_heads=2,
+    head_dim=64,
+    intermediate_size=512,
+    vocab_size=320,
+    max_position_embeddings=4096,
+    dtype_bytes=4,
+)
+
+# vLLM's CPU build on this project's machines. Its step time is measured (`calibration`), so
+# the datasheet numbers below only matter for swap transfers (host memory copies).
+CPU_LOCAL = Gpu(
+    name="CPU (vLLM CPU build)",
+    peak_flops=1e11,  # unused: the CPU profile's step time is measured
+    memory_bandwidth=1e10,  # unused, as above
+    # The KV cache's host memory, VLLM_CPU_KVCACHE_SPACE (1 GiB in kvscale.localstack).
+    memory_bytes=GIB,
+    host_bandwidth=5e9,  # a memcpy on a small VM: an assumption
+    link_bandwidth=5e9,  # unused: no tensor parallelism on the CPU build here
+    serve_defaults=(2048, 128),  # vLLM 0.32's CPU defaults for the OpenAI server
+)
+
 GPUS: Mapping[str, Gpu] = types.MappingProxyType({"h100-sxm": H100_SXM, "a100-80gb": A100_80GB})
 MODELS: Mapping[str, Model] = types.MappingProxyType(
     {"llama-3-8b": LLAMA_3_8B, "llama-3-70b": LLAMA_3_70B}
 )
+CPU_CALIBRATED = "cpu-calibrated"
+
+
+def cpu_tiny_llama() -> Profile:
+    """The tiny model on vLLM's CPU build, with the step time measured on it (`calibration`)."""
+    return Profile(
+        gpu=CPU_LOCAL,
+        model=TINY_LLAMA,
+        kv_cache_dtype_bytes=4,
+        non_kv_reserve_bytes=0,
+        step_model=LinearStepTime(
+            per_step_s=calibration.PER_STEP_S,
+            per_token_s=calibration.PER_TOKEN_S,
+            per_seq_s=calibration.PER_SEQ_S,
+            per_attention_pair_s=calibration.PER_ATTENTION_PAIR_S,
+        ),
+    )
 
 
 def get(gpu: str, model: str, tensor_parallel_size: int = 1) -> Profile:
-    """A profile by names (`GPUS` and `MODELS` keys), with a clear error for unknown ones."""
+    """A profile by names (`GPUS` and `MODELS` keys, or `cpu-calibrated` with `tiny-llama`),
+    with a clear error for unknown ones."""
+    if gpu == CPU_CALIBRATED:
+        if model != "tiny-llama":
+            raise ValueError(
+                f"model = {model!r}: gpu {CPU_CALIBRATED!r} is measured for 'tiny-llama' only"
+            )
+        if tensor_parallel_size != 1:
+            raise ValueError(
+                f"tensor_parallel_size = {tensor_parallel_size}, must be 1 on {CPU_CALIBRATED!r}"
+            )
+        return cpu_tiny_llama()
     if gpu not in GPUS:
-        raise ValueError(f"gpu = {gpu!r}, must be one of {sorted(GPUS)}")
+        raise ValueError(f"gpu = {gpu!r}, must be one of {[*sorted(GPUS), CPU_CALIBRATED]}")
     if model not in MODELS:
         raise ValueError(f"model = {model!r}, must be one of {sorted(MODELS)}")
     return Profile(gpu=GPUS[gpu], model=MODELS[model], tensor_parallel_size=tensor_parallel_size)

@@ -81,9 +81,9 @@ def _vllm_environment() -> Mapping[str, str]:
         ) from error
 
 
-def _module(name: str) -> Callable[[], tuple[str, ...]]:
+def _module(name: str, *args: str) -> Callable[[], tuple[str, ...]]:
     def entrypoint() -> tuple[str, ...]:
-        return (*_project_python(), "-m", name)
+        return (*_project_python(), "-m", name, *args)
 
     return entrypoint
 
@@ -118,6 +118,12 @@ TABLE: tuple[Image, ...] = (
         repository=repository("ghcr.io/kvscale/kvscale"),
         description="the kvscale command (operator, sidecar), from the project's environment",
         entrypoint=_module("kvscale.cli"),
+    ),
+    Image(
+        repository=repository("ghcr.io/kvscale/engine-twin"),
+        description="the engine twin (`kvscale twin`), run from the args rendered for vLLM",
+        # ENTRYPOINT ["kvscale", "twin"]: the pod's args are the vLLM flags, as for vLLM.
+        entrypoint=_module("kvscale.cli", "twin"),
     ),
     Image(
         repository=repository("kvscale.local/testbox"),
