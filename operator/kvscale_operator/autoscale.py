@@ -152,6 +152,16 @@ class TickResult:
     status_written: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """What a tick measured, from the decision (or, in manual mode, from `demand.measure`)."""
+
+    occupancy: float | None
+    num_ready: int
+    unreported: tuple[str, ...]
+    removal_order: tuple[str, ...]
+
+
 def _key(body: Mapping[str, Any]) -> inventory.Key:
     metadata = body.get("metadata") or {}
     return (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
@@ -203,6 +213,8 @@ class Loop:
         self._memory = observation.Memory()
         self._marked: set[str] = set()
         """uids of pods this loop marked ready-once."""
+        self._read: dict[str, tuple[tuple[str, bool], observation.Pod]] = {}
+        """uid -> ((resourceVersion, was ready), the pod as read): read each version once."""
         self._reports = observation.Reports()
         self._tick_index = 0
         self._history: list[dict[str, Any]] = []
@@ -284,10 +296,7 @@ class Loop:
         version = (deployment.get("metadata") or {}).get("resourceVersion")
 
         now = deps.clock()
-        pods = [
-            observation.read_pod(obj, self._memory.was_ready(str(obj["metadata"].get("uid"))))
-            for obj in await self._pods(now)
-        ]
+        pods = self._read_pods(await self._pods(now))
         self._memory.update(pods)
         await self._mark_ready(pods)
         config = settings.from_spec(infd.spec.scaling)
@@ -297,19 +306,23 @@ class Loop:
         polled = await self._collect(pods, infd.spec.sidecar.port, config, labels)
         observed = observation.observations(pods, polled, self._reports)
         now = deps.clock()
-        signal = demand.measure(now, observed, config)
         result = None
         if manual is None:
             result = autoscaler.step(now, observed, current)
             desired = result.desired
+            seen = _Seen(result.occupancy, result.ready, result.unreported, result.removal_order)
         else:
+            # No decision while a person sets the count; measure for status and metrics.
+            signal = demand.measure(now, observed, config)
             desired = manual
+            missing = tuple(reading.pod for reading in signal.unreported)
+            seen = _Seen(signal.occupancy, signal.num_ready, missing, signal.removal_order)
 
         by_name = {pod.name: pod for pod in pods}
         reports = self._reports
         unreported = tuple(
-            (reading.pod, observation.why_unreported(now, by_name[reading.pod], reports, config))
-            for reading in signal.unreported
+            (pod, observation.why_unreported(now, by_name[pod], reports, config))
+            for pod in seen.unreported
         )
         live = [pod for pod in pods if pod.phase is not demand.Phase.TERMINATING]
         tick = outcome.Tick(
@@ -319,10 +332,11 @@ class Loop:
             desired=desired,
             min_replicas=config.min_replicas,
             max_replicas=config.max_replicas,
-            occupancy=signal.occupancy,
-            num_ready=signal.num_ready,
-            num_fresh=signal.num_fresh,
-            num_polled=sum(1 for pod in pods if pod.uid in polled),
+            occupancy=seen.occupancy,
+            num_ready=seen.num_ready,
+            # Only pods asked this tick can be unreported; the others asked were fresh.
+            num_fresh=len(polled) - len(seen.unreported),
+            num_polled=len(polled),
             unreported=unreported,
             unschedulable=tuple(
                 sorted((pod.name, pod.unschedulable) for pod in live if pod.unschedulable)
@@ -335,7 +349,7 @@ class Loop:
             reason = result.reason.value if result is not None else "manual"
             message = result.message if result is not None else f"spec.replicas is {manual}"
             action, scale_error = await self._scale(
-                pods, current, desired, version, reason, message, signal, result
+                pods, current, desired, version, reason, message, seen
             )
             if scale_error is not None:
                 tick = dataclasses.replace(tick, scale_error=scale_error)
@@ -343,11 +357,11 @@ class Loop:
         m = deps.metrics
         m.current_replicas.labels(**labels).set(current)
         m.desired_replicas.labels(**labels).set(desired)
-        m.ready_replicas.labels(**labels).set(signal.num_ready)
+        m.ready_replicas.labels(**labels).set(seen.num_ready)
         m.occupancy.labels(**labels).set(
-            signal.occupancy if signal.occupancy is not None else float("nan")
+            seen.occupancy if seen.occupancy is not None else float("nan")
         )
-        m.unreported_pods.labels(**labels).set(len(signal.unreported))
+        m.unreported_pods.labels(**labels).set(len(seen.unreported))
         m.panic.labels(**labels).set(
             1 if result is not None and result.mode is decision.Mode.PANIC else 0
         )
@@ -355,6 +369,23 @@ class Loop:
         finished = await self._finish(tick, result, action)
         m.loop_seconds.labels(**labels).observe(deps.clock() - began)
         return finished
+
+    def _read_pods(self, objs: Sequence[dict[str, Any]]) -> list[observation.Pod]:
+        """The pods as the decision sees them; a pod unchanged since the last tick (same
+        resourceVersion, same memory) is not read again."""
+        known, self._read = self._read, {}
+        pods = []
+        for obj in objs:
+            metadata = obj.get("metadata") or {}
+            uid = str(metadata.get("uid") or "")
+            key = (str(metadata.get("resourceVersion") or ""), self._memory.was_ready(uid))
+            cached = known.get(uid)
+            pod = cached[1] if cached is not None and cached[0] == key and key[0] else None
+            if pod is None:
+                pod = observation.read_pod(obj, key[1])
+            self._read[uid] = (key, pod)
+            pods.append(pod)
+        return pods
 
     async def _mark_ready(self, pods: Sequence[observation.Pod]) -> None:
         """Marks pods seen ready for the first time, so a restarted operator knows them."""
@@ -416,8 +447,7 @@ class Loop:
         version: str | None,
         reason: str,
         message: str,
-        signal: demand.Signal,
-        result: decision.Decision | None,
+        seen: _Seen,
     ) -> tuple[Action | None, str | None]:
         """Marks pods for removal (scale-down), patches the scale, posts the Event."""
         deps = self._deps
@@ -425,8 +455,7 @@ class Loop:
         events = deps.events_for(self._body)
         marked: tuple[str, ...] = ()
         if desired < current:
-            order = result.removal_order if result is not None else signal.removal_order
-            changes = deletion_costs(pods, order, current - desired)
+            changes = deletion_costs(pods, seen.removal_order, current - desired)
             for pod_name, cost in changes.items():
                 try:
                     await deps.api.annotate_pod(
@@ -454,7 +483,7 @@ class Loop:
         log.info(f"{namespace}/{name}: {text}")
         deps.metrics.scale_actions.labels(namespace=namespace, name=name, direction=direction).inc()
         self._history.append(
-            outcome.history_entry(deps.wall(), current, desired, reason, signal.occupancy)
+            outcome.history_entry(deps.wall(), current, desired, reason, seen.occupancy)
         )
         return Action(current, desired, reason, marked), None
 

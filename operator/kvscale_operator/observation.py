@@ -42,17 +42,21 @@ READY_ONCE_ANNOTATION = "kvscale.dev/ready-once"
 _GONE_PHASES = frozenset({"Failed", "Succeeded"})
 
 
+# Pods arrive as plain dicts (JSON); `dict` checks are several times cheaper than `Mapping`
+# ones, which matters at thousands of pods per tick.
+
+
 def _get(obj: Any, *path: str) -> Any:
     for key in path:
-        if not isinstance(obj, Mapping):
+        if not isinstance(obj, dict):
             return None
         obj = obj.get(key)
     return obj
 
 
-def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+def _condition(pod: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
     for condition in _get(pod, "status", "conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == kind:
+        if isinstance(condition, dict) and condition.get("type") == kind:
             return condition
     return None
 
@@ -92,11 +96,11 @@ def read_pod(obj: Mapping[str, Any], was_ready: bool) -> Pod:
     if scheduled is not None and scheduled.get("status") == "False":
         unschedulable = str(scheduled.get("message") or scheduled.get("reason") or "unschedulable")
     annotations = metadata.get("annotations")
-    if not isinstance(annotations, Mapping):
+    if not isinstance(annotations, dict):
         annotations = {}
     marked = READY_ONCE_ANNOTATION in annotations
     running = any(
-        isinstance(status, Mapping) and isinstance(_get(status, "state", "running"), Mapping)
+        isinstance(_get(status, "state", "running"), dict)
         for status in _get(obj, "status", "containerStatuses") or []
     )
     if metadata.get("deletionTimestamp") or _get(obj, "status", "phase") in _GONE_PHASES:
@@ -174,11 +178,17 @@ class Reports:
 
     def __init__(self) -> None:
         self._latest: dict[str, Received] = {}
+        self._samples: dict[str, demand.Sample | None] = {}
         self._errors: dict[str, str] = {}
 
     def record(self, uid: str, received: Received) -> None:
         self._latest[uid] = received
+        self._samples[uid] = sample(received)
         self._errors.pop(uid, None)
+
+    def sample(self, uid: str) -> demand.Sample | None:
+        """The latest report's sample (made once per report, not once per tick)."""
+        return self._samples.get(uid)
 
     def fail(self, uid: str, error: str) -> None:
         """A poll that failed: the last good report stays, and grows older."""
@@ -192,7 +202,7 @@ class Reports:
 
     def keep_only(self, uids: Collection[str]) -> None:
         """Forget pods that are gone."""
-        for store in (self._latest, self._errors):
+        for store in (self._latest, self._samples, self._errors):
             for uid in [uid for uid in store if uid not in uids]:
                 del store[uid]
 
@@ -200,16 +210,20 @@ class Reports:
 def observations(
     pods: Sequence[Pod], polled: Collection[str], reports: Reports
 ) -> list[demand.Observation]:
-    """One observation per pod; `polled` are the uids of the pods asked this tick."""
+    """One observation per pod; `polled` are the uids of the pods asked this tick.
+
+    A pod not asked this tick carries no sample: the decision assumes it at the asked pods'
+    mean whatever it last reported.
+    """
     found = []
     for pod in pods:
-        latest = reports.latest(pod.uid)
+        asked = pod.uid in polled
         found.append(
             demand.Observation(
                 pod=pod.name,
                 phase=pod.phase,
-                sample=sample(latest) if latest is not None else None,
-                polled=pod.uid in polled,
+                sample=reports.sample(pod.uid) if asked else None,
+                polled=asked,
             )
         )
     return found
