@@ -26,7 +26,7 @@ import pathlib
 import httpx2
 import lightkube
 import yaml
-from lightkube.models import authentication_v1
+from lightkube.models import authentication_v1, meta_v1
 from lightkube.resources import core_v1
 
 from kvscale.localstack.nodeagent import environment, podspec
@@ -97,13 +97,15 @@ async def provide(
         return {}
     account = pod.service_account_name or "default"
     request = core_v1.ServiceAccount.Token(
+        # lightkube reads metadata on every POST; the namespace comes from the URL.
+        metadata=meta_v1.ObjectMeta(),
         spec=authentication_v1.TokenRequestSpec(
             audiences=[],
             boundObjectRef=authentication_v1.BoundObjectReference(
                 apiVersion="v1", kind="Pod", name=pod.name, uid=pod.uid
             ),
             expirationSeconds=TOKEN_SECONDS,
-        )
+        ),
     )
     try:
         server, ca = _cluster(agent_kubeconfig)
