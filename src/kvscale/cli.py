@@ -55,6 +55,12 @@ def _twin(args: argparse.Namespace) -> int:
     return twin_main.run(args)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from kvscale.simulate import command
+
+    return command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvscale",
@@ -143,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     twin_settings.add_arguments(twin)
     twin.set_defaults(func=_twin)
+
+    # The simulator's flags live in a small pure module, cheap to import.
+    from kvscale.simulate import option as simulate_option
+
+    simulate = sub.add_parser(
+        "simulate", help="replay a request trace against a simulated fleet under each policy"
+    )
+    simulate_option.add_arguments(simulate)
+    simulate.set_defaults(func=_simulate)
     return parser
 
 

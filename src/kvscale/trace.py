@@ -8,8 +8,9 @@ request. Two formats are read:
 - JSONL, one object per line: `arrival_s`, `prompt_tokens`, `output_tokens` and an optional
   `prefix_block_hashes` (a list of integers, one per full KV block of the prompt's shared prefix).
 
-The transforms (`window`, `compress`, `scale_tokens`) return new lists and never touch their
-input. `kvscale simulate` and the demo's load generator read traces through this module only.
+The transforms (`window`, `compress`, `amplify`, `steady`, `scale_tokens`) return new lists and
+never touch their input. `kvscale simulate` and the demo's load generator read traces through
+this module only.
 """
 
 from __future__ import annotations
@@ -196,6 +197,39 @@ def compress(reqs: Sequence[TraceRequest], time_factor: float) -> list[TraceRequ
     if not (time_factor > 0 and math.isfinite(time_factor)):
         raise ValueError(f"time_factor = {time_factor}, must be a finite number > 0")
     return [dataclasses.replace(req, arrival_s=req.arrival_s / time_factor) for req in reqs]
+
+
+def amplify(
+    reqs: Sequence[TraceRequest], copies: int, *, spread_s: float = 60.0
+) -> list[TraceRequest]:
+    """`copies` times the load with the same shape: copy j of every request arrives
+    j x spread_s / copies seconds after the original (copy 0 is the original).
+
+    It stands for a service `copies` times larger whose traffic rises and falls as this one's
+    does on scales longer than `spread_s`; below that, bursts keep their size and come more
+    often. The result is sorted by arrival (stable: copies of one instant keep trace order).
+    """
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ValueError(f"copies = {copies!r}, must be an integer >= 1")
+    if not (spread_s >= 0 and math.isfinite(spread_s)):
+        raise ValueError(f"spread_s = {spread_s}, must be a finite number >= 0")
+    out = [
+        dataclasses.replace(req, arrival_s=req.arrival_s + j * spread_s / copies)
+        for j in range(copies)
+        for req in reqs
+    ]
+    out.sort(key=lambda req: req.arrival_s)
+    return out
+
+
+def steady(reqs: Sequence[TraceRequest], rate_per_s: float) -> list[TraceRequest]:
+    """The same requests, in the same order, arriving evenly at `rate_per_s` from t = 0
+    (for load tests of a trace's request mix)."""
+    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+        raise ValueError(f"rate_per_s = {rate_per_s}, must be a finite number > 0")
+    return [
+        dataclasses.replace(req, arrival_s=index / rate_per_s) for index, req in enumerate(reqs)
+    ]
 
 
 def scale_tokens(

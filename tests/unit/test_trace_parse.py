@@ -196,3 +196,26 @@ def test_the_shared_azure_traces_parse() -> None:
     assert conv[0].arrival_s == 0.0
     assert 3_500 < conv[-1].arrival_s < 3_700
     assert all(a.arrival_s <= b.arrival_s for a, b in itertools.pairwise(conv))
+
+
+def test_amplify_copies_every_request_spread_over_the_window() -> None:
+    reqs = [trace.TraceRequest(0.0, 1, 1), trace.TraceRequest(100.0, 2, 2)]
+    out = trace.amplify(reqs, 3, spread_s=60.0)
+    assert [(r.arrival_s, r.prompt_tokens) for r in out] == [
+        (0.0, 1),
+        (20.0, 1),
+        (40.0, 1),
+        (100.0, 2),
+        (120.0, 2),
+        (140.0, 2),
+    ]
+    assert trace.amplify(reqs, 1) == reqs
+    with pytest.raises(ValueError, match="copies = 0"):
+        trace.amplify(reqs, 0)
+
+
+def test_steady_spaces_the_mix_evenly() -> None:
+    out = trace.steady(REQS[:3], 4.0)
+    assert [r.arrival_s for r in out] == [0.0, 0.25, 0.5]
+    with pytest.raises(ValueError, match="rate_per_s = 0"):
+        trace.steady(REQS, 0.0)

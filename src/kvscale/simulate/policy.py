@@ -1,0 +1,451 @@
+"""Scaling policies behind one small interface: kvscale's decision core and three baselines. Pure.
+
+Every tick (`tick_s`), the simulation shows a policy a `View` of the fleet (each pod's state
+and the numbers its engine exports) and sets the replicas the policy returns in a `Scale`.
+
+- `kvscale`: the real `kvscale.scaling.decision.Autoscaler`. Observations are built as the
+  operator's adapter builds them from the sidecars' reports (see `kvscale.scaling.demand`):
+  one per pod, starting pods `starting`, draining pods `terminating`; a ready pod's sample has
+  the engine's used blocks and `num_gpu_blocks`, its running and waiting requests, its
+  preemptions per second over the last 5 s (the sidecar's rate window) and the sample time;
+  waiting blocks and tokens stay None (the v1 report has neither). `Faults` make reports
+  missing or stale at random (seeded) to exercise the decision's missing-data rules.
+- `hpa-cpu`: HPA on CPU utilization, CPU modelled as the pod's tokens per second (prompt and
+  generated, over the last sync period) against a per-pod maximum.
+- `keda-waiting`: KEDA's Prometheus scaler on `vllm:num_requests_waiting` with an
+  AverageValue threshold per pod (vLLM production-stack's chart: threshold 5, polling 15 s,
+  cooldown 360 s), i.e. an HPA on sum(waiting) / threshold.
+- `knative-concurrency`: Knative's KPA on in-flight requests per pod.
+- `static`: no autoscaling (a reference for capacity tests, not a peer).
+
+`build(name, overrides)` makes one from a name and `key=value` overrides, each checked with a
+message naming the key.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import random
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from kvscale.scaling import decision, demand
+from kvscale.scaling import settings as scaling_settings
+from kvscale.simulate import fleet, hpa, kpa
+from kvscale.twin import engine
+
+NAMES = ("kvscale", "hpa-cpu", "keda-waiting", "knative-concurrency")
+
+# Per-pod targets of the baselines when not set, from `kvscale simulate --calibrate` on the
+# Azure conversation trace with Llama-3-8B on one H100 (docs/simulation.md, "Tuning"): one pod
+# meets the SLO up to 18.8 req/s of that mix, 24,000 tokens/s; at 70% of that load it holds
+# 37.5 requests in flight. 70% is the target utilization Knative uses by default (HPA users
+# commonly pick 50-80%). Other traces, models or GPUs: run --calibrate, or --set them.
+DEFAULT_MAX_TOKENS_PER_SECOND = 24_000.0
+DEFAULT_TARGET_UTILIZATION = 70.0
+DEFAULT_KNATIVE_TARGET = 37.5
+DEFAULT_KEDA_THRESHOLD = 5.0  # production-stack's chart
+PREEMPTION_RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default
+
+
+@dataclasses.dataclass(frozen=True)
+class PodView:
+    """One pod as a policy sees it at a tick."""
+
+    name: str
+    state: fleet.State
+    ready_at: float
+    num_inflight: int
+    """Requests routed to the pod and not finished (what a queue-proxy counts)."""
+    metrics: engine.Metrics | None
+    """What the engine exports; None while it is starting."""
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """The fleet at one tick."""
+
+    now: float
+    current: int
+    """spec.replicas: pods starting or ready, not those draining."""
+    pods: tuple[PodView, ...]
+
+    @property
+    def num_ready(self) -> int:
+        return sum(1 for pod in self.pods if pod.state is fleet.State.READY)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A policy's answer: the replicas to set, and which ready pods to remove first."""
+
+    desired: int
+    removal_order: tuple[str, ...] = ()
+    """Ready pods, cheapest to remove first; empty: the ReplicaSet's own order (newest first)."""
+    reason: str = ""
+
+
+class Policy(Protocol):
+    """What the simulation needs of a policy."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tick_s(self) -> float: ...
+
+    def decide(self, view: View) -> Scale: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Faults:
+    """Report faults for the kvscale policy: each ready pod's report, at each tick, is
+    missing with probability `missing`, else stale (older than the staleness limit) with
+    probability `stale`. Seeded, so a run is reproducible."""
+
+    missing: float = 0.0
+    stale: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("missing", "stale"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} = {value!r}, must be in [0, 1]")
+
+
+class Kvscale:
+    """kvscale's decision core, fed like the operator feeds it."""
+
+    name = "kvscale"
+
+    def __init__(self, config: scaling_settings.ScalingSettings, faults: Faults = Faults()) -> None:
+        self.config = config
+        self.faults = faults
+        self.autoscaler = decision.Autoscaler(config)
+        self._random = random.Random(faults.seed)
+        self._preemptions: dict[str, collections.deque[tuple[float, int]]] = {}
+        self.last: decision.Decision | None = None
+
+    @property
+    def tick_s(self) -> float:
+        return self.config.tick_seconds
+
+    def _preemption_rate(self, pod: str, now: float, total: int) -> float:
+        points = self._preemptions.setdefault(pod, collections.deque())
+        points.append((now, total))
+        while len(points) > 2 and points[1][0] <= now - PREEMPTION_RATE_WINDOW_S:
+            points.popleft()
+        if len(points) < 2 or points[-1][0] <= points[0][0]:
+            return 0.0
+        return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+
+    def _sample(self, now: float, pod: PodView, metrics: engine.Metrics) -> demand.Sample | None:
+        rate = self._preemption_rate(pod.name, now, metrics.num_preemptions_total)
+        draw = self._random.random() if self.faults.missing or self.faults.stale else 1.0
+        if draw < self.faults.missing:
+            return None
+        time = now
+        if draw < self.faults.missing + self.faults.stale:
+            time = now - self.config.stale_after_seconds - 1.0
+        capacity = metrics.num_gpu_blocks - 1
+        return demand.Sample(
+            time=time,
+            num_gpu_blocks=metrics.num_gpu_blocks,
+            num_used_blocks=capacity - metrics.num_free_blocks,
+            block_size=metrics.block_size,
+            num_requests_running=metrics.num_requests_running,
+            num_requests_waiting=metrics.num_requests_waiting,
+            preemptions_per_second=rate,
+        )
+
+    def observations(self, view: View) -> list[demand.Observation]:
+        """One observation per pod, as the operator's adapter makes them."""
+        result = []
+        for pod in view.pods:
+            if pod.state is fleet.State.STARTING:
+                result.append(demand.Observation(pod.name, demand.Phase.STARTING))
+            elif pod.state is fleet.State.DRAINING:
+                result.append(demand.Observation(pod.name, demand.Phase.TERMINATING))
+            elif pod.state is fleet.State.READY and pod.metrics is not None:
+                sample = self._sample(view.now, pod, pod.metrics)
+                result.append(demand.Observation(pod.name, demand.Phase.READY, sample))
+        return result
+
+    def decide(self, view: View) -> Scale:
+        made = self.autoscaler.step(view.now, self.observations(view), view.current)
+        self.last = made
+        return Scale(made.desired, made.removal_order, made.reason.value)
+
+
+class HpaCpu:
+    """HPA on CPU utilization, CPU modelled as tokens per second against a per-pod maximum."""
+
+    name = "hpa-cpu"
+
+    def __init__(
+        self,
+        config: hpa.Settings,
+        *,
+        max_tokens_per_second: float = DEFAULT_MAX_TOKENS_PER_SECOND,
+        target_utilization: float = DEFAULT_TARGET_UTILIZATION,
+    ) -> None:
+        if not max_tokens_per_second > 0:
+            raise ValueError(f"maxTokensPerSecond = {max_tokens_per_second!r}, must be > 0")
+        if not 0 < target_utilization <= 100:
+            raise ValueError(f"targetUtilization = {target_utilization!r}, must be in (0, 100]")
+        self.config = config
+        self.max_tokens_per_second = max_tokens_per_second
+        self.target_utilization = target_utilization
+        self.behavior = hpa.Behavior(config)
+        self._last: dict[str, tuple[float, int]] = {}  # pod -> (time, tokens total)
+
+    @property
+    def tick_s(self) -> float:
+        return self.config.sync_period_s
+
+    def utilizations(self, view: View) -> tuple[list[float], int]:
+        """CPU utilization (%) of the ready pods with a full sample, and how many are unready.
+
+        A pod's first sample after it became ready has nothing to compare with: like the
+        HPA's CPU initialization rules, it counts as not ready for this sync.
+        """
+        ready: list[float] = []
+        unready = 0
+        seen: dict[str, tuple[float, int]] = {}
+        for pod in view.pods:
+            if pod.state is fleet.State.STARTING:
+                unready += 1
+            if pod.state is not fleet.State.READY or pod.metrics is None:
+                continue
+            tokens = pod.metrics.prompt_tokens_total + pod.metrics.generation_tokens_total
+            seen[pod.name] = (view.now, tokens)
+            before = self._last.get(pod.name)
+            if before is None or view.now <= before[0]:
+                unready += 1
+                continue
+            per_second = (tokens - before[1]) / (view.now - before[0])
+            ready.append(100.0 * per_second / self.max_tokens_per_second)
+        self._last = seen
+        return ready, unready
+
+    def decide(self, view: View) -> Scale:
+        ready, unready = self.utilizations(view)
+        raw = hpa.resource_replicas(
+            view.current, ready, unready, self.target_utilization, self.config.tolerance
+        )
+        return Scale(self.behavior.apply(view.now, view.current, raw))
+
+
+class KedaWaiting:
+    """KEDA's Prometheus scaler on vllm:num_requests_waiting (AverageValue), through the HPA.
+
+    The HPA asks KEDA's metrics server every sync period (15 s), which runs the query then;
+    the value is sum(vllm:num_requests_waiting) over every engine pod still exporting metrics
+    (ready and draining). KEDA's `cooldownPeriod` (360 s) only governs scaling to zero, which
+    needs minReplicas = 0; with a floor of one pod the HPA's 300 s stabilization governs.
+    """
+
+    name = "keda-waiting"
+
+    def __init__(self, config: hpa.Settings, *, threshold: float = DEFAULT_KEDA_THRESHOLD) -> None:
+        if not threshold > 0:
+            raise ValueError(f"threshold = {threshold!r}, must be > 0")
+        self.config = config
+        self.threshold = threshold
+        self.behavior = hpa.Behavior(config)
+
+    @property
+    def tick_s(self) -> float:
+        return self.config.sync_period_s
+
+    def decide(self, view: View) -> Scale:
+        total = sum(
+            pod.metrics.num_requests_waiting
+            for pod in view.pods
+            if pod.metrics is not None and pod.state is not fleet.State.STARTING
+        )
+        raw = hpa.external_average_replicas(
+            view.current, float(total), self.threshold, self.config.tolerance
+        )
+        return Scale(self.behavior.apply(view.now, view.current, raw))
+
+
+class KnativeConcurrency:
+    """Knative's KPA on in-flight requests per pod; scrapes every second, decides every tick."""
+
+    name = "knative-concurrency"
+    tick_s = 1.0  # the scrape; the decision runs every `settings.tick_s`
+
+    def __init__(self, config: kpa.Settings) -> None:
+        self.config = config
+        self.kpa = kpa.Kpa(config)
+        self._next_decision = 0.0
+        self._desired: int | None = None
+
+    def decide(self, view: View) -> Scale:
+        total = sum(pod.num_inflight for pod in view.pods if pod.state is fleet.State.READY)
+        self.kpa.record(view.now, float(total))
+        if self._desired is None or view.now >= self._next_decision - 1e-9:
+            self._desired = self.kpa.decide(view.now, view.current, view.num_ready)
+            self._next_decision = view.now + self.config.tick_s
+        return Scale(self._desired)
+
+
+class Static:
+    """No autoscaling: the fleet keeps the pods it started with (a reference, not a peer)."""
+
+    name = "static"
+    tick_s = 60.0
+
+    def decide(self, view: View) -> Scale:
+        return Scale(view.current)
+
+
+# --- building a policy from a name and overrides ----------------------------------------------
+
+_HPA_KEYS = {
+    "syncPeriodSeconds": "sync_period_s",
+    "tolerance": "tolerance",
+    "scaleDownStabilizationSeconds": "scale_down_stabilization_s",
+    "scaleUpStabilizationSeconds": "scale_up_stabilization_s",
+}
+_KPA_KEYS = {
+    "target": "target",
+    "tickSeconds": "tick_s",
+    "stableWindowSeconds": "stable_window_s",
+    "panicWindowPercentage": "panic_window_percentage",
+    "panicThresholdPercentage": "panic_threshold_percentage",
+    "maxScaleUpRate": "max_scale_up_rate",
+    "maxScaleDownRate": "max_scale_down_rate",
+}
+PREFIXES = {
+    "kvscale": "",
+    "hpa-cpu": "hpa.",
+    "keda-waiting": "keda.",
+    "knative-concurrency": "knative.",
+}
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{key} = {text!r}, must be a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{key} = {text!r}, must be a finite number")
+    return value
+
+
+def _kvscale_raw(key: str, text: str) -> float | int:
+    value = _number(key, text)
+    return int(value) if value.is_integer() else value
+
+
+def overrides_for(name: str, overrides: Mapping[str, str]) -> dict[str, str]:
+    """The overrides meant for policy `name`: unprefixed keys for kvscale, `hpa.`, `keda.`,
+    `knative.` keys for the baselines; an unknown prefix is an error."""
+    known = tuple(prefix for prefix in PREFIXES.values() if prefix)
+    result = {}
+    for key, value in overrides.items():
+        prefix = next((p for p in known if key.startswith(p)), "")
+        if "." in key and not prefix:
+            raise ValueError(f"{key}: unknown prefix, must be one of {', '.join(known)} or none")
+        if prefix == PREFIXES[name]:
+            result[key[len(prefix) :]] = value
+    return result
+
+
+def build(
+    name: str,
+    *,
+    min_replicas: int,
+    max_replicas: int,
+    overrides: Mapping[str, str] | None = None,
+    faults: Faults = Faults(),
+) -> Policy:
+    """Policy `name` with the fleet's bounds and its own `key=value` overrides (see
+    `overrides_for`); every bad key or value raises ValueError naming it."""
+    mine = overrides_for(name, overrides or {}) if name in PREFIXES else {}
+    if name == "kvscale":
+        raw: dict[str, object] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+        raw.update({key: _kvscale_raw(key, value) for key, value in mine.items()})
+        made = scaling_settings.validate(raw)
+        if isinstance(made, list):
+            raise ValueError("; ".join(made))
+        return Kvscale(made, faults)
+    if name in ("hpa-cpu", "keda-waiting"):
+        # Any: each value is a finite number here; the settings dataclass checks its range.
+        hpa_values: dict[str, Any] = {}
+        extra: dict[str, float] = {}
+        extra_keys = (
+            ("maxTokensPerSecond", "targetUtilization") if name == "hpa-cpu" else ("threshold",)
+        )
+        for key, text in mine.items():
+            if key in _HPA_KEYS:
+                hpa_values[_HPA_KEYS[key]] = _number(key, text)
+            elif key in extra_keys:
+                extra[key] = _number(key, text)
+            else:
+                known = ", ".join([*_HPA_KEYS, *extra_keys])
+                raise ValueError(f"{PREFIXES[name]}{key}: unknown key, known: {known}")
+        config = dataclasses.replace(
+            hpa.Settings(min_replicas=min_replicas, max_replicas=max_replicas), **hpa_values
+        )
+        if name == "hpa-cpu":
+            return HpaCpu(
+                config,
+                max_tokens_per_second=extra.get(
+                    "maxTokensPerSecond", DEFAULT_MAX_TOKENS_PER_SECOND
+                ),
+                target_utilization=extra.get("targetUtilization", DEFAULT_TARGET_UTILIZATION),
+            )
+        return KedaWaiting(config, threshold=extra.get("threshold", DEFAULT_KEDA_THRESHOLD))
+    if name == "knative-concurrency":
+        kpa_values: dict[str, Any] = {"target": DEFAULT_KNATIVE_TARGET}  # as hpa_values
+        for key, text in mine.items():
+            if key not in _KPA_KEYS:
+                raise ValueError(f"knative.{key}: unknown key, known: {', '.join(_KPA_KEYS)}")
+            kpa_values[_KPA_KEYS[key]] = _number(key, text)
+        base = kpa.Settings(
+            target=kpa_values.pop("target"), min_replicas=min_replicas, max_replicas=max_replicas
+        )
+        return KnativeConcurrency(dataclasses.replace(base, **kpa_values))
+    if name == "static":
+        return Static()
+    raise ValueError(f"policy = {name!r}, must be one of {', '.join((*NAMES, 'static'))}")
+
+
+def describe(policy: Policy) -> str:
+    """The settings that matter, in one line (for tables and docs)."""
+    if isinstance(policy, Kvscale):
+        c = policy.config
+        return (
+            f"targetOccupancy={c.target_occupancy:g} tick={c.tick_seconds:g}s "
+            f"stable={c.stable_window_seconds:g}s panic={c.panic_window_seconds:g}s "
+            f"x{c.panic_threshold:g} up={c.max_scale_up_rate:g} down={c.max_scale_down_rate:g} "
+            f"delay={c.scale_down_delay_seconds:g}s"
+        )
+    if isinstance(policy, HpaCpu):
+        return (
+            f"target={policy.target_utilization:g}% of {policy.max_tokens_per_second:g} tok/s "
+            f"sync={policy.config.sync_period_s:g}s "
+            f"downStabilization={policy.config.scale_down_stabilization_s:g}s"
+        )
+    if isinstance(policy, KedaWaiting):
+        return (
+            f"threshold={policy.threshold:g} waiting/pod sync={policy.config.sync_period_s:g}s "
+            f"downStabilization={policy.config.scale_down_stabilization_s:g}s"
+        )
+    if isinstance(policy, KnativeConcurrency):
+        k = policy.config
+        return (
+            f"target={k.target:g} in-flight/pod tick={k.tick_s:g}s stable={k.stable_window_s:g}s "
+            f"panic={k.panic_window_s:g}s x{k.panic_threshold_percentage / 100:g} "
+            f"up={k.max_scale_up_rate:g} down={k.max_scale_down_rate:g}"
+        )
+    if isinstance(policy, Static):
+        return "no autoscaling"
+    return policy.name

@@ -1,0 +1,95 @@
+"""The kvscale policy feeds the real decision core observations built like the operator's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kvscale.scaling import decision, demand
+from kvscale.simulate import fleet, policy
+from kvscale.twin import engine, profile
+
+_IDLE = engine.EngineTwin(engine.EngineConfig(), profile.get("h100-sxm", "llama-3-8b")).metrics()
+
+
+def view(now: float, used: int, waiting: int = 0, preemptions: int = 0) -> policy.View:
+    busy = dataclasses.replace(
+        _IDLE,
+        num_free_blocks=_IDLE.num_free_blocks - used,
+        num_requests_running=3,
+        num_requests_waiting=waiting,
+        num_preemptions_total=preemptions,
+    )
+    return policy.View(
+        now,
+        3,
+        (
+            policy.PodView("ready", fleet.State.READY, 0.0, 3, busy),
+            policy.PodView("starting", fleet.State.STARTING, 90.0, 0, None),
+            policy.PodView("leaving", fleet.State.DRAINING, 0.0, 1, _IDLE),
+        ),
+    )
+
+
+def make(**overrides: str) -> policy.Kvscale:
+    made = policy.build("kvscale", min_replicas=1, max_replicas=8, overrides=overrides)
+    assert isinstance(made, policy.Kvscale)
+    return made
+
+
+def test_observations_follow_the_operator_adapter() -> None:
+    observations = make().observations(view(10.0, used=1000, waiting=2))
+    assert [(o.pod, o.phase) for o in observations] == [
+        ("ready", demand.Phase.READY),
+        ("starting", demand.Phase.STARTING),
+        ("leaving", demand.Phase.TERMINATING),
+    ]
+    sample = observations[0].sample
+    assert sample == demand.Sample(
+        time=10.0,
+        num_gpu_blocks=_IDLE.num_gpu_blocks,
+        num_used_blocks=1000,
+        block_size=16,
+        num_requests_running=3,
+        num_requests_waiting=2,
+        preemptions_per_second=0.0,
+    )
+    assert observations[1].sample is None
+
+
+def test_the_preemption_rate_is_over_the_last_5_seconds() -> None:
+    made = make()
+    made.observations(view(0.0, used=10, preemptions=0))
+    made.observations(view(1.0, used=10, preemptions=4))
+    sample = made.observations(view(2.0, used=10, preemptions=6))[0].sample
+    assert sample is not None
+    assert sample.preemptions_per_second == 3.0  # 6 over 2 s
+    later = made.observations(view(9.0, used=10, preemptions=6))[0].sample
+    assert later is not None
+    assert later.preemptions_per_second == 0.0  # the burst left the window
+
+
+def test_the_decision_is_the_real_core_s() -> None:
+    made = make(targetOccupancy="0.5")
+    capacity = _IDLE.num_gpu_blocks - 1
+    scale = made.decide(view(0.0, used=capacity))  # one ready pod, full: wants 2 pods
+    assert made.last is not None
+    assert isinstance(made.last, decision.Decision)
+    assert scale.desired == made.last.desired
+    assert scale.reason == made.last.reason.value
+    assert made.last.starting == 1  # the starting pod is capacity on the way
+
+
+def test_faults_make_reports_missing_or_stale() -> None:
+    missing = policy.build(
+        "kvscale", min_replicas=1, max_replicas=4, faults=policy.Faults(missing=1.0)
+    )
+    stale = policy.build("kvscale", min_replicas=1, max_replicas=4, faults=policy.Faults(stale=1.0))
+    assert isinstance(missing, policy.Kvscale)
+    assert isinstance(stale, policy.Kvscale)
+    assert missing.observations(view(50.0, used=10))[0].sample is None
+    old = stale.observations(view(50.0, used=10))[0].sample
+    assert old is not None
+    assert old.time < 50.0 - stale.config.stale_after_seconds
+    stale.decide(view(51.0, used=10))
+    assert stale.last is not None
+    assert stale.last.reason is decision.Reason.HOLD_STALE_DATA
