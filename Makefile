@@ -47,10 +47,12 @@ control-plane:
 engine-env:
 	scripts/build-engine-env.sh
 
-# helm (from its Go module) and promtool (Debian's package, or its Go module), cached.
+# helm (from its Go module), promtool (Debian's package, or its Go module) and the Prometheus
+# Operator's CRDs (its Go module) for the chart's tests; all cached, instant when warm.
 tools:
 	scripts/build-helm.sh
 	scripts/install-promtool.sh
+	scripts/fetch-prometheus-operator-crds.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -24,12 +24,13 @@ import contextlib
 import datetime
 import enum
 import logging
+import os
 import random
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import httpx2
@@ -50,10 +51,12 @@ LeaseResource = generic_resource.create_namespaced_resource(
 _TRANSIENT = (lightkube.ApiError, httpx2.HTTPError, OSError, TimeoutError)
 
 
-def identity() -> str:
-    """This process's name in the Lease: the pod's hostname plus a random suffix, so two
-    processes on one host (or a restarted pod) never mistake each other's leadership."""
-    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+def identity(environ: Mapping[str, str] = os.environ) -> str:
+    """This process's name in the Lease: its pod's name (`POD_NAME` from the downward API,
+    else the hostname a container gets) plus a random suffix, so two processes on one host
+    (or a restarted pod) never mistake each other's leadership."""
+    name = environ.get("POD_NAME") or environ.get("HOSTNAME") or socket.gethostname()
+    return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
 def _utcnow() -> datetime.datetime:

@@ -14,9 +14,12 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import httpx2
 import kopf
+import lightkube
 from lightkube import AsyncClient
 
+from kvscale.api import models
 from kvscale_operator import (
     autoscale,
     collector,
@@ -81,12 +84,19 @@ async def operate(settings: config.Settings) -> int:
         where = ", ".join(settings.namespaces) or "all namespaces"
         log.info(f"kvscale operator watching {where} as {credentials.cluster.server}")
 
+        await _require_crd(client, settings)
+        kopf_settings = handlers.operator_settings(settings)
+        # Least privilege: kopf finds the resources it serves once, at start, instead of
+        # watching CRDs (which would need cluster-wide read access to them); `_require_crd`
+        # makes a missing CRD an error rather than an operator that silently serves nothing.
+        kopf_settings.scanning.disabled = True
+
         async def run_kopf(stop: asyncio.Event | None) -> None:
             counters.leader.set(1)
             try:
                 await kopf.operator(
                     registry=registry,
-                    settings=handlers.operator_settings(settings),
+                    settings=kopf_settings,
                     clusterwide=not settings.namespaces,
                     namespaces=settings.namespaces,
                     # kopf's peering only pauses lower-priority peers; replicas are kept
@@ -109,6 +119,32 @@ async def operate(settings: config.Settings) -> int:
             await runner.cleanup()
         await api.close()
         log.info("kvscale operator stopped")
+
+
+class SetupError(RuntimeError):
+    """The cluster is not ready for the operator (the CRD is missing); the message says why."""
+
+
+async def _require_crd(client: AsyncClient, settings: config.Settings) -> None:
+    """Fails with a SetupError unless InferenceDeployments can be listed where it watches."""
+    namespace = settings.namespaces[0] if settings.namespaces else lightkube.ALL_NS
+    try:
+        async for _ in client.list(
+            kube.InferenceDeploymentResource, namespace=namespace, chunk_size=1
+        ):
+            break
+    except (kube.ApiError, httpx2.HTTPStatusError) as error:
+        # An unknown resource is a 404 without a Status body, which lightkube does not wrap.
+        missing = isinstance(error, httpx2.HTTPStatusError) and error.response.status_code == 404
+        if missing or kube.is_not_found(error):
+            raise SetupError(
+                f"the {models.PLURAL}.{models.GROUP} CRD is not installed; install it first "
+                "(`kubectl apply --server-side -f crds/`, or the Helm chart), then start the "
+                "operator"
+            ) from error
+        if kube.is_forbidden(error):
+            raise SetupError(f"not allowed to list {models.PLURAL}: {error}") from error
+        raise
 
 
 async def _elected(
@@ -146,6 +182,6 @@ def run(args: argparse.Namespace) -> int:
     _configure_logging(settings.verbose)
     try:
         return asyncio.run(operate(settings))
-    except login.LoginError as error:
+    except (login.LoginError, SetupError) as error:
         print(f"kvscale operator: {error}", file=sys.stderr)
         return 1

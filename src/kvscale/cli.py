@@ -49,6 +49,12 @@ def _sidecar(args: argparse.Namespace) -> int:
     return sidecar_main.run(args)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from kvscale import snapshot
+
+    return snapshot.run(args)
+
+
 def _twin(args: argparse.Namespace) -> int:
     from kvscale.twinserver import main as twin_main
 
@@ -140,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar = sub.add_parser("sidecar", help="serve an engine's KV-cache occupancy report")
     sidecar_settings.add_arguments(sidecar)
     sidecar.set_defaults(func=_sidecar)
+
+    status = sub.add_parser(
+        "status", help="per InferenceDeployment: replicas, occupancy, queue, last scaling, why"
+    )
+    status.add_argument("name", nargs="?", help="one InferenceDeployment (default: all)")
+    status.add_argument("-n", "--namespace", help="default: the kubeconfig context's")
+    status.add_argument("-A", "--all-namespaces", action="store_true")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    status.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config")
+    status.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for each sidecar's report"
+    )
+    status.set_defaults(func=_status)
 
     # The twin's flags are vLLM's; they live with its settings (pure, cheap to import).
     from kvscale.twinserver import settings as twin_settings

@@ -22,6 +22,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TypeVar
 
 import pytest
+from tests.integration import chartrbac
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -161,11 +162,15 @@ class Operator:
 def operator_process(
     cluster: local.Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    """The operator running against the session's cluster, with the CRD installed."""
+    """The operator running against the session's cluster, with the CRD installed; under the
+    Helm chart's ServiceAccount and RBAC when KVSCALE_OPERATOR_RBAC=chart (see chartrbac)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / crd.YAML_PATH))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    directory = tmp_path_factory.mktemp("operator")
+    log_path = directory / "operator.log"
     running = Operator(cluster=cluster, log_path=log_path)
+    if chartrbac.wanted():
+        running.kubeconfig, running.extra_args = chartrbac.credentials(cluster, directory)
     running.start()
     try:
         yield running
@@ -174,6 +179,8 @@ def operator_process(
         if code != 0:
             sys.stderr.write(f"operator log:\n{running.log()}\n")
         assert code == 0, f"the operator exited with {code} on SIGTERM (log: {log_path})"
+        denied = chartrbac.denials(running.log())
+        assert not denied, f"RBAC denied the operator ({chartrbac.USER}):\n" + "\n".join(denied)
 
 
 @pytest.fixture

@@ -1,9 +1,13 @@
-"""helm and promtool, the two tools the chart's tests drive. Does I/O (runs their scripts).
+"""helm, promtool and the Prometheus Operator's CRDs: what the chart's tests drive. Does I/O
+(runs their scripts).
 
 Each tool has an idempotent script in the checkout that builds or fetches it into the cache
 (`scripts/build-helm.sh`: helm from its Go module; `scripts/install-promtool.sh`: promtool
 from Debian's prometheus package, or from its Go module) and prints the binary's path on its
-last line; when the tool is cached the script only prints the path. `make tools` runs both.
+last line; when the tool is cached the script only prints the path.
+`scripts/fetch-prometheus-operator-crds.sh` caches the ServiceMonitor, PodMonitor and
+PrometheusRule CRDs (from the Prometheus Operator's Go module) and prints their folder.
+`make tools` runs all three.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from kvscale.localstack import paths
 SCRIPTS = {
     "helm": pathlib.PurePosixPath("scripts/build-helm.sh"),
     "promtool": pathlib.PurePosixPath("scripts/install-promtool.sh"),
+    # Not a program: the folder of the Prometheus Operator's CRDs the chart's tests use.
+    "prometheus-operator-crds": pathlib.PurePosixPath("scripts/fetch-prometheus-operator-crds.sh"),
 }
 
 

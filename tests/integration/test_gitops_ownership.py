@@ -1,0 +1,219 @@
+"""GitOps and the operator share objects without fighting: server-side apply ownership.
+
+A GitOps tool owns the InferenceDeployment's spec (here applied server-side under Argo CD's
+field manager, `argocd-controller`); the operator owns what it renders on the engine
+Deployment (`kvscale-operator`) and the Deployment's replicas (`kvscale-autoscaler`, a
+server-side apply of that one field). The tests show, on the real API server with the
+operator running:
+
+- Re-applying the CR from Git (another sync, or a change of other fields) never resets the
+  replica count the operator set, and the CR's spec stays the tool's alone.
+- A change the user makes in Git reaches the engine Deployment.
+- A field the user adds to the engine Deployment under its own manager (a label) survives
+  the operator's applies: the operator only ever takes the fields it renders.
+- A tool that applies the engine Deployment's replicas itself is refused with a conflict
+  naming `kvscale-autoscaler` — which is why docs/gitops.md has Argo CD ignore that field.
+
+The engine pods use the node agent's `kvscale.local/testbox` image: they never become ready,
+so the autoscaler holds whatever count it finds (missing data never scales down), and every
+change of replicas here is one the operator itself made.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import pytest
+import yaml
+
+from kvscale.localstack import cluster as local
+
+pytestmark = pytest.mark.cluster
+
+GITOPS = "argocd-controller"
+NAME = "chat"
+TESTBOX = "kvscale.local/testbox:1"
+T = TypeVar("T")
+
+
+class Operator(Protocol):
+    """What these tests need of the `operator` fixture (tests/integration/conftest.py)."""
+
+    def log(self, since: int = 0) -> str: ...
+
+
+def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 90.0) -> T:
+    """Polls `probe` until it returns something other than None or False; fails with `what`
+    and the last value after `timeout_s` (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        try:
+            value = probe()
+            if value is not None and value is not False:
+                return value  # type: ignore[return-value]
+            last = value
+        except local.KubectlError as error:  # not made yet
+            last = error
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
+        time.sleep(0.5)
+
+
+def manifest(namespace: str, min_replicas: int = 1, max_num_seqs: int = 256) -> str:
+    """The CR as it sits in Git: no spec.replicas (the autoscaler's), no status."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "kvscale.dev/v1alpha1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": NAME, "namespace": namespace},
+            "spec": {
+                "model": {"name": "kvscale/tiny-llama"},
+                "engine": {
+                    "image": TESTBOX,
+                    "blockSize": 32,
+                    "maxNumSeqs": max_num_seqs,
+                    "shutdownGraceSeconds": 1,
+                },
+                "sidecar": {"image": TESTBOX},
+                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
+                "scaling": {"minReplicas": min_replicas, "maxReplicas": 4},
+            },
+        }
+    )
+
+
+def sync(cluster: local.Cluster, text: str, manager: str = GITOPS) -> None:
+    """What Argo CD does with ServerSideApply=true (Flux's kustomize-controller likewise)."""
+    cluster.kubectl("apply", "--server-side", f"--field-manager={manager}", "-f", "-", input=text)
+
+
+def get(cluster: local.Cluster, namespace: str, kind: str, name: str = NAME) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        cluster.kubectl(
+            "get", kind, name, "-n", namespace, "-o", "json", "--show-managed-fields"
+        ).stdout
+    )
+    return found
+
+
+def owners(obj: dict[str, Any], path: tuple[str, ...]) -> set[str]:
+    """The field managers that own `path` (e.g. ("f:spec", "f:replicas")) of the object."""
+    found = set()
+    for entry in obj["metadata"].get("managedFields") or []:
+        fields = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+            if fields is None:
+                break
+        else:
+            found.add(entry["manager"])
+    return found
+
+
+def replicas(cluster: local.Cluster, namespace: str) -> int:
+    return int(get(cluster, namespace, "deployment")["spec"]["replicas"])
+
+
+def engine_args(cluster: local.Cluster, namespace: str) -> list[str]:
+    deployment = get(cluster, namespace, "deployment")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
+    cluster: local.Cluster, namespace: str, operator: Operator
+) -> None:
+    sync(cluster, manifest(namespace))
+    eventually(lambda: replicas(cluster, namespace) == 1, "the engine Deployment at 1 replica")
+    # Git raises the floor: the operator scales to it, under its scale field manager.
+    sync(cluster, manifest(namespace, min_replicas=3))
+    eventually(lambda: replicas(cluster, namespace) == 3, "the operator to scale to 3")
+    deployment = get(cluster, namespace, "deployment")
+    assert owners(deployment, ("f:spec", "f:replicas")) == {"kvscale-autoscaler"}
+    assert owners(deployment, ("f:spec", "f:template")) == {"kvscale-operator"}
+
+    # Git lowers the floor again, and syncs (twice, as a tool does): the count the operator
+    # holds (3; nothing in Git) stays, while the change itself is taken.
+    sync(cluster, manifest(namespace, min_replicas=1))
+    sync(cluster, manifest(namespace, min_replicas=1))
+
+    def floor_seen() -> bool:
+        cr = get(cluster, namespace, "infd")
+        observed = (cr.get("status") or {}).get("observedGeneration")
+        return bool(observed == cr["metadata"]["generation"])
+
+    eventually(floor_seen, "the operator to reconcile the new generation")
+    assert replicas(cluster, namespace) == 3
+    cr = get(cluster, namespace, "infd")
+    assert owners(cr, ("f:spec", "f:scaling", "f:minReplicas")) == {GITOPS}
+    spec_owners = {
+        entry["manager"]
+        for entry in cr["metadata"]["managedFields"]
+        if "f:spec" in (entry.get("fieldsV1") or {})
+    }
+    assert spec_owners == {GITOPS}, "the operator must never write the CR's spec"
+    assert "kvscale-operator" in owners(cr, ("f:status",))
+
+
+def test_a_change_in_git_reaches_the_engine_deployment(
+    cluster: local.Cluster, namespace: str, operator: Operator
+) -> None:
+    sync(cluster, manifest(namespace, max_num_seqs=256))
+    eventually(lambda: "256" in engine_args(cluster, namespace), "the engine Deployment")
+    sync(cluster, manifest(namespace, max_num_seqs=32))
+
+    def applied() -> bool:
+        args = engine_args(cluster, namespace)
+        return args[args.index("--max-num-seqs") + 1] == "32"
+
+    eventually(applied, "the new maxNumSeqs in the engine's args")
+
+
+def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
+    cluster: local.Cluster, namespace: str, operator: Operator
+) -> None:
+    sync(cluster, manifest(namespace))
+    eventually(lambda: replicas(cluster, namespace) == 1, "the engine Deployment")
+    # The user's own field, applied under the user's own manager.
+    label = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": NAME, "namespace": namespace, "labels": {"team": "ml-platform"}},
+    }
+    sync(cluster, yaml.safe_dump(label), manager="platform-team")
+    # Make the operator apply the Deployment again (a change in Git), and wait for it.
+    sync(cluster, manifest(namespace, max_num_seqs=48))
+    eventually(lambda: "48" in engine_args(cluster, namespace), "the operator's next apply")
+    deployment = get(cluster, namespace, "deployment")
+    assert deployment["metadata"]["labels"]["team"] == "ml-platform"
+    assert owners(deployment, ("f:metadata", "f:labels", "f:team")) == {"platform-team"}
+    assert owners(deployment, ("f:spec", "f:template")) == {"kvscale-operator"}
+
+
+def test_a_tool_applying_the_engine_replicas_is_refused_with_a_conflict(
+    cluster: local.Cluster, namespace: str, operator: Operator
+) -> None:
+    sync(cluster, manifest(namespace))
+    eventually(lambda: replicas(cluster, namespace) == 1, "the engine Deployment")
+    cluster.kubectl(
+        "patch", "infd", NAME, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"scaling": {"minReplicas": 2}}}),
+    )  # fmt: skip
+    eventually(lambda: replicas(cluster, namespace) == 2, "the operator to scale to 2")
+    rendered_by_a_tool = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": NAME, "namespace": namespace},
+        "spec": {"replicas": 1},
+    }
+    found = cluster.kubectl(
+        "apply", "--server-side", f"--field-manager={GITOPS}", "-f", "-",
+        input=yaml.safe_dump(rendered_by_a_tool), check=False,
+    )  # fmt: skip
+    assert found.returncode != 0
+    assert 'conflict with "kvscale-autoscaler": .spec.replicas' in found.stderr
+    assert replicas(cluster, namespace) == 2
