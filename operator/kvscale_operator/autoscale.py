@@ -18,9 +18,9 @@ decision sees):
    built from `settings.from_spec(spec.scaling)` and rebuilt when those settings change.
 4. Act when the decision differs from `current`: before a scale-down, give the least-loaded
    pods a negative `controller.kubernetes.io/pod-deletion-cost` so the ReplicaSet removes them
-   first; then patch the Deployment's scale subresource, guarded by the resourceVersion read
-   in step 1; then an Event (ScaledUp / ScaledDown, from -> to and why) and a scalingHistory
-   entry.
+   first; then set the Deployment's replicas with a patch guarded by a test that the count is
+   still `current` (`kube.Kube.scale_deployment`); then an Event (ScaledUp / ScaledDown,
+   from -> to and why) and a scalingHistory entry.
 5. Write the status fields and conditions the autoscaler owns (`outcome`): at once when the
    desired count or a condition's status or reason changes, otherwise (occupancy, messages)
    at most every `status_interval` seconds. Export the metrics (`metrics.Autoscaler`).
@@ -87,7 +87,7 @@ class Api(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     async def scale_deployment(
-        self, namespace: str, name: str, replicas: int, *, resource_version: str | None = None
+        self, namespace: str, name: str, replicas: int, *, expected: int | None = None
     ) -> None: ...
 
     async def annotate_pod(
@@ -255,8 +255,12 @@ class Loop:
     ) -> decision.Autoscaler:
         """The Autoscaler, rebuilt when the settings change or manual mode ends."""
         if self._autoscaler is None or config != self._config or self._manual != manual:
-            if self._autoscaler is not None:
-                log.info(f"{self.key[0]}/{self.key[1]}: scaling settings changed; new windows")
+            where = f"{self.key[0]}/{self.key[1]}"
+            if self._manual is not None and self._manual != manual:
+                what = "paused: spec.replicas is set" if manual else "resumed from the count"
+                log.info(f"{where}: autoscaling {what}")
+            elif self._autoscaler is not None:
+                log.info(f"{where}: scaling settings changed; new windows")
             self._autoscaler = decision.Autoscaler(config)
             self._config = config
         self._manual = manual
@@ -293,7 +297,6 @@ class Loop:
             blocked = outcome.Blocked("ResourceConflict", conflict)
             return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
-        version = (deployment.get("metadata") or {}).get("resourceVersion")
 
         now = deps.clock()
         pods = self._read_pods(await self._pods(now))
@@ -348,9 +351,7 @@ class Loop:
         if desired != current:
             reason = result.reason.value if result is not None else "manual"
             message = result.message if result is not None else f"spec.replicas is {manual}"
-            action, scale_error = await self._scale(
-                pods, current, desired, version, reason, message, seen
-            )
+            action, scale_error = await self._scale(pods, current, desired, reason, message, seen)
             if scale_error is not None:
                 tick = dataclasses.replace(tick, scale_error=scale_error)
 
@@ -444,7 +445,6 @@ class Loop:
         pods: Sequence[observation.Pod],
         current: int,
         desired: int,
-        version: str | None,
         reason: str,
         message: str,
         seen: _Seen,
@@ -467,10 +467,14 @@ class Loop:
             marked = tuple(pod for pod, cost in changes.items() if cost is not None)
             marked = tuple(sorted(marked, key=lambda pod: int(changes[pod] or "0")))
         try:
-            await deps.api.scale_deployment(namespace, name, desired, resource_version=version)
+            await deps.api.scale_deployment(namespace, name, desired, expected=current)
         except kube.ApiError as error:
-            if kube.is_conflict(error):
-                log.info(f"{namespace}/{name}: the Deployment changed while deciding; next tick")
+            if kube.is_conflict(error) or kube.is_invalid(error):
+                # The count is no longer `current` (someone scaled meanwhile): decide again.
+                log.info(
+                    f"{namespace}/{name}: not scaled from {current} to {desired}, the count "
+                    f"changed meanwhile ({error}); deciding again next tick"
+                )
                 return None, None
             text = f"scaling the Deployment from {current} to {desired} failed: {error}"
             log.warning(f"{namespace}/{name}: {text}")

@@ -179,24 +179,42 @@ class Kube:
         )
 
     async def scale_deployment(
-        self, namespace: str, name: str, replicas: int, *, resource_version: str | None = None
+        self, namespace: str, name: str, replicas: int, *, expected: int | None = None
     ) -> None:
         """Sets the Deployment's replicas through its scale subresource, under the scale
         field manager, which the rendered manifests never name.
 
-        With `resource_version` (the Deployment's, as read before deciding) the write fails
-        with 409 Conflict if the Deployment changed since: the count is then decided again
-        from what is there, never applied over a change the decision did not see.
+        With `expected` (the count the caller decided from) the write is a JSON patch that
+        first tests that spec.replicas is still `expected`: if someone changed the count
+        meanwhile, the API server refuses it (422) and nothing is written, so a decision is
+        never applied over a change it did not see. (A resourceVersion precondition would
+        also refuse it for every status update of the Deployment, which are frequent while
+        pods start and stop.)
         """
-        body: dict[str, Any] = {"spec": {"replicas": replicas}}
-        if resource_version is not None:
-            body["metadata"] = {"resourceVersion": resource_version}
+        if expected is None:
+            await self._client.patch(
+                apps_v1.Deployment.Scale,
+                name,
+                {"spec": {"replicas": replicas}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+                field_manager=self._settings.scale_field_manager,
+            )
+            return
+        # The Scale object omits replicas when they are 0 (omitempty): test the whole spec then.
+        test = (
+            {"op": "test", "path": "/spec/replicas", "value": expected}
+            if expected
+            else {"op": "test", "path": "/spec", "value": {}}
+        )
+        # "add" sets a member whether or not it is there ("replace" needs it there).
+        guarded = [test, {"op": "add", "path": "/spec/replicas", "value": replicas}]
         await self._client.patch(
             apps_v1.Deployment.Scale,
             name,
-            body,
+            guarded,
             namespace=namespace,
-            patch_type=PatchType.MERGE,
+            patch_type=PatchType.JSON,
             field_manager=self._settings.scale_field_manager,
         )
 

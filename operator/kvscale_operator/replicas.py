@@ -6,9 +6,9 @@ holds exactly `spec.replicas` while a person has set it (`kubectl scale infd`). 
 writes the count only when it creates (or re-creates) the Deployment, with `initial` below,
 so the two never write it over each other.
 
-The count is never part of the rendered manifest: it is set through the scale subresource
-under its own field manager (`kvscale-autoscaler`), so the reconciler's server-side applies
-never reset it.
+The count is never part of the rendered manifest: it is set by its own patch under its own
+field manager (`kvscale-autoscaler`, `kube.Kube.scale_deployment`), so the reconciler's
+server-side applies never reset it.
 """
 
 from __future__ import annotations

@@ -142,13 +142,13 @@ class FakeKube:
         return copy.deepcopy(self.pods)
 
     async def scale_deployment(
-        self, namespace: str, name: str, replicas: int, *, resource_version: str | None = None
+        self, namespace: str, name: str, replicas: int, *, expected: int | None = None
     ) -> None:
         assert self.deployment is not None
         if self.fail_scale is not None:
             raise self.fail_scale
-        if resource_version is not None:
-            assert resource_version == self.deployment["metadata"]["resourceVersion"]
+        if expected is not None and expected != self.deployment["spec"]["replicas"]:
+            raise api_error(422, "testing value /spec/replicas failed")
         self.scales.append(replicas)
         self.version += 1
         self.deployment["spec"]["replicas"] = replicas
@@ -533,7 +533,7 @@ def test_changed_bounds_take_effect_with_a_new_autoscaler() -> None:
 def test_a_scale_conflict_is_decided_again_and_an_api_error_is_reported() -> None:
     h = Harness(cr(), 1, [pod("a")])
     h.collector.answers = {"a": 64}
-    h.api.fail_scale = api_error(409, "the object has been modified")
+    h.api.fail_scale = api_error(422, "testing value /spec/replicas failed")
     results = h.ticks(3)
     assert all(r.action is None for r in results)
     assert "ScaledUp" not in h.events.reasons()

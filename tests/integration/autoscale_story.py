@@ -1,0 +1,180 @@
+"""Helpers for the autoscaler's end-to-end stories (test_autoscale_e2e, test_autoscale_twin):
+kubectl reads in one namespace, killing a pod's container processes, load sent by pod IP,
+and waiting while checking that the Deployment's count does not move. Does I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kvscale.api import models
+from kvscale.localstack import cluster as local
+
+
+class Story:
+    """kubectl reads about one InferenceDeployment in one namespace, and its pods' processes."""
+
+    def __init__(self, cluster: local.Cluster, namespace: str, name: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = name
+
+    @property
+    def selector(self) -> str:
+        return f"kvscale.dev/inference-deployment={self.name}"
+
+    def get(self, *args: str) -> Any:
+        out = self.cluster.kubectl("get", "-n", self.namespace, *args, "-o", "json").stdout
+        return json.loads(out)
+
+    def infd(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.get("infd", self.name)
+        return found
+
+    def condition(self, kind: str) -> dict[str, Any] | None:
+        for item in (self.infd().get("status") or {}).get("conditions") or []:
+            if item["type"] == kind:
+                return dict(item)
+        return None
+
+    def replicas(self) -> tuple[int, int]:
+        """(spec.replicas, metadata.generation) of the engine Deployment."""
+        deployment = self.get("deployment", self.name)
+        return deployment["spec"]["replicas"], deployment["metadata"]["generation"]
+
+    def pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get("pods", "-l", self.selector)["items"]
+        return [pod for pod in items if not pod["metadata"].get("deletionTimestamp")]
+
+    def ready_ips(self) -> list[str]:
+        return [pod["status"]["podIP"] for pod in self.pods() if is_ready(pod)]
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        items = self.get("events", "--field-selector", f"reason={reason}")["items"]
+        return [item for item in items if item["involvedObject"]["kind"] == models.KIND]
+
+    def pid_file(self, pod: dict[str, Any], container: str) -> pathlib.Path:
+        """The node agent's record of a running container (`<state>/node-agent/pods/...`)."""
+        metadata = pod["metadata"]
+        directory = f"{self.namespace}_{metadata['name']}_{metadata['uid']}"
+        return self.cluster.state_dir / "node-agent" / "pods" / directory / f"{container}.pid"
+
+    def kill(self, pod: dict[str, Any], container: str) -> bool:
+        """SIGKILL the container's process group, as a crash or an OOM kill would end it."""
+        try:
+            pid = json.loads(self.pid_file(pod, container).read_text())["pid"]
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            return False  # not running (restarting, or in its back-off)
+        return True
+
+    def diagnostics(self) -> str:
+        """Each pod's status and the tail of each of its containers' logs (for a failure)."""
+        lines = []
+        for pod in self.get("pods", "-l", self.selector)["items"]:
+            lines.append(f"pod {pod['metadata']['name']}: {json.dumps(pod.get('status'))}")
+            directory = self.pid_file(pod, "x").parent
+            for log in sorted(directory.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                lines.append(f"--- {log.name}:\n" + "\n".join(tail))
+        return "\n".join(lines)
+
+    def names(self, pod_name: str, words: str) -> bool:
+        """MetricsAvailable is False and names the pod, with `words` in the message."""
+        condition = self.condition("MetricsAvailable")
+        return bool(
+            condition
+            and condition["status"] == "False"
+            and f"{pod_name}: " in condition["message"]
+            and words in condition["message"]
+        )
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        item["type"] == "Ready" and item["status"] == "True"
+        for item in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def hold(
+    story: Story,
+    count: int,
+    generation: int,
+    until: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+) -> None:
+    """Polls until `until()`; fails at once if the Deployment's count or generation moves."""
+    deadline = time.monotonic() + timeout_s
+    while not until():
+        replicas, seen = story.replicas()
+        assert (replicas, seen) == (count, generation), (
+            f"the Deployment was scaled to {replicas} (generation {seen}) while waiting for {what}"
+        )
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s")
+        time.sleep(1.0)
+
+
+class Load:
+    """Concurrent completions against `targets` (pod IPs), least loaded first, from a thread."""
+
+    def __init__(self, body: dict[str, Any], port: int, concurrency: int) -> None:
+        self.body = body
+        self.port = port
+        self.concurrency = concurrency
+        self.targets: list[str] = []
+        self.in_flight: dict[str, int] = {}
+        self.completed = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=150)
+            self._thread = None
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+            await asyncio.gather(*(self._worker(session) for _ in range(self.concurrency)))
+
+    async def _worker(self, session: aiohttp.ClientSession) -> None:
+        while not self._stop.is_set():
+            targets = list(self.targets)
+            if not targets:
+                await asyncio.sleep(0.2)
+                continue
+            ip = min(targets, key=lambda target: self.in_flight.get(target, 0))
+            self.in_flight[ip] = self.in_flight.get(ip, 0) + 1
+            try:
+                url = f"http://{ip}:{self.port}/v1/completions"
+                async with session.post(url, json=self.body) as response:
+                    await response.read()
+                    if response.status == 200:
+                        self.completed += 1
+                    else:
+                        self.failed += 1
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                self.failed += 1
+                await asyncio.sleep(0.5)
+            finally:
+                self.in_flight[ip] -= 1
