@@ -188,14 +188,19 @@ def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: 
     )
     assert managers_of_replicas(deployment) <= {config.SCALE_FIELD_MANAGER}
 
+    # Both writers' fields: the reconciler's (Ready, selector) and the autoscaler's.
     status = eventually(
-        lambda: (s := k8s.must("infd").get("status")) and "conditions" in s and s,
+        lambda: (
+            (s := k8s.must("infd").get("status"))
+            and {"Ready", "ScalingLimited"} <= {item["type"] for item in s.get("conditions", [])}
+            and "desiredReplicas" in s
+            and s
+        ),
         "the CR's status",
     )
     assert status["selector"] == "kvscale.dev/inference-deployment=llama"
     assert status["desiredReplicas"] == 2
     assert status["observedGeneration"] == infd["metadata"]["generation"]
-    assert {item["type"] for item in status["conditions"]} >= {"Ready", "ScalingLimited"}
     created = eventually(lambda: k8s.events("Created"), "Created events on the CR")
     assert {event["message"] for event in created} >= {
         f"created Deployment {NAME}",
