@@ -138,6 +138,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the local demo: stack, operator, a model served on vLLM")
     demo.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    replay = demo.add_argument_group(
+        "load", "a slice of a production trace, replayed against the engine pods"
+    )
+    replay.add_argument(
+        "--trace",
+        default="conv",
+        help="trace: 'conv' or 'code' (in ../shared/traces/) or a .csv/.jsonl path "
+        "(default: %(default)s)",
+    )
+    replay.add_argument(
+        "--duration", type=float, default=240.0, help="seconds of load (default: %(default)s)"
+    )
+    replay.add_argument(
+        "--trace-start",
+        type=float,
+        default=30.0,
+        help="where the slice begins, seconds into the trace (default: %(default)s)",
+    )
+    replay.add_argument(
+        "--time-factor",
+        type=float,
+        default=0.45,
+        help="trace seconds per second of load: the rate multiplier (default: %(default)s)",
+    )
+    replay.add_argument(
+        "--token-factor",
+        type=float,
+        default=1.0,
+        help="prompt and output tokens are scaled by this, then clamped to the engine's "
+        "context (default: %(default)s)",
+    )
+    replay.add_argument(
+        "--quiet",
+        type=float,
+        default=180.0,
+        help="after the load, wait at most this long for the scale-down (default: %(default)s)",
+    )
+    replay.add_argument(
+        "--out", default=None, help="folder for the timeline plot (default: <checkout>/out)"
+    )
     demo.set_defaults(func=_demo)
 
     # The sidecar's flags live with its settings (a small pure module, cheap to import).

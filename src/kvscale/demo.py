@@ -7,7 +7,14 @@ Steps, each printed as it happens:
   3. the operator (`kvscale operator`), as its own process;
   4. `kubectl apply -f examples/tiny-llama.yaml`: the operator renders a Deployment whose pod
      runs real vLLM (CPU build) serving the tiny model, with the occupancy sidecar beside it;
-  5. a completion request to the engine pod, and the objects as kubectl shows them.
+  5. a completion request to the engine pod, and the objects as kubectl shows them;
+  6. a slice of a production trace (`--trace`, `--trace-start`, `--duration`), scaled in time
+     and tokens to the tiny engine, replayed against the ready engine pods by the load
+     generator (`kvscale.loadgen`: least-loaded pod first, as an inference gateway routes),
+     with a live line every 2 s (replicas, per-pod KV usage, queue, preemptions, the
+     operator's last decision) while the operator scales the deployment; then a quiet period
+     in which it scales back down;
+  7. a summary and a timeline plot (PNG) of occupancy, replicas, queue and preemptions.
 At the end everything is stopped (with `--keep`: after Ctrl-C). Does I/O.
 """
 
@@ -26,6 +33,10 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import yaml
+
+from kvscale import trace
+from kvscale.loadgen import driver, plot, replayer, summary, watcher, workload
 from kvscale.localstack import binaries, engine_env, paths
 from kvscale.localstack import cluster as local
 
@@ -33,6 +44,17 @@ CLUSTER_NAME = "demo"
 EXAMPLE = "examples/tiny-llama.yaml"
 CRD = "crds/inferencedeployments.kvscale.dev.yaml"
 READY_TIMEOUT_S = 600.0
+STEPS = 7
+# The tiny model's tokenizer (scripts/build_tiny_model.py): 320 ids, of which 0-2 are special.
+TINY_VOCAB_SIZE = 320
+# What one vLLM CPU engine of the example needs, measured (docs: LOCAL_STACK.md), and a margin
+# for the control plane, the operator and this process.
+# The load generator routes like an inference gateway with a saturation limit: a pod holding
+# twice its KV capacity in requests (running and queued) gets no more until some finish; the
+# rest wait in the generator, where a pod that becomes ready can take them.
+GATEWAY_MAX_LOAD = 2.0
+ENGINE_MEMORY_GIB = 2.8
+BASE_MEMORY_GIB = 1.5
 
 
 def _say(line: str = "") -> None:
@@ -143,15 +165,156 @@ def _complete(pod: dict[str, Any], infd: dict[str, Any]) -> str:
     return str(answer["choices"][0]["text"])
 
 
+def _memory_available_gib() -> float | None:
+    try:
+        for row in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if row.startswith("MemAvailable:"):
+                return int(row.split()[1]) / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _capacity_tokens(spec: dict[str, Any]) -> int:
+    """KV tokens one engine holds: (--num-gpu-blocks-override - 1 reserved) x block size."""
+    engine = spec["engine"]
+    extra = [str(arg) for arg in engine.get("extraArgs", [])]
+    block_size = int(engine.get("blockSize", 16))
+    flag = "--num-gpu-blocks-override"
+    for index, arg in enumerate(extra):
+        value = None
+        if arg == flag and index + 1 < len(extra):
+            value = extra[index + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        if value is not None and value.isdigit():
+            return (int(value) - 1) * block_size
+    # No fixed pool: vLLM sizes it from memory; 8 K tokens is only the router's first guess.
+    return 8192
+
+
+def _requests(args: argparse.Namespace, spec: dict[str, Any]) -> list[trace.TraceRequest]:
+    """The trace slice the demo replays, shaped to the engine of `spec`; says what it is."""
+    max_len = int(spec.get("engine", {}).get("maxModelLen") or 2048)
+    max_output = max(1, max_len // 4)
+    plan = workload.Plan(
+        start_s=args.trace_start,
+        duration_s=args.duration,
+        time_factor=args.time_factor,
+        token_factor=args.token_factor,
+        max_prompt=max_len - max_output,
+        max_output=max_output,
+    )
+    path = trace.resolve(args.trace)
+    reqs = workload.requests(trace.load(path), plan)
+    shape = workload.shape(reqs, plan.duration_s)
+    _say(
+        f"  trace {path.name}: {plan.trace_span_s:.0f}s of it from {plan.start_s:.0f}s, played "
+        f"{plan.time_factor:g}x as fast over {plan.duration_s:.0f}s, tokens x{plan.token_factor:g} "
+        f"(prompt <= {plan.max_prompt}, output <= {plan.max_output})"
+    )
+    _say(
+        f"  {shape.count} requests, {shape.rate_per_s:.1f}/s, mean prompt "
+        f"{shape.mean_prompt:.0f} and output {shape.mean_output:.0f} tokens"
+    )
+    return reqs
+
+
+def _load(
+    handle: local.Cluster,
+    infd: dict[str, Any],
+    reqs: list[trace.TraceRequest],
+    args: argparse.Namespace,
+    repo: pathlib.Path,
+) -> None:
+    """Steps 6 and 7: replay the trace against the engine pods, then the summary and the plot."""
+    spec = infd["spec"]
+    name = infd["metadata"]["name"]
+    scaling = spec.get("scaling", {})
+    capacity = _capacity_tokens(spec)
+    _step(f"6/{STEPS}  replay the trace slice against the engine pods")
+    max_replicas = int(scaling.get("maxReplicas", 4))
+    _say(
+        f"  one engine holds {capacity} KV tokens; the operator aims at "
+        f"{float(scaling.get('targetOccupancy', 0.7)):.0%} of that per pod, between "
+        f"{scaling.get('minReplicas', 1)} and {max_replicas} pods"
+    )
+    _say(
+        "  a new engine takes 60-90 s to start on this machine (longer while the others are "
+        "busy); until then the ready pods carry the load, and the live line says so"
+    )
+    available = _memory_available_gib()
+    needed = BASE_MEMORY_GIB + (max_replicas - 1) * ENGINE_MEMORY_GIB
+    if available is not None and available < needed:
+        _say(
+            f"  ! only {available:.1f} GiB of memory available; {max_replicas} engines need "
+            f"about {needed:.1f} GiB more than the first: added pods may fail to start"
+        )
+    model = spec["model"].get("servedName") or spec["model"]["name"]
+    settings = driver.Settings(
+        watch=watcher.Settings(
+            name=name,
+            namespace=infd["metadata"].get("namespace", "default"),
+            sidecar_port=int(spec.get("sidecar", {}).get("port", 9090)),
+        ),
+        send=replayer.Settings(
+            model=model, engine_port=int(spec["engine"]["port"]), vocab_size=TINY_VOCAB_SIZE
+        ),
+        default_capacity_tokens=capacity,
+        max_load=GATEWAY_MAX_LOAD,
+        min_replicas=int(scaling.get("minReplicas", 1)),
+        load_s=args.duration,
+        quiet_s=args.quiet,
+    )
+    _say(
+        f"  each request goes to the least-loaded ready pod; a pod holding {GATEWAY_MAX_LOAD:g}x "
+        "its KV capacity in requests gets no more until some finish: the rest are held here, "
+        "as an inference gateway would hold them, for whichever pod has room first"
+    )
+    _say(
+        "  every 2 s: seconds since the load started, pods ready/desired (+starting, -leaving), "
+        "KV usage per pod, requests waiting in the engines, preemptions/s, requests held here, "
+        "finished, failed | the operator's demand per ready pod and its last scaling action; "
+        "its Events are printed as they come"
+    )
+    result = driver.drive(handle.kubeconfig, settings, reqs, _say)
+
+    _step(f"7/{STEPS}  summary")
+    for row in summary.lines(summary.summarize(result.outcomes, result.record)):
+        _say(f"  {row}")
+    out = pathlib.Path(args.out) if args.out else repo / "out"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    png = plot.write(
+        result.record,
+        out / f"demo-{stamp}.png",
+        title=(
+            f"kvscale demo: {name} on real vLLM (CPU), {len(reqs)} requests from "
+            f"{trace.resolve(args.trace).name} ({args.time_factor:g}x time, "
+            f"x{args.token_factor:g} tokens)"
+        ),
+        load_end_s=result.load_s,
+    )
+    _say(f"  timeline plot: {png.resolve()}")
+
+
+def _example_spec(repo: pathlib.Path) -> dict[str, Any]:
+    document = yaml.safe_load((repo / EXAMPLE).read_text())
+    return dict(document["spec"])
+
+
 def run(args: argparse.Namespace) -> int:
     repo = _repo()
-    _step("1/5  build or reuse the cached control plane and vLLM environment")
+    _step(f"1/{STEPS}  the load, the cached control plane and the vLLM environment")
+    try:
+        reqs = _requests(args, _example_spec(repo))
+    except ValueError as error:  # trace.TraceError included: a missing or bad trace
+        raise SystemExit(f"kvscale demo: {error}") from None
     bins = binaries.ensure()
     engine_env.ensure()
     _say(f"  control plane binaries: {bins.bin_dir}")
     _say(f"  vLLM environment:       {engine_env.vllm_python()}")
 
-    _step("2/5  start the local control plane and node agent")
+    _step(f"2/{STEPS}  start the local control plane and node agent")
     state_dir = paths.cluster_state_dir(CLUSTER_NAME)
     existing = local.load(state_dir)
     if existing is not None and local.is_running(existing):
@@ -170,20 +333,23 @@ def run(args: argparse.Namespace) -> int:
         )
         _say(f"  CRD installed: {CRD}")
 
-        _step("3/5  start the operator")
+        _step(f"3/{STEPS}  start the operator")
         with _operator(handle) as operator_log:
             _say(f"  kvscale operator running; log: {operator_log}")
 
-            _step(f"4/5  kubectl apply -f {EXAMPLE}")
+            _step(f"4/{STEPS}  kubectl apply -f {EXAMPLE}")
             _say(handle.kubectl("apply", "-f", str(repo / EXAMPLE)).stdout.rstrip())
             name = "tiny-llama"
             pod = _wait_ready(handle, name, operator_log)
 
-            _step("5/5  the model answers, and kubectl shows what the operator made")
+            _step(f"5/{STEPS}  the model answers, and kubectl shows what the operator made")
             infd = _get_json(handle, "infd", name)
             _say(f"  completion from {pod['status']['podIP']}: {_complete(pod, infd)!r}")
             _say(handle.kubectl("get", "infd").stdout.rstrip())
             _say(handle.kubectl("get", "deploy,svc,pdb,pods", "-o", "wide").stdout.rstrip())
+
+            _load(handle, infd, reqs, args, repo)
+            _say(handle.kubectl("get", "infd").stdout.rstrip())
             if args.keep:
                 _say()
                 _say(f"  export KUBECONFIG={handle.kubeconfig}   # in another shell")

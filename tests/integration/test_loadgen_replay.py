@@ -211,3 +211,15 @@ def test_held_requests_go_to_a_pod_that_becomes_ready(port: int) -> None:
     assert seen_held == [1]
     assert [o.pod for o in outcomes] == ["a", "b"]
     assert all(o.ok for o in outcomes)
+
+
+def test_refusal_by_the_only_pod_is_retried_there_not_held() -> None:
+    # A refusal is often a kept-alive connection the engine closed; with no other pod the
+    # retry goes to the same one instead of holding the line until another appears.
+    pods = [router.Candidate("dead", DEAD_IP)]
+    outcomes, send = asyncio.run(
+        _replay(Engine(), _free_port(), pods, _requests(2), no_pod_timeout_s=60.0)
+    )
+    assert [o.retried for o in outcomes] == [True, True]
+    assert all(o.error.startswith("dead: ") for o in outcomes)
+    assert send.counters == timeline.Counters(arrived=2, held=0, finished=0, failed=2)

@@ -138,14 +138,12 @@ def test_resource_status_is_read() -> None:
         view.ScalingAction(view.parse_time(T1, "t"), 1, 3, "scale_up_panic", 2.1),
     )
     assert resource.history[0].up
-    assert resource.decision == "Active: panic mode"
 
 
 def test_resource_before_the_operator_wrote_status() -> None:
     resource = view.resource_from_object({"spec": {}})
     assert (resource.min_replicas, resource.max_replicas, resource.target_occupancy) == (1, 4, 0.7)
     assert (resource.desired_replicas, resource.occupancy, resource.history) == (None, None, ())
-    assert resource.decision is None
 
 
 def test_bad_history_entry_names_the_field() -> None:

@@ -52,7 +52,6 @@ def _snapshot(
         desired_replicas=desired,
         occupancy=occupancy,
         history=history,
-        decision=None,
     )
     return view.Snapshot(
         time=ORIGIN + t,
@@ -254,12 +253,12 @@ def test_summary_of_nothing_says_so() -> None:
 # --- the live line ------------------------------------------------------------------------
 
 BAR_TABLE = [
-    pytest.param(0.0, "        ", id="empty"),
-    pytest.param(1.0, "████████", id="full"),
-    pytest.param(1.7, "████████", id="over-full-is-full"),
-    pytest.param(-0.2, "        ", id="negative-is-empty"),
-    pytest.param(0.5, "████    ", id="half"),
-    pytest.param(1 / 64, "▏       ", id="one-eighth-of-a-cell"),
+    pytest.param(0.0, "      ", id="empty"),
+    pytest.param(1.0, "██████", id="full"),
+    pytest.param(1.7, "██████", id="over-full-is-full"),
+    pytest.param(-0.2, "      ", id="negative-is-empty"),
+    pytest.param(0.5, "███   ", id="half"),
+    pytest.param(1 / 48, "▏     ", id="one-eighth-of-a-cell"),
 ]
 
 
@@ -268,17 +267,22 @@ def test_bar_table(fraction: float, expected: str) -> None:
     assert progress.bar(fraction) == expected
 
 
-def test_live_line_shows_replicas_pods_queue_and_decision() -> None:
+def test_live_line_shows_replicas_pods_queue_and_the_operator() -> None:
     record = timeline.Timeline(ORIGIN)
-    pods = {"a": (READY, (0.97, 23, 4.1)), "b": (STARTING, None), "c": (view.Phase.PENDING, None)}
+    up = view.ScalingAction(ORIGIN + 22, 1, 3, "scale_up_panic")
+    pods = {"a": (READY, (0.97, 4, 1.1)), "b": (STARTING, None), "c": (view.Phase.PENDING, None)}
     record.observe(
-        _snapshot(42, pods, desired=3),
-        timeline.Counters(arrived=223, held=12, finished=150, failed=1),
+        _snapshot(42, pods, desired=3, history=(up,), occupancy=1.31),
+        timeline.Counters(arrived=163, held=12, finished=150, failed=1),
     )
-    text = progress.line(record.samples[0], "ScaledUp: 1 -> 3 " + "x" * 100)
-    assert text.startswith("+  42s  ready 1/3 desired (2 starting)")
-    assert "97%" in text
-    assert "▕starting▏" in text
-    assert "▕pending ▏" in text
-    assert "waiting 23  preempt 4.1/s  held 12  ok 150 err 1" in text
-    assert text.endswith("…")
+    text = progress.line(record.samples[0], record.marks[-1])
+    assert text.startswith("+  42s  ready 1/3 +2 starting  ▕█████▉▏ 97% ▕start.▏ ▕pend. ▏")
+    assert "waiting 4 preempt 1.1/s held 12 ok 150 err 1" in text
+    assert text.endswith("| demand 1.31/pod, last 1→3 scale_up_panic 20s ago")
+
+
+def test_live_line_before_the_operator_said_anything() -> None:
+    record = timeline.Timeline(ORIGIN)
+    record.observe(_snapshot(1, {"a": (view.Phase.TERMINATING, None)}), timeline.Counters())
+    text = progress.line(record.samples[0], None)
+    assert text == "+   1s  ready 0/- -1 leaving  ▕leave ▏  waiting - preempt -/s held 0 ok 0 err 0"

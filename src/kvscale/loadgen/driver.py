@@ -109,13 +109,8 @@ class _Monitor:
         self._said[note.reason] = note.t
         return True
 
-    def decision(self, snapshot: view.Snapshot) -> str | None:
-        if snapshot.resource is not None and snapshot.resource.decision:
-            return snapshot.resource.decision
-        if self.record.notes:
-            last = self.record.notes[-1]
-            return f"{last.reason}: {last.message}"
-        return None
+    def last_action(self) -> timeline.Mark | None:
+        return self.record.marks[-1] if self.record.marks else None
 
 
 async def _drive(
@@ -126,7 +121,9 @@ async def _drive(
 ) -> Result:
     # trust_env=False: never pick up a proxy from the environment; everything here is loopback.
     client = lightkube.AsyncClient(lightkube.KubeConfig.from_file(kubeconfig), trust_env=False)
-    connector = aiohttp.TCPConnector(limit=settings.send.max_in_flight)
+    # Kept-alive connections are dropped before the engine's server (uvicorn: 5 s) closes them,
+    # so a request rarely meets a connection closed under it.
+    connector = aiohttp.TCPConnector(limit=settings.send.max_in_flight, keepalive_timeout=3.0)
     try:
         async with (
             aiohttp.ClientSession(connector=connector) as send_session,
@@ -152,7 +149,7 @@ async def _drive(
                 snapshot = await monitor.poll(send.counters)
                 now = time.monotonic() - origin
                 if snapshot is not None and record.samples and now >= next_print:
-                    say("  " + progress.line(record.samples[-1], monitor.decision(snapshot)))
+                    say("  " + progress.line(record.samples[-1], monitor.last_action()))
                     next_print = now + settings.print_every_s
                 if replay.done() and quiet_deadline is None:
                     quiet_deadline = now + settings.quiet_s

@@ -97,15 +97,20 @@ def write(
         linewidth=2.2,
         label="ready",
     )
-    starting = [s.count(view.Phase.PENDING, view.Phase.STARTING) for s in samples]
+    # Pods on the way are stacked on the ready ones: the band's top is what will be there.
+    ready = [float(s.ready) for s in samples]
+    on_the_way = [
+        r + s.count(view.Phase.PENDING, view.Phase.STARTING)
+        for r, s in zip(ready, samples, strict=True)
+    ]
     replicas.fill_between(
         times,
-        0,
-        _floats(starting),
+        ready,
+        on_the_way,
         step="post",
         color="#9ecae1",
         alpha=0.6,
-        label="pending or starting",
+        label="pending or starting\n(on top of ready)",
     )
     replicas.set_ylabel("replicas")
     replicas.yaxis.set_major_locator(MaxNLocator(integer=True))

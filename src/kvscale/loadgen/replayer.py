@@ -15,8 +15,9 @@ The pod is the router's choice among the ready pods at that moment (`pods()`, th
 latest view). When there is none (no pod ready, or with the router's `max_load`, none with
 room) the request is held, first come first served, up to `no_pod_timeout_s`; held requests
 are counted (`counters.held`) and their wait is part of their latency. A connection error
-before any response (a pod that just went away) is retried once on another pod; anything
-later is the request's failure. Outcomes are `summary.Outcome`s.
+before any response (a pod that just went away, or a kept-alive connection it closed) is
+retried once, on another pod when one has room, else on the same one; anything later is the
+request's failure. Outcomes are `summary.Outcome`s.
 """
 
 from __future__ import annotations
@@ -113,19 +114,24 @@ class Replayer:
             c.arrived + arrived, c.held + held, c.finished + finished, c.failed + failed
         )
 
-    async def _choose(self, exclude: frozenset[str]) -> router.Choice | None:
+    async def _choose(self, avoid: frozenset[str]) -> router.Choice | None:
         """A pod for the next request, holding it while no ready pod has room.
 
         Requests are served in arrival order: only the one at the head of the line (holding
         the lock) asks the router; the rest queue on the lock, which is first come, first
-        served.
+        served. `avoid` (the pod that just refused a retried request) is passed over when
+        another pod has room, and taken when none has: a refusal is often only a kept-alive
+        connection the engine had closed, and waiting for another pod would hold the line.
         """
         self._count(held=1)
         try:
             async with self._dispatch:
                 deadline = self._clock() + self._settings.no_pod_timeout_s
                 while True:
-                    choice = self._router.choose(self._pods(), self.in_flight, exclude)
+                    pods = self._pods()
+                    choice = self._router.choose(pods, self.in_flight, avoid) or (
+                        self._router.choose(pods, self.in_flight) if avoid else None
+                    )
                     if choice is not None or self._clock() >= deadline:
                         return choice
                     await asyncio.sleep(_NO_POD_POLL_S)
@@ -160,9 +166,7 @@ class Replayer:
             choice = await self._choose(tried)
             if choice is None:
                 wanted = "pod with room" if self._router.max_load is not None else "pod"
-                outcome = dataclasses.replace(
-                    outcome, error=f"no ready {wanted}" if not tried else f"no other ready {wanted}"
-                )
+                outcome = dataclasses.replace(outcome, error=f"no ready {wanted}")
                 break
             # Booked before the next await, so the next request in line sees this one.
             self.in_flight[choice.pod] = self.in_flight.get(choice.pod, router.InFlight()).add(

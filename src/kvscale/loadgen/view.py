@@ -23,8 +23,6 @@ from kvscale import report
 # The Event reasons the operator's autoscaler gives a replica change.
 SCALED_UP = "ScaledUp"
 SCALED_DOWN = "ScaledDown"
-# Conditions that carry the autoscaler's latest decision in their message, newest first.
-DECISION_CONDITIONS = ("ScalingActive", "ScalingLimited")
 
 
 class ViewError(ValueError):
@@ -95,8 +93,6 @@ class Resource:
     occupancy: float | None
     """status.occupancy: the operator's demand signal (KV demand over capacity, mean of ready)."""
     history: tuple[ScalingAction, ...]
-    decision: str | None
-    """The latest decision in words: the message of a scaling condition, when there is one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,19 +229,6 @@ def _action(obj: object, field: str) -> ScalingAction:
     )
 
 
-def _decision_text(status: Mapping[str, Any], where: str) -> str | None:
-    conditions = _sequence(status.get("conditions", []), f"{where}.conditions")
-    by_type = {
-        item.get("type"): item
-        for item in (_mapping(c, f"{where}.conditions[]") for c in conditions)
-    }
-    for kind in DECISION_CONDITIONS:
-        condition = by_type.get(kind)
-        if condition is not None and condition.get("message"):
-            return f"{condition.get('reason', kind)}: {condition['message']}"
-    return None
-
-
 def resource_from_object(obj: object) -> Resource:
     """The scaling spec and status of an InferenceDeployment document (defaults applied)."""
     resource = _mapping(obj, "inferencedeployment")
@@ -266,7 +249,6 @@ def resource_from_object(obj: object) -> Resource:
         history=tuple(
             _action(item, f"status.scalingHistory[{index}]") for index, item in enumerate(history)
         ),
-        decision=_decision_text(status, "status"),
     )
 
 
