@@ -239,10 +239,12 @@ def _load(
         f"{float(scaling.get('targetOccupancy', 0.7)):.0%} of that per pod, between "
         f"{scaling.get('minReplicas', 1)} and {max_replicas} pods"
     )
-    _say(
-        "  a new engine takes 60-90 s to start on this machine (longer while the others are "
-        "busy); until then the ready pods carry the load, and the live line says so"
-    )
+    for row in (
+        "a new engine takes 60-90 s to start on an idle 2-core machine and several minutes",
+        "while the others keep its cores busy serving; until it is ready, the ready pods",
+        "carry the load, and the live line shows the new ones as starting",
+    ):
+        _say(f"  {row}")
     available = _memory_available_gib()
     needed = BASE_MEMORY_GIB + (max_replicas - 1) * ENGINE_MEMORY_GIB
     if available is not None and available < needed:
@@ -266,17 +268,18 @@ def _load(
         load_s=args.duration,
         quiet_s=args.quiet,
     )
-    _say(
-        f"  each request goes to the least-loaded ready pod; a pod holding {GATEWAY_MAX_LOAD:g}x "
-        "its KV capacity in requests gets no more until some finish: the rest are held here, "
-        "as an inference gateway would hold them, for whichever pod has room first"
-    )
-    _say(
-        "  every 2 s: seconds since the load started, pods ready/desired (+starting, -leaving), "
-        "KV usage per pod, requests waiting in the engines, preemptions/s, requests held here, "
-        "finished, failed | the operator's demand per ready pod and its last scaling action; "
-        "its Events are printed as they come"
-    )
+    for row in (
+        "each request goes to the least-loaded ready pod; a pod holding "
+        f"{GATEWAY_MAX_LOAD:g}x its KV capacity",
+        "in requests gets no more until some finish: the rest are held here, as an inference",
+        "gateway would hold them, for whichever pod has room first",
+        "",
+        "every 2 s: seconds since the load started; pods ready/desired (+starting, -leaving);",
+        "KV usage per pod; requests waiting in the engines; preemptions/s; requests held here;",
+        "finished; failed | the operator's demand per ready pod and its last scaling action.",
+        "The operator's Events are printed as they come.",
+    ):
+        _say(f"  {row}".rstrip())
     result = driver.drive(handle.kubeconfig, settings, reqs, _say)
 
     _step(f"7/{STEPS}  summary")
