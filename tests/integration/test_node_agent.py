@@ -268,7 +268,12 @@ def test_a_deployments_pods_run_and_become_ready_with_their_own_pod_ips(
         assert env["GREETING"] == "hello"
         assert env["NODE"] == agent.node
         assert env["HOSTNAME"] == pod["metadata"]["name"]
-        assert "KUBECONFIG" not in env
+        # The agent's own credentials never reach a pod: KUBECONFIG is the pod's service
+        # account (its projected token volume, written under the pod's state directory).
+        pod_dir = (
+            f"{pod['metadata']['namespace']}_{pod['metadata']['name']}_{pod['metadata']['uid']}"
+        )
+        assert env["KUBECONFIG"].endswith(f"/pods/{pod_dir}/serviceaccount/kubeconfig")
 
 
 def test_the_readiness_probe_gates_ready(
