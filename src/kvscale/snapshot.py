@@ -4,8 +4,11 @@ Lists the InferenceDeployments (one namespace, all of them, or one by name), eac
 engine pods, and asks every ready pod's sidecar for its occupancy report through the API
 server's pod proxy (`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/v1/occupancy`),
 concurrently and with a timeout. Going through the API server makes it work from wherever
-kubectl works, pod IPs reachable or not; it needs `get` on `pods/proxy` (without it, the
-requests line says the reports could not be had and why). Rendering is `statusview`'s.
+kubectl works, pod IPs reachable or not; it needs `get` on `pods/proxy`. Where the proxy
+cannot give a report (forbidden, or a pod address the API server refuses to proxy to, such
+as the local stack's loopback pod IPs), the pod's address is asked directly, which works from
+inside the cluster's network; failing both, the requests line says why. Rendering is
+`statusview`'s.
 """
 
 from __future__ import annotations
@@ -78,27 +81,57 @@ def _ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-async def _report(
-    client: httpx2.AsyncClient, namespace: str, pod: str, port: int, wait_s: float
-) -> statusview.PodReport:
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/v1/occupancy"
+async def _ask(
+    client: httpx2.AsyncClient, url: str, wait_s: float
+) -> tuple[report.OccupancyReport | None, str]:
+    """One occupancy report from `url`, or why there is none."""
     try:
-        answer = await client.get(path, timeout=wait_s)
+        answer = await client.get(url, timeout=wait_s)
     except httpx2.TimeoutException:
-        return statusview.PodReport(pod, None, f"timeout after {wait_s:g}s")
+        return None, f"timeout after {wait_s:g}s"
     except httpx2.HTTPError as error:
-        return statusview.PodReport(pod, None, f"unreachable: {error}")
+        return None, f"unreachable: {error}"
     try:
         # The sidecar answers 503 with a report while its engine is not ok: use it.
-        return statusview.PodReport(pod, report.from_json(answer.content))
+        return report.from_json(answer.content), ""
     except report.ReportError as error:
         if answer.status_code != 200:
-            return statusview.PodReport(pod, None, f"HTTP {answer.status_code}")
-        return statusview.PodReport(pod, None, f"invalid report: {error}")
+            try:
+                why = str(answer.json().get("message") or "")
+            except (ValueError, AttributeError):
+                why = ""
+            return None, f"HTTP {answer.status_code}" + (f" ({why})" if why else "")
+        return None, f"invalid report: {error}"
+
+
+async def _report(
+    client: httpx2.AsyncClient,
+    direct: httpx2.AsyncClient,
+    pod: Mapping[str, Any],
+    port: int,
+    wait_s: float,
+) -> statusview.PodReport:
+    """The pod's report through the API server's pod proxy; where the proxy cannot give it
+    (the API server refuses loopback pod addresses, as on the local stack, or the proxy is
+    forbidden), straight from the pod's address, which works from inside the cluster."""
+    metadata = pod.get("metadata") or {}
+    name, namespace = str(metadata.get("name")), str(metadata.get("namespace"))
+    proxy = f"/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/v1/occupancy"
+    found, why = await _ask(client, proxy, wait_s)
+    if found is not None:
+        return statusview.PodReport(name, found)
+    address = (pod.get("status") or {}).get("podIP")
+    if address:
+        found, directly = await _ask(direct, f"http://{address}:{port}/v1/occupancy", wait_s)
+        if found is not None:
+            return statusview.PodReport(name, found)
+        why = f"through the API server: {why}; directly: {directly}"
+    return statusview.PodReport(name, None, why)
 
 
 async def fetch(
     client: httpx2.AsyncClient,
+    direct: httpx2.AsyncClient,
     namespace: str | None,
     name: str | None,
     wait_s: float,
@@ -123,7 +156,7 @@ async def fetch(
 
         async def ask(pod: Mapping[str, Any]) -> statusview.PodReport:
             async with limit:
-                return await _report(client, where, pod["metadata"]["name"], port, wait_s)
+                return await _report(client, direct, pod, port, wait_s)
 
         ready = [pod for pod in pods.get("items") or [] if _ready(pod)]
         reports = await asyncio.gather(*(ask(pod) for pod in ready))
@@ -140,8 +173,11 @@ async def _run(args: argparse.Namespace) -> str:
         raise StatusError("the kubeconfig has no current context")
     namespace = None if args.all_namespaces else (args.namespace or single.namespace)
     params = client_adapter.ConnectionParams(timeout=httpx2.Timeout(10))
-    async with client_adapter.AsyncClient(single, params) as client:
-        rows = await fetch(client, namespace, args.name, args.timeout)
+    async with (
+        client_adapter.AsyncClient(single, params) as client,
+        httpx2.AsyncClient(trust_env=False) as direct,
+    ):
+        rows = await fetch(client, direct, namespace, args.name, args.timeout)
     now = datetime.datetime.now(datetime.UTC)
     if args.output == "json":
         return json.dumps(statusview.document(rows, now), indent=2) + "\n"

@@ -198,7 +198,7 @@ def _cut(text: str, width: int = MESSAGE_WIDTH) -> str:
 def _block(row: Row, now: datetime.datetime) -> list[str]:
     desired = "?" if row.desired is None else str(row.desired)
     replicas = f"{row.ready} ready / {desired} desired / {row.max_replicas} max"
-    replicas += f"  (min {row.min_replicas}, {row.existing} pods)"
+    replicas += f"  (min {row.min_replicas}, {row.existing} pod{'' if row.existing == 1 else 's'})"
     if row.manual_replicas is not None:
         replicas += f"  spec.replicas={row.manual_replicas}: set by hand, not autoscaled"
     occupancy = f"{bar(row.occupancy)} {_percent(row.occupancy):>5}  target {_percent(row.target)}"
