@@ -181,8 +181,14 @@ class Kube:
     async def scale_deployment(
         self, namespace: str, name: str, replicas: int, *, expected: int | None = None
     ) -> None:
-        """Sets the Deployment's replicas through its scale subresource, under the scale
-        field manager, which the rendered manifests never name.
+        """Sets the Deployment's replicas, under the scale field manager, which the rendered
+        manifests never name.
+
+        A patch of the Deployment itself, not of its scale subresource: the API server
+        records the patch's ownership of spec.replicas, so a GitOps tool that applies the
+        field gets a conflict naming this manager. (On Kubernetes 1.36 a /scale write to a
+        field nobody owns yet — a Deployment created by server-side apply without replicas —
+        is recorded nowhere, and the field stays free for anyone to take; docs/gitops.md.)
 
         With `expected` (the count the caller decided from) the write is a JSON patch that
         first tests that spec.replicas is still `expected`: if someone changed the count
@@ -193,7 +199,7 @@ class Kube:
         """
         if expected is None:
             await self._client.patch(
-                apps_v1.Deployment.Scale,
+                apps_v1.Deployment,
                 name,
                 {"spec": {"replicas": replicas}},
                 namespace=namespace,
@@ -201,16 +207,14 @@ class Kube:
                 field_manager=self._settings.scale_field_manager,
             )
             return
-        # The Scale object omits replicas when they are 0 (omitempty): test the whole spec then.
-        test = (
-            {"op": "test", "path": "/spec/replicas", "value": expected}
-            if expected
-            else {"op": "test", "path": "/spec", "value": {}}
-        )
+        # A Deployment always carries spec.replicas (0 included; the API server defaults it).
         # "add" sets a member whether or not it is there ("replace" needs it there).
-        guarded = [test, {"op": "add", "path": "/spec/replicas", "value": replicas}]
+        guarded = [
+            {"op": "test", "path": "/spec/replicas", "value": expected},
+            {"op": "add", "path": "/spec/replicas", "value": replicas},
+        ]
         await self._client.patch(
-            apps_v1.Deployment.Scale,
+            apps_v1.Deployment,
             name,
             guarded,
             namespace=namespace,
