@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import pathlib
 import signal
 import socket
@@ -221,7 +222,11 @@ def operator_factory(
 @pytest.fixture
 def namespace(cluster: local.Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted (in the background) afterwards."""
-    name = "op-" + request.node.name.lower().replace("_", "-")[5:40].strip("-")
+    # Readable, and unique per test id (parametrized tests share a prefix): a short digest of
+    # the whole id follows the test name's first words.
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:6]
+    readable = request.node.name.lower().replace("_", "-")[5:36].strip("-[]")
+    name = f"op-{readable}-{digest}"
     cluster.kubectl("create", "namespace", name)
     yield name
     with contextlib.suppress(subprocess.CalledProcessError):
