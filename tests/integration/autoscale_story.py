@@ -107,21 +107,50 @@ def is_ready(pod: dict[str, Any]) -> bool:
     )
 
 
+class Watch:
+    """The engine Deployment's count while some report is missing.
+
+    The count may change only on a tick that had every ready pod's report fresh: the operator
+    writes the scale, status.lastScaleTime and MetricsAvailable in the same tick, so a change
+    is allowed when MetricsAvailable is True and turned True no later than that scale. Any
+    other change (a scale while a pod's load is unknown) fails the test at once.
+    """
+
+    def __init__(self, story: Story) -> None:
+        self.story = story
+        self.count, self.generation = story.replicas()
+        self.changes: list[tuple[int, int]] = []
+
+    def check(self, not_before: float | None = None, what: str = "") -> None:
+        replicas, generation = self.story.replicas()
+        if (replicas, generation) == (self.count, self.generation):
+            return
+        status = self.story.infd().get("status") or {}
+        condition = self.story.condition("MetricsAvailable") or {}
+        fresh = condition.get("status") == "True" and str(status.get("lastScaleTime")) >= str(
+            condition.get("lastTransitionTime")
+        )
+        early = not_before is not None and time.monotonic() < not_before
+        seen = f"MetricsAvailable: {condition}; lastScaleTime: {status.get('lastScaleTime')}"
+        assert fresh, f"scaled from {self.count} to {replicas} {what}; {seen}"
+        assert not early, f"scaled from {self.count} to {replicas} {what}, too early; {seen}"
+        self.changes.append((self.count, replicas))
+        self.count, self.generation = replicas, generation
+
+
 def hold(
-    story: Story,
-    count: int,
-    generation: int,
+    watch: Watch,
     until: Callable[[], bool],
     what: str,
     timeout_s: float,
+    not_before: float | None = None,
 ) -> None:
-    """Polls until `until()`; fails at once if the Deployment's count or generation moves."""
+    """Polls until `until()`, checking the Deployment's count at every poll (`Watch`)."""
     deadline = time.monotonic() + timeout_s
-    while not until():
-        replicas, seen = story.replicas()
-        assert (replicas, seen) == (count, generation), (
-            f"the Deployment was scaled to {replicas} (generation {seen}) while waiting for {what}"
-        )
+    while True:
+        watch.check(not_before, f"while waiting for {what}")
+        if until():
+            return
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s")
         time.sleep(1.0)
