@@ -73,17 +73,18 @@ GRID = (
 )
 
 
-def twin_config() -> engine.EngineConfig:
+def twin_config(args: realengine.EngineArgs = ARGS) -> engine.EngineConfig:
     return engine.EngineConfig(
-        block_size=ARGS.block_size,
-        num_gpu_blocks_override=ARGS.num_gpu_blocks,
-        max_num_seqs=ARGS.max_num_seqs,
-        max_model_len=ARGS.max_model_len,
-        enable_prefix_caching=False,
+        block_size=args.block_size,
+        num_gpu_blocks_override=args.num_gpu_blocks,
+        max_num_seqs=args.max_num_seqs,
+        max_model_len=args.max_model_len,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        enable_prefix_caching=args.enable_prefix_caching,
     )
 
 
-def twin_features(exp: Experiment) -> dict[str, float]:
+def twin_features(exp: Experiment, args: realengine.EngineArgs = ARGS) -> dict[str, float]:
     """Per-feature sums over the steps of all the experiment's rounds, from the twin."""
     sums: dict[str, float] = {"rounds": float(exp.waves)}
     units = {
@@ -94,7 +95,7 @@ def twin_features(exp: Experiment) -> dict[str, float]:
     }
     for name, unit in units.items():
         twin = engine.EngineTwin(
-            twin_config(), dataclasses.replace(profile.cpu_tiny_llama(), step_model=unit)
+            twin_config(args), dataclasses.replace(profile.cpu_tiny_llama(), step_model=unit)
         )
         for index in range(exp.batch):
             twin.add_request(request.Request(f"r{index}", exp.prompt, exp.max_tokens), now=0.0)

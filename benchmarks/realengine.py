@@ -43,6 +43,25 @@ def available_gib() -> float:
     return 0.0
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average (runnable processes, all cores)."""
+    return float(pathlib.Path("/proc/loadavg").read_text().split()[0])
+
+
+def wait_quiet(max_load: float, timeout_s: float) -> float:
+    """Wait up to `timeout_s` for the 1-minute load average to fall to `max_load`; returns it.
+
+    The machines this runs on are small and shared: a measurement taken while other work runs
+    measures that work as much as vLLM.
+    """
+    deadline = time.monotonic() + timeout_s
+    load = load_average()
+    while load > max_load and time.monotonic() < deadline:
+        time.sleep(5.0)
+        load = load_average()
+    return load
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineArgs:
     """The vLLM flags the benchmarks vary; prefix caching is off unless asked for."""
@@ -86,9 +105,14 @@ class Engine:
 
 @contextlib.contextmanager
 def running(
-    host: str, args: EngineArgs, log_path: pathlib.Path, progress: bool = True
+    host: str, args: EngineArgs, log_path: pathlib.Path, progress: bool = True, nice: int = 0
 ) -> Iterator[Engine]:
-    """A real vLLM engine for the block; killed (its whole session) at the end."""
+    """A real vLLM engine for the block; killed (its whole session) at the end.
+
+    `nice` < 0 runs the engine's processes (API server, engine core, worker: the children
+    inherit it) ahead of other work on a shared machine, so that what is measured is vLLM
+    rather than the machine's other load (needs root or CAP_SYS_NICE).
+    """
     if available_gib() < MIN_AVAILABLE_GIB:
         raise SystemExit(
             f"only {available_gib():.1f} GiB of memory available; a vLLM CPU engine needs about "
@@ -113,7 +137,13 @@ def running(
     env = {**os.environ, **engine_env.engine_environment()}
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # Set in the child before vLLM starts, so every process it spawns inherits it.
+            preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, nice)) if nice else None,
         )
     engine = Engine(process=process, base_url=f"http://{host}:{port}", log_path=log_path)
     try:
@@ -216,13 +246,20 @@ def bucket_quantile(buckets: Buckets, q: float) -> float:
 
 
 async def scrape_text(session: aiohttp.ClientSession, base_url: str) -> str:
-    async with session.get(base_url + "/metrics") as response:
-        return await response.text()
+    # Once more on a dropped connection: the server may close an idle keep-alive connection
+    # just as it is reused.
+    for attempt in (1, 2):
+        try:
+            async with session.get(base_url + "/metrics") as response:
+                return await response.text()
+        except aiohttp.ServerDisconnectedError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def scrape(session: aiohttp.ClientSession, base_url: str) -> Scrape:
-    async with session.get(base_url + "/metrics") as response:
-        return parse_metrics(await response.text())
+    return parse_metrics(await scrape_text(session, base_url))
 
 
 @dataclasses.dataclass

@@ -1,0 +1,84 @@
+"""The engine twin against real vLLM (CPU build) on one request sequence.
+
+Runs `benchmarks/twin_fidelity.py` once for the module (300 requests of the Azure
+conversation trace, scaled to the tiny model, at a rate that saturates a 64-block cache; see
+its docstring; about 2 minutes with the engine's start; the 120 requests of `--quick` give too
+few preemptions, ~40, for a 20% bound to be more than noise) and checks its figures for the twin
+run in engine steps: the scheduler and the block accounting, step for step, which the machine's
+load does not enter (the run in seconds depends on how busy the shared machine is; its figures
+are printed, not asserted).
+
+Targets from the issue: preemption counts within 20% (met), KV-cache usage over time within a
+mean absolute error of 0.05 (not met: see the xfail's reason and docs/engine-twin.md).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from kvscale.localstack import engine_env
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BENCHMARK = ROOT / "benchmarks" / "twin_fidelity.py"
+TRACE = pathlib.Path("/work/shared/traces/azure_llm_2023_conv.csv")
+USAGE_MAE_TARGET = 0.05
+PREEMPTION_TARGET = 0.20
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    try:
+        engine_env.ensure()
+    except engine_env.EngineEnvError as error:
+        pytest.fail(
+            f"the vLLM CPU engine environment is not available: {error}. Build it with "
+            "`make engine-env`."
+        )
+    if not TRACE.is_file():
+        pytest.fail(f"the trace {TRACE} is missing: it ships in the project's shared/ folder")
+    out = tmp_path_factory.mktemp("fidelity")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--json", str(out / "figures.json"),
+         "--log", str(out / "vllm.log")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )  # fmt: skip
+    print(result.stdout)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    found: dict[str, Any] = json.loads((out / "figures.json").read_text())
+    return found
+
+
+def test_preemptions_queue_and_steps_follow_real_vllm(figures: dict[str, Any]) -> None:
+    steps = figures["steps"]
+    assert steps["preemptions_real"] > 0  # the run did overfill the cache
+    assert abs(steps["preemptions_diff"]) <= PREEMPTION_TARGET
+    # The waiting queue builds to dozens of requests; the twin's follows it within a tenth.
+    assert steps["waiting_max_real"] >= 20
+    assert steps["waiting_mae"] <= 0.1 * steps["waiting_max_real"]
+    assert steps["steps_twin"] == pytest.approx(steps["steps_real"], rel=0.1)
+
+
+@pytest.mark.xfail(
+    reason="measured 0.10 in engine steps in both 300-request runs (target 0.05): part is the "
+    "measurement (arrivals known to a 0.25 s sample; its own floor came out 0.004-0.07), part "
+    "a real gap: vLLM's usage dips for a step or more after finishing or preempting requests "
+    "more often than the twin's (docs/engine-twin.md, Fidelity against real vLLM)",
+    strict=False,
+)
+def test_kv_usage_over_time_follows_real_vllm(figures: dict[str, Any]) -> None:
+    steps = figures["steps"]
+    assert steps["usage_mae"] < USAGE_MAE_TARGET, (
+        f"KV usage MAE {steps['usage_mae']:.3f}; the comparison's own floor "
+        f"{figures['method_floor']['usage_mae']:.3f}"
+    )
