@@ -57,11 +57,16 @@ class Variant:
 # kvscale's settings after this benchmark (docs/simulation.md, "What changed and why"): the
 # calibrated target, scale-up at most 2x the ready pods (not 4x), queue pressure at 50 waiting.
 TUNED = (("maxScaleUpRate", "2"), ("pressureWaitingRequests", "50"))
+CALIBRATED = "calibrated"
+# KV occupancy and token throughput, both calibrated (the throughput target is hpa-cpu's: 70%
+# of the tokens/s one pod serves at its SLO capacity).
+WITH_TOKENS = (("targetTokensPerSecond", CALIBRATED),)
 
 VARIANTS = (
     Variant("kvscale (CRD defaults)", "kvscale"),
     Variant("kvscale (calibrated)", "kvscale", calibrated=True),
     Variant("kvscale (tuned)", "kvscale", TUNED, calibrated=True),
+    Variant("kvscale (KV + tokens)", "kvscale", WITH_TOKENS, calibrated=True),
     Variant("hpa-cpu", "hpa-cpu", calibrated=True),
     Variant("keda-waiting", "keda-waiting"),
     Variant("knative-concurrency", "knative-concurrency", calibrated=True),
@@ -89,9 +94,12 @@ def initial_replicas(requests: Sequence[trace.TraceRequest], found: calibrate.Ca
 
 
 def overrides_for(variant: Variant, found: calibrate.Capacity) -> dict[str, str]:
-    result = dict(variant.overrides)
+    targets = calibrate.targets(found)
+    # An override whose value is "calibrated" takes the load test's value for that key.
+    result = {
+        key: targets[key] if value == CALIBRATED else value for key, value in variant.overrides
+    }
     if variant.calibrated:
-        targets = calibrate.targets(found)
         prefix = {
             "kvscale": "targetOccupancy",
             "hpa-cpu": "hpa.",

@@ -56,15 +56,29 @@ def run(current: int, load: list[int]) -> list[decision.Decision]:
 CALM, BURST, QUIET = 130, 600, 20  # blocks: 2 pods at 0.65 each; 3 caches deep; nearly idle
 
 
-def test_a_burst_enters_panic_and_scales_up_from_the_panic_window() -> None:
+def test_a_burst_enters_panic_and_scales_up_at_once() -> None:
     decisions = run(2, [CALM] * 10 + [BURST])
     assert {d.mode for d in decisions[:10]} == {decision.Mode.NORMAL}
     burst = decisions[10]
-    # The oracle: the panic window holds the last two ticks' demand.
+    # The oracle: the panic window holds the last two ticks' demand, and it triggers panic.
     panic_demand = (CALM + BURST) / 2 / CAPACITY
     assert panic_demand / TARGET >= CONFIG.panic_threshold * 2
-    assert (burst.mode, burst.reason) == (decision.Mode.PANIC, decision.Reason.SCALE_UP_PANIC)
-    assert burst.desired == math.ceil(panic_demand / TARGET)
+    assert burst.mode is decision.Mode.PANIC
+    # The scale-up follows this tick's demand (more than the panic window's average), held to
+    # the scale-up rate: ceil(4 x 2 ready) = 8 < ceil(6.0 / 0.7) = 9.
+    assert burst.wanted == math.ceil(BURST / CAPACITY / TARGET) == 9
+    assert math.ceil(panic_demand / TARGET) < burst.wanted
+    assert (burst.reason, burst.desired) == (decision.Reason.LIMITED_BY_RATE, 8)
+
+
+def test_panic_scales_up_from_the_panic_window_when_it_wants_more_than_this_tick() -> None:
+    # A one-tick burst: at the next tick demand is back to calm, but the panic window still
+    # holds the burst, so panic keeps the pods it asked for (and here asks for no fewer).
+    decisions = run(2, [CALM] * 10 + [BURST, CALM])
+    after = decisions[11]
+    assert after.mode is decision.Mode.PANIC
+    assert after.desired == decisions[10].desired
+    assert after.reason in (decision.Reason.HOLD_PANIC, decision.Reason.HOLD_PODS_STARTING)
 
 
 def test_no_scale_down_while_panicking_and_panic_ends_a_stable_window_after_the_trigger() -> None:

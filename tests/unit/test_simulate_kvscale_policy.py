@@ -11,13 +11,22 @@ from kvscale.twin import engine, profile
 _IDLE = engine.EngineTwin(engine.EngineConfig(), profile.get("h100-sxm", "llama-3-8b")).metrics()
 
 
-def view(now: float, used: int, waiting: int = 0, preemptions: int = 0) -> policy.View:
+def view(
+    now: float,
+    used: int,
+    waiting: int = 0,
+    preemptions: int = 0,
+    prompt_tokens: int = 0,
+    generation_tokens: int = 0,
+) -> policy.View:
     busy = dataclasses.replace(
         _IDLE,
         num_free_blocks=_IDLE.num_free_blocks - used,
         num_requests_running=3,
         num_requests_waiting=waiting,
         num_preemptions_total=preemptions,
+        prompt_tokens_total=prompt_tokens,
+        generation_tokens_total=generation_tokens,
     )
     return policy.View(
         now,
@@ -93,3 +102,28 @@ def test_faults_make_reports_missing_or_stale() -> None:
     stale.decide(view(51.0, used=10))
     assert stale.last is not None
     assert stale.last.reason is decision.Reason.HOLD_STALE_DATA
+
+
+def test_the_token_rate_is_prompt_plus_generated_over_the_last_5_seconds() -> None:
+    made = make()
+    first = made.observations(view(0.0, used=10))[0].sample
+    assert first is not None
+    assert first.tokens_per_second is None  # one point: no rate yet, not zero
+    made.observations(view(1.0, used=10, prompt_tokens=2000, generation_tokens=500))
+    sample = made.observations(view(2.0, used=10, prompt_tokens=3000, generation_tokens=1000))[
+        0
+    ].sample
+    assert sample is not None
+    assert sample.tokens_per_second == 2000.0  # 4,000 tokens over 2 s
+
+
+def test_a_throughput_target_scales_up_a_pod_with_an_empty_cache() -> None:
+    made = make(targetTokensPerSecond="1000", panicThreshold="10")  # no panic here
+    made.decide(view(0.0, used=1))
+    # 4,000 tokens/s is 4x the target: the ready pod reads as 4 x 0.7 = 2.8, 4 pods' worth;
+    # the view's current is 3 (the ready pod, one starting, one leaving), so one more.
+    scale = made.decide(view(1.0, used=1, generation_tokens=4000))
+    assert made.last is not None
+    assert made.last.reason is decision.Reason.SCALE_UP_THROUGHPUT
+    assert scale.desired == 4
+    assert "targetTokensPerSecond=1000" in policy.describe(made)

@@ -222,6 +222,12 @@ class Scaling(_Model):
     tick_seconds: Annotated[float, Field(ge=0.25, le=60)] = Field(
         default=1.0, description="How often the autoscaler collects reports and decides."
     )
+    target_tokens_per_second: Annotated[float, Field(gt=0, le=1e9)] | None = Field(
+        default=None,
+        description="Token throughput per pod (prompt + generated tokens/s) to aim for, beside "
+        "targetOccupancy: a pod counts as loaded as the higher of the two says. Unset: KV-cache "
+        "occupancy alone. `kvscale simulate` can measure a value for a model and GPU.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Scaling:

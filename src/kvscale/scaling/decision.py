@@ -22,6 +22,12 @@ The algorithm, one tick (Knative's KPA with HPA's tolerance; `demand` explains t
 4. Panic. A trigger is P / target >= panic_threshold x ready. A trigger starts panic or extends
    it; panic ends at the first tick a stable window after the last trigger.
 5. Wanted.
+   Up at once: when this tick's D / (ready x target) is above 1 + tolerance and ceil(D /
+   target) > current (and more than the stable window wants), wanted = ceil(D / target):
+   scale_up_occupancy or scale_up_pressure. This is HPA's default behaviour (no stabilization
+   on the way up): a step in load scales at the next tick, not when a 60 s average has moved
+   out of the band. The tick never scales down: that is the stable window's job, and the
+   scale-down delay's.
    Normal: ratio = S / (ready x target). If |ratio - 1| <= tolerance, wanted = current
    (within_tolerance). Otherwise wanted = ceil(S / target), which is ceil(ready x observed /
    target) with observed the mean occupancy per ready pod: scale_up_occupancy (or
@@ -88,6 +94,8 @@ class Reason(enum.StrEnum):
 
     SCALE_UP_OCCUPANCY = "scale_up_occupancy"
     """The stable window's occupancy is above the tolerance band."""
+    SCALE_UP_THROUGHPUT = "scale_up_throughput"
+    """Above the band because of token throughput (targetTokensPerSecond), not occupancy."""
     SCALE_UP_PRESSURE = "scale_up_pressure"
     """Above the band only because pods under pressure or without reports count as full."""
     SCALE_UP_PANIC = "scale_up_panic"
@@ -171,7 +179,10 @@ class Autoscaler:
         self._panic = window.Average(config.panic_window_seconds, GRANULARITY_SECONDS)
         """Demand D over the panic window."""
         self._stable_occupancy = window.Average(config.stable_window_seconds, GRANULARITY_SECONDS)
-        """Demand by occupancy alone over the stable window: tells occupancy from pressure."""
+        """Demand by occupancy alone over the stable window: tells occupancy from the rest."""
+        self._stable_load = window.Average(config.stable_window_seconds, GRANULARITY_SECONDS)
+        """Demand by load (occupancy and throughput) over the stable window: tells throughput
+        from pressure."""
         self._delay: window.Maximum | None = None
         """Wanted (before the rate limits) over the scale-down delay; None when it is 0."""
         if config.scale_down_delay_seconds > 0:
@@ -197,9 +208,13 @@ class Autoscaler:
         if not self._seeded and self._delay is not None:
             self._delay.record(now, current)
         self._seeded = True
-        if measured.demand is None or measured.occupancy_demand is None:
+        if (
+            measured.demand is None
+            or measured.occupancy_demand is None
+            or measured.load_demand is None
+        ):
             return self._hold(now, measured, current)
-        return self._decide(now, measured, measured.demand, measured.occupancy_demand, current)
+        return self._decide(now, measured, current)
 
     def _hold(self, now: float, measured: demand.Signal, current: int) -> Decision:
         """Step 2: nothing to decide on; keep `current`, within the bounds."""
@@ -240,16 +255,14 @@ class Autoscaler:
             removal_order=measured.removal_order,
         )
 
-    def _decide(
-        self,
-        now: float,
-        measured: demand.Signal,
-        total: float,
-        occupancy_demand: float,
-        current: int,
-    ) -> Decision:
+    def _decide(self, now: float, measured: demand.Signal, current: int) -> Decision:
         """Steps 3 to 9."""
         config = self.config
+        total = measured.demand
+        occupancy_demand = measured.occupancy_demand
+        load_demand = measured.load_demand
+        if total is None or occupancy_demand is None or load_demand is None:
+            raise AssertionError("_decide needs a demand; step() holds without one")
         ready = measured.num_ready
         target = config.target_occupancy
 
@@ -257,10 +270,12 @@ class Autoscaler:
         self._stable.record(now, total)
         self._panic.record(now, total)
         self._stable_occupancy.record(now, occupancy_demand)
+        self._stable_load.record(now, load_demand)
         stable = self._stable.average(now)
         panic = self._panic.average(now)
         by_occupancy = self._stable_occupancy.average(now)
-        if stable is None or panic is None or by_occupancy is None:
+        by_load = self._stable_load.average(now)
+        if stable is None or panic is None or by_occupancy is None or by_load is None:
             raise AssertionError("a window is empty right after a value was recorded in it")
 
         # 4. Panic.
@@ -281,16 +296,31 @@ class Autoscaler:
             f"stable occupancy {stable_occupancy:.2f} per ready pod vs target {target:.2f} "
             f"({_pods(ready)} ready of {current}{pressure})"
         )
-        if abs(ratio - 1) <= config.tolerance + _EPSILON:
+        # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
+        # in load scales at the next tick; the stable window only has to agree on the way down.
+        tick_wanted = self._tick_wants(total, ready)
+        if (
+            tick_wanted is not None
+            and tick_wanted > current
+            and (
+                abs(ratio - 1) <= config.tolerance + _EPSILON
+                or tick_wanted > _ceil(stable / target)
+            )
+        ):
+            wanted = tick_wanted
+            reason = self._up_reason(occupancy_demand, load_demand, ready, current)
+            parts.append(
+                f"this tick's occupancy {total / ready:.2f} per ready pod vs target "
+                f"{target:.2f} ({_pods(ready)} ready of {current}{pressure}): "
+                f"{_pods(wanted)} wanted"
+            )
+        elif abs(ratio - 1) <= config.tolerance + _EPSILON:
             wanted, reason = current, Reason.WITHIN_TOLERANCE
             parts.append(f"{level} is within {config.tolerance:.0%} of the target")
         else:
             wanted = _ceil(stable / target)
             if wanted > current:
-                if self._occupancy_says_up(by_occupancy, ready, current):
-                    reason = Reason.SCALE_UP_OCCUPANCY
-                else:
-                    reason = Reason.SCALE_UP_PRESSURE
+                reason = self._up_reason(by_occupancy, by_load, ready, current)
             elif wanted < current:
                 reason = Reason.SCALE_DOWN
             elif current > ready and wanted > ready:
@@ -375,11 +405,26 @@ class Autoscaler:
             removal_order=measured.removal_order,
         )
 
-    def _occupancy_says_up(self, by_occupancy: float, ready: int, current: int) -> bool:
-        """Would occupancy alone (no pressure, missing pods like the others) scale up?"""
-        ratio = by_occupancy / (ready * self.config.target_occupancy)
+    def _tick_wants(self, total: float, ready: int) -> int | None:
+        """Pods this tick's demand wants when it is above the tolerance band; else None."""
+        target = self.config.target_occupancy
+        if total / (ready * target) - 1 <= self.config.tolerance + _EPSILON:
+            return None
+        return _ceil(total / target)
+
+    def _up_reason(self, by_occupancy: float, by_load: float, ready: int, current: int) -> Reason:
+        """Which signal asks for the scale-up: occupancy, else throughput, else pressure."""
+        if self._says_up(by_occupancy, ready, current):
+            return Reason.SCALE_UP_OCCUPANCY
+        if self._says_up(by_load, ready, current):
+            return Reason.SCALE_UP_THROUGHPUT
+        return Reason.SCALE_UP_PRESSURE
+
+    def _says_up(self, total: float, ready: int, current: int) -> bool:
+        """Would this demand alone (no pressure, missing pods like the others) scale up?"""
+        ratio = total / (ready * self.config.target_occupancy)
         outside = abs(ratio - 1) > self.config.tolerance + _EPSILON
-        return outside and _ceil(by_occupancy / self.config.target_occupancy) > current
+        return outside and _ceil(total / self.config.target_occupancy) > current
 
     @staticmethod
     def _pressure_note(measured: demand.Signal) -> str:

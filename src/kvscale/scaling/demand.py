@@ -17,6 +17,11 @@ counts):
   waiting request will also need blocks for its output; with nothing running it can only say
   one block per request, and the queue-pressure rule below covers that case;
 - occupancy = demand / capacity. It may exceed 1: 1.5 means the queue needs half a cache more.
+- load = occupancy, or, when the settings have a throughput target and the sample a token
+  rate, the higher of occupancy and tokens_per_second / target_tokens_per_second x
+  target_occupancy: a pod at its throughput target reads as a pod at its occupancy target.
+  On a large GPU, compute saturates (latency rises) long before the KV cache fills; the
+  throughput term sees that, and occupancy still sees long contexts and queues.
 - pressure: preempting faster than `pressure_preemptions_per_second`, or at least
   `pressure_waiting_requests` requests waiting. A pod under pressure counts as at least full
   (occupancy >= 1): preemption means its cache overflowed, whatever its average says.
@@ -87,6 +92,9 @@ class Sample:
     """Prompt tokens of the waiting requests, when known; else None."""
     preemptions_per_second: float = 0.0
     """Recent preemption rate of the engine."""
+    tokens_per_second: float | None = None
+    """Recent token throughput of the engine, prompt plus generated tokens per second; None
+    when unknown (fewer than two samples, or an engine without the counters)."""
     healthy: bool = True
     """False when the sidecar's latest scrape failed and these numbers are the last good ones."""
 
@@ -128,6 +136,9 @@ class Reading:
     freshness: Freshness
     occupancy: float | None
     """Demand / capacity from a fresh sample; None otherwise."""
+    load: float | None
+    """Occupancy, or the throughput equivalent when higher (see top); None without a fresh
+    sample."""
     pressure: bool
     """Queue or preemptions at or over the pressure limits (fresh samples only)."""
     detail: str
@@ -145,11 +156,14 @@ class Signal:
     readings: tuple[Reading, ...]
     """One per ready pod, in the order observed."""
     demand: float | None
-    """Sum over ready pods of their occupancy, pressure and unreported pods counted as
+    """Sum over ready pods of their load, pressure and unreported pods counted as
     saturated, unpolled pods at the fresh mean. None when no ready pod has a fresh report."""
     occupancy_demand: float | None
-    """What occupancy alone says: the fresh mean times the ready pods, pressure ignored.
-    Used to tell a scale-up for occupancy from one for pressure."""
+    """What KV occupancy alone says: the fresh mean times the ready pods, pressure and
+    throughput ignored. Used to tell a scale-up for occupancy from the others."""
+    load_demand: float | None
+    """What load says (occupancy and throughput): the fresh mean load times the ready pods,
+    pressure ignored. Used to tell a scale-up for throughput from one for pressure."""
     occupancy: float | None
     """Mean occupancy of the ready pods with fresh reports (what status shows)."""
 
@@ -174,8 +188,8 @@ class Signal:
         Pods with unknown load are left out: they are not known to be idle. (The ReplicaSet
         controller already removes pods that are not ready before ready ones.)
         """
-        known = [r for r in self.readings if r.occupancy is not None]
-        known.sort(key=lambda r: (r.occupancy, r.pod))
+        known = [r for r in self.readings if r.load is not None]
+        known.sort(key=lambda r: (r.load, r.pod))
         return tuple(r.pod for r in known)
 
 
@@ -223,6 +237,9 @@ def problem(sample: Sample) -> str | None:
     rate = sample.preemptions_per_second
     if not _is_number(rate) or rate < 0:
         return f"preemptions_per_second = {rate!r}, must be a finite number, at least 0"
+    throughput = sample.tokens_per_second
+    if throughput is not None and (not _is_number(throughput) or throughput < 0):
+        return f"tokens_per_second = {throughput!r}, must be a finite number, at least 0"
     if not isinstance(sample.healthy, bool):
         return f"healthy = {sample.healthy!r}, must be true or false"
     return None
@@ -246,6 +263,15 @@ def occupancy(sample: Sample) -> float:
     return (sample.num_used_blocks + waiting_blocks(sample)) / (sample.num_gpu_blocks - 1)
 
 
+def load(sample: Sample, config: settings.ScalingSettings) -> float:
+    """Occupancy, or the throughput equivalent when that is higher (see top). Sample is valid."""
+    kv = occupancy(sample)
+    target = config.target_tokens_per_second
+    if target is None or sample.tokens_per_second is None:
+        return kv
+    return max(kv, sample.tokens_per_second / target * config.target_occupancy)
+
+
 def under_pressure(sample: Sample, config: settings.ScalingSettings) -> bool:
     """Queue or preemptions say the engine is saturated, whatever its occupancy."""
     return (
@@ -258,22 +284,29 @@ def read(now: float, observation: Observation, config: settings.ScalingSettings)
     """Judge one ready pod's report at `now`."""
     pod, sample = observation.pod, observation.sample
     if not observation.polled:
-        return Reading(pod, Freshness.UNPOLLED, None, False, "")
+        return Reading(pod, Freshness.UNPOLLED, None, None, False, "")
     if sample is None:
-        return Reading(pod, Freshness.MISSING, None, False, "no report")
+        return Reading(pod, Freshness.MISSING, None, None, False, "no report")
     invalid = problem(sample)
     if invalid is not None:
-        return Reading(pod, Freshness.INVALID, None, False, f"invalid report: {invalid}")
+        return Reading(pod, Freshness.INVALID, None, None, False, f"invalid report: {invalid}")
     if not sample.healthy:
-        return Reading(pod, Freshness.UNHEALTHY, None, False, "engine unhealthy")
+        return Reading(pod, Freshness.UNHEALTHY, None, None, False, "engine unhealthy")
     age = now - sample.time
     if age > config.stale_after_seconds:
         detail = f"stale: sampled {age:.1f} s ago (limit {config.stale_after_seconds:g} s)"
-        return Reading(pod, Freshness.STALE, None, False, detail)
+        return Reading(pod, Freshness.STALE, None, None, False, detail)
     if age < -config.stale_after_seconds:
         detail = f"invalid report: time is {-age:.1f} s in the future"
-        return Reading(pod, Freshness.INVALID, None, False, detail)
-    return Reading(pod, Freshness.FRESH, occupancy(sample), under_pressure(sample, config), "")
+        return Reading(pod, Freshness.INVALID, None, None, False, detail)
+    return Reading(
+        pod,
+        Freshness.FRESH,
+        occupancy(sample),
+        load(sample, config),
+        under_pressure(sample, config),
+        "",
+    )
 
 
 def _phase(observation: Observation) -> Phase:
@@ -298,20 +331,23 @@ def measure(
         if phase is Phase.READY:
             readings.append(read(now, observation, config))
     fresh = [r.occupancy for r in readings if r.occupancy is not None]
-    demand = occupancy_demand = mean = None
+    loads = [r.load for r in readings if r.load is not None]
+    demand = occupancy_demand = load_demand = mean = None
     if fresh:
         mean = math.fsum(fresh) / len(fresh)
+        mean_load = math.fsum(loads) / len(loads)
         contributions = []
         for reading in readings:
-            if reading.occupancy is not None:
-                own = reading.occupancy
+            if reading.load is not None:
+                own = reading.load
                 contributions.append(max(own, SATURATED) if reading.pressure else own)
             elif reading.freshness is Freshness.UNPOLLED:
-                contributions.append(mean)
+                contributions.append(mean_load)
             else:
-                contributions.append(max(SATURATED, mean))
+                contributions.append(max(SATURATED, mean_load))
         demand = math.fsum(contributions)
         occupancy_demand = mean * len(readings)
+        load_demand = mean_load * len(readings)
     return Signal(
         num_ready=counts[Phase.READY],
         num_starting=counts[Phase.STARTING],
@@ -320,5 +356,6 @@ def measure(
         readings=tuple(readings),
         demand=demand,
         occupancy_demand=occupancy_demand,
+        load_demand=load_demand,
         occupancy=mean,
     )

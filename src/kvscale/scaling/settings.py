@@ -68,6 +68,10 @@ class ScalingSettings:
     pressure_waiting_requests: int = 5
     """Not in the CR. A pod with at least this many waiting requests is under pressure
     (llm-d's saturation threshold for the queue)."""
+    target_tokens_per_second: float | None = None
+    """Token throughput per ready pod (prompt + generated tokens/s) to aim for beside the
+    occupancy target: a pod at this throughput counts as at `target_occupancy`. None: KV-cache
+    occupancy alone."""
 
     def __post_init__(self) -> None:
         errors = _range_errors(self)
@@ -86,6 +90,7 @@ class _Rule:
     low_open: bool  # True: the value must be greater than `low`; False: at least `low`
     high: float
     high_open: bool  # True: the value must be less than `high`; False: at most `high`
+    nullable: bool = False  # True: None (unset) is a valid value and skips the checks
 
     def bound(self, value: float) -> str:
         return str(int(value)) if self.integer else repr(float(value))
@@ -125,6 +130,7 @@ _RULES = (
         False,
     ),
     _Rule("pressure_waiting_requests", "pressureWaitingRequests", True, 1, False, 1_000_000, False),
+    _Rule("target_tokens_per_second", "targetTokensPerSecond", False, 0, True, 1e9, False, True),
 )
 _RULE_BY_KEY = {rule.key: rule for rule in _RULES}
 KEYS = tuple(rule.key for rule in _RULES)
@@ -152,6 +158,8 @@ def _range_errors(settings: ScalingSettings) -> list[str]:
     errors = []
     for rule in _RULES:
         written = values[rule.attribute]
+        if written is None and rule.nullable:
+            continue
         typed, error = _typed(rule, written)
         error = error or (rule.range_error(typed, written) if typed is not None else None)
         if error:
@@ -195,6 +203,10 @@ def validate(raw: object) -> ScalingSettings | list[str]:
         if rule is None:
             errors.append(f"unknown field {key!r}; known fields: {', '.join(KEYS)}")
             continue
+        if value is None and rule.nullable:
+            values[rule.attribute] = None
+            written[rule.attribute] = None
+            continue
         typed, error = _typed(rule, value)
         error = error or (rule.range_error(typed, value) if typed is not None else None)
         if error:
@@ -233,6 +245,7 @@ def from_spec(spec: models.Scaling, *, stale_after_seconds: float | None = None)
         max_scale_down_rate=spec.max_scale_down_rate,
         scale_down_delay_seconds=spec.scale_down_delay_seconds,
         tick_seconds=spec.tick_seconds,
+        target_tokens_per_second=spec.target_tokens_per_second,
         stale_after_seconds=(
             stale_after_for(spec.tick_seconds)
             if stale_after_seconds is None

@@ -126,6 +126,9 @@ def targets(found: Capacity) -> dict[str, str]:
     at = found.at_target
     return {
         "targetOccupancy": f"{min(1.0, max(at.demand, 1e-4)):.4g}",
+        "targetTokensPerSecond": (
+            f"{max(found.utilization * found.at_capacity.tokens_per_s, 1.0):.0f}"
+        ),
         "hpa.maxTokensPerSecond": f"{found.at_capacity.tokens_per_s:.0f}",
         "hpa.targetUtilization": f"{100 * found.utilization:g}",
         "knative.target": f"{max(at.inflight, 0.01):.3g}",

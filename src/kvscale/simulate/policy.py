@@ -7,8 +7,9 @@ and the numbers its engine exports) and sets the replicas the policy returns in 
   operator's adapter builds them from the sidecars' reports (see `kvscale.scaling.demand`):
   one per pod, starting pods `starting`, draining pods `terminating`; a ready pod's sample has
   the engine's used blocks and `num_gpu_blocks`, its running and waiting requests, its
-  preemptions per second over the last 5 s (the sidecar's rate window) and the sample time;
-  waiting blocks and tokens stay None (the v1 report has neither). `Faults` make reports
+  preemptions and tokens (prompt + generated) per second over the last 5 s (the sidecar's
+  rate window) and the sample time; waiting blocks and tokens stay None (the v1 report has
+  neither). `Faults` make reports
   missing or stale at random (seeded) to exercise the decision's missing-data rules.
 - `hpa-cpu`: HPA on CPU utilization, CPU modelled as the pod's tokens per second (prompt and
   generated, over the last sync period) against a per-pod maximum.
@@ -47,7 +48,7 @@ DEFAULT_MAX_TOKENS_PER_SECOND = 24_000.0
 DEFAULT_TARGET_UTILIZATION = 70.0
 DEFAULT_KNATIVE_TARGET = 37.5
 DEFAULT_KEDA_THRESHOLD = 5.0  # production-stack's chart
-PREEMPTION_RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default
+RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,24 +127,28 @@ class Kvscale:
         self.faults = faults
         self.autoscaler = decision.Autoscaler(config)
         self._random = random.Random(faults.seed)
-        self._preemptions: dict[str, collections.deque[tuple[float, int]]] = {}
+        # (counter, pod) -> recent (time, total) points, as the sidecar keeps its counters.
+        self._counters: dict[tuple[str, str], collections.deque[tuple[float, int]]] = {}
         self.last: decision.Decision | None = None
 
     @property
     def tick_s(self) -> float:
         return self.config.tick_seconds
 
-    def _preemption_rate(self, pod: str, now: float, total: int) -> float:
-        points = self._preemptions.setdefault(pod, collections.deque())
+    def _rate(self, counter: str, pod: str, now: float, total: int) -> float | None:
+        """The counter's rate over the sidecar's rate window; None before two points."""
+        points = self._counters.setdefault((counter, pod), collections.deque())
         points.append((now, total))
-        while len(points) > 2 and points[1][0] <= now - PREEMPTION_RATE_WINDOW_S:
+        while len(points) > 2 and points[1][0] <= now - RATE_WINDOW_S:
             points.popleft()
         if len(points) < 2 or points[-1][0] <= points[0][0]:
-            return 0.0
+            return None
         return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
 
     def _sample(self, now: float, pod: PodView, metrics: engine.Metrics) -> demand.Sample | None:
-        rate = self._preemption_rate(pod.name, now, metrics.num_preemptions_total)
+        rate = self._rate("preemptions", pod.name, now, metrics.num_preemptions_total) or 0.0
+        tokens = metrics.prompt_tokens_total + metrics.generation_tokens_total
+        tokens_per_second = self._rate("tokens", pod.name, now, tokens)
         draw = self._random.random() if self.faults.missing or self.faults.stale else 1.0
         if draw < self.faults.missing:
             return None
@@ -159,6 +164,7 @@ class Kvscale:
             num_requests_running=metrics.num_requests_running,
             num_requests_waiting=metrics.num_requests_waiting,
             preemptions_per_second=rate,
+            tokens_per_second=tokens_per_second,
         )
 
     def observations(self, view: View) -> list[demand.Observation]:
@@ -427,6 +433,11 @@ def describe(policy: Policy) -> str:
             f"stable={c.stable_window_seconds:g}s panic={c.panic_window_seconds:g}s "
             f"x{c.panic_threshold:g} up={c.max_scale_up_rate:g} down={c.max_scale_down_rate:g} "
             f"delay={c.scale_down_delay_seconds:g}s"
+            + (
+                f" targetTokensPerSecond={c.target_tokens_per_second:g}"
+                if c.target_tokens_per_second is not None
+                else ""
+            )
         )
     if isinstance(policy, HpaCpu):
         return (
