@@ -119,4 +119,20 @@ def _engine(current: report.OccupancyReport) -> list[metrics_core.Metric]:
     for name, documentation, value in optional:
         if value is not None:
             result.append(core.GaugeMetricFamily(name, documentation, value=value))
+    # A kind whose rate is unknown (one sample so far, or no counter) has no series, not a 0.
+    token_rates = (
+        ("prompt", current.prompt_tokens_per_second),
+        ("generation", current.generation_tokens_per_second),
+    )
+    if any(value is not None for _, value in token_rates):
+        tokens = core.GaugeMetricFamily(
+            "kvscale_engine_tokens_per_second",
+            "Tokens the engine processed per second over the rate window, by kind (prompt: "
+            "prefilled prompt tokens, cached ones included; generation: generated tokens).",
+            labels=["kind"],
+        )
+        for kind, value in token_rates:
+            if value is not None:
+                tokens.add_metric([kind], value)
+        result.append(tokens)
     return result

@@ -107,6 +107,8 @@ class Sampler:
         self._prefix_hits = rates.CounterWindow(rate_window_seconds)
         self._offload_stores = rates.CounterWindow(rate_window_seconds)
         self._offload_loads = rates.CounterWindow(rate_window_seconds)
+        self._prompt_tokens = rates.CounterWindow(rate_window_seconds)
+        self._generation_tokens = rates.CounterWindow(rate_window_seconds)
         self.outcome_counts = dict.fromkeys(OUTCOME_LABELS, 0)
 
     @property
@@ -159,6 +161,8 @@ class Sampler:
         _observe_optional(self._prefix_hits, now, sample.prefix_cache_hits, restarted)
         _observe_optional(self._offload_stores, now, sample.offload_store_bytes, restarted)
         _observe_optional(self._offload_loads, now, sample.offload_load_bytes, restarted)
+        _observe_optional(self._prompt_tokens, now, sample.prompt_tokens, restarted)
+        _observe_optional(self._generation_tokens, now, sample.generation_tokens, restarted)
         self._sample = sample
         self._sampled_at = now
         self._set("ok", report.Health.OK, "")
@@ -209,6 +213,10 @@ class Sampler:
             offload_usage_ratio=sample.offload_usage,
             offload_store_bytes_per_second=_per_second(self._offload_stores.rate()),
             offload_load_bytes_per_second=_per_second(self._offload_loads.rate()),
+            prompt_tokens_total=sample.prompt_tokens,
+            generation_tokens_total=sample.generation_tokens,
+            prompt_tokens_per_second=_per_second(self._prompt_tokens.rate()),
+            generation_tokens_per_second=_per_second(self._generation_tokens.rate()),
         )
 
     def _hit_ratio(self) -> float | None:

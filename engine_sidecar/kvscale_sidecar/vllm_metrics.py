@@ -46,10 +46,14 @@ PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"  # tokens
 OFFLOAD_CPU_USAGE = "vllm:kv_offload_cpu_cache_usage_perc"
 OFFLOAD_STORE_BYTES = "vllm:kv_offload_store_bytes_total"
 OFFLOAD_LOAD_BYTES = "vllm:kv_offload_load_bytes_total"
+# Token throughput. Optional because a vLLM without them still reports occupancy; an engine
+# that exports neither leaves the autoscaler's throughput signal unknown, not zero.
+PROMPT_TOKENS = "vllm:prompt_tokens_total"  # prompt tokens prefilled, cached ones included
+GENERATION_TOKENS = "vllm:generation_tokens_total"  # tokens generated
 # prometheus_client's process collector in the API server: a new value means a new process.
 PROCESS_START_TIME = "process_start_time_seconds"
 OPTIONAL = (PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, OFFLOAD_CPU_USAGE, OFFLOAD_STORE_BYTES,
-            OFFLOAD_LOAD_BYTES, PROCESS_START_TIME)  # fmt: skip
+            OFFLOAD_LOAD_BYTES, PROMPT_TOKENS, GENERATION_TOKENS, PROCESS_START_TIME)  # fmt: skip
 
 # Old names vLLM used for what kvscale reads today: old name -> current name.
 RENAMED = {
@@ -107,6 +111,10 @@ class EngineSample:
     """Cumulative bytes offloaded from the KV cache to CPU memory."""
     offload_load_bytes: float | None
     """Cumulative bytes loaded back."""
+    prompt_tokens: int | None
+    """Cumulative prompt tokens the engine processed; restarts at 0 with the engine."""
+    generation_tokens: int | None
+    """Cumulative tokens the engine generated; restarts at 0 with the engine."""
 
     @property
     def num_used_blocks(self) -> int:
@@ -168,6 +176,8 @@ def parse(text: str) -> EngineSample:
         offload_usage=offload_usage,
         offload_store_bytes=_optional_sum(by_name, OFFLOAD_STORE_BYTES),
         offload_load_bytes=_optional_sum(by_name, OFFLOAD_LOAD_BYTES),
+        prompt_tokens=_optional_count(by_name, PROMPT_TOKENS),
+        generation_tokens=_optional_count(by_name, GENERATION_TOKENS),
     )
 
 
@@ -341,6 +351,15 @@ def _optional_values(
 def _optional_sum(by_name: Mapping[str, Sequence[prom_samples.Sample]], name: str) -> float | None:
     values = _optional_values(by_name, name)
     return None if values is None else sum(values)
+
+
+def _optional_count(by_name: Mapping[str, Sequence[prom_samples.Sample]], name: str) -> int | None:
+    total = _optional_sum(by_name, name)
+    if total is None:
+        return None
+    if not total.is_integer():
+        raise BadMetricsError(f"{name}: {total} is not a whole number >= 0", name)
+    return int(total)
 
 
 def _optional_max(by_name: Mapping[str, Sequence[prom_samples.Sample]], name: str) -> float | None:

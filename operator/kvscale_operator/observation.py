@@ -23,7 +23,9 @@ on the other. `kvscale.scaling.demand`'s docstring lists what it expects; the ru
 - `Sample.time` = the decision clock when the report arrived minus its `age_seconds`, so the
   sidecar's wall clock never meets the operator's; `healthy` = health is ok (the numbers of an
   unhealthy report are the last good ones); the preemption rate is 0 while the sidecar has
-  fewer than two samples; the v1 report says nothing about the waiting requests' blocks or
+  fewer than two samples; `tokens_per_second` = the prompt plus the generation token rate,
+  the one rate present when the engine exports only one counter, and None (unknown, never 0)
+  when the report has neither; the v1 report says nothing about the waiting requests' blocks or
   tokens, so both stay None and the decision estimates them.
 """
 
@@ -169,8 +171,19 @@ def sample(received: Received) -> demand.Sample | None:
         num_requests_running=found.num_requests_running or 0,
         num_requests_waiting=found.num_requests_waiting or 0,
         preemptions_per_second=found.preemptions_per_second or 0.0,
+        tokens_per_second=_tokens_per_second(found),
         healthy=found.health is report.Health.OK,
     )
+
+
+def _tokens_per_second(found: report.OccupancyReport) -> float | None:
+    """Prompt plus generated tokens per second; the one known rate if the other is not."""
+    known = [
+        rate
+        for rate in (found.prompt_tokens_per_second, found.generation_tokens_per_second)
+        if rate is not None
+    ]
+    return sum(known) if known else None
 
 
 class Reports:

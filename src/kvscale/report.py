@@ -147,6 +147,28 @@ class OccupancyReport(BaseModel):
         default=None, description="The span of samples the rates were computed over."
     )
 
+    # Token throughput (added within v1, so optional): None where the engine exports no counter.
+    prompt_tokens_total: _Count | None = Field(
+        default=None,
+        description="The engine's prompt-token counter as last seen (cached prompt tokens "
+        "included; resets on restart); None when the engine does not export it.",
+    )
+    generation_tokens_total: _Count | None = Field(
+        default=None,
+        description="The engine's generated-token counter as last seen (resets on restart); "
+        "None when the engine does not export it.",
+    )
+    prompt_tokens_per_second: _Rate | None = Field(
+        default=None,
+        description="Prompt tokens processed per second over rate_window_seconds; None until "
+        "two samples exist or when the engine does not export the counter.",
+    )
+    generation_tokens_per_second: _Rate | None = Field(
+        default=None,
+        description="Tokens generated per second over rate_window_seconds; None until two "
+        "samples exist or when the engine does not export the counter.",
+    )
+
     # KV offloading to CPU memory (vLLM V1's form of swap); None where the engine exposes none.
     offload_backend: str | None = None
     offload_capacity_bytes: _Count | None = None

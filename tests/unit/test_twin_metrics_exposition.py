@@ -137,6 +137,9 @@ def test_the_sidecar_reads_the_twin_like_vllm(loaded: driver.Twin) -> None:
     assert sample.num_preemptions == metrics.num_preemptions_total > 0
     assert sample.prefix_caching_enabled is True
     assert sample.prefix_cache_queries == metrics.prefix_cache_queries_total > 0
+    # The token counters come out as vLLM's vllm:prompt_tokens_total / _generation_tokens_total.
+    assert sample.prompt_tokens == metrics.prompt_tokens_total > 0
+    assert sample.generation_tokens == metrics.generation_tokens_total > 0
     assert sample.process_start_time is not None
     assert sample.offload_backend is None
 

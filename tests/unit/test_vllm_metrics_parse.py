@@ -90,6 +90,8 @@ def test_real_capture_reads_the_same_numbers_as_a_full_parse(text: str) -> None:
     assert sample.prefix_cache_queries == oracle[vllm_metrics.PREFIX_CACHE_QUERIES][0][1]
     assert sample.prefix_cache_hits == oracle[vllm_metrics.PREFIX_CACHE_HITS][0][1]
     assert sample.process_start_time == oracle[vllm_metrics.PROCESS_START_TIME][0][1]
+    assert sample.prompt_tokens == oracle[vllm_metrics.PROMPT_TOKENS][0][1]
+    assert sample.generation_tokens == oracle[vllm_metrics.GENERATION_TOKENS][0][1]
     assert sample.prefix_caching_enabled is (config_labels["enable_prefix_caching"] == "True")
     # The CPU build cannot offload; its cache config says so and no offload metric exists.
     assert config_labels["kv_offloading_size"] == "None"
@@ -260,12 +262,16 @@ def test_missing_optional_metrics_are_none_not_zero() -> None:
         vllm_metrics.PREFIX_CACHE_QUERIES,
         vllm_metrics.PREFIX_CACHE_HITS,
         vllm_metrics.PROCESS_START_TIME,
+        vllm_metrics.PROMPT_TOKENS,
+        vllm_metrics.GENERATION_TOKENS,
     ):
         text = _drop_samples(text, name)
     sample = vllm_metrics.parse(text)
     assert sample.prefix_cache_queries is None
     assert sample.prefix_cache_hits is None
     assert sample.process_start_time is None
+    assert sample.prompt_tokens is None
+    assert sample.generation_tokens is None
 
 
 def test_offload_is_read_where_the_engine_exposes_it() -> None:
