@@ -17,7 +17,11 @@
 3. When each request reached the engine is read from the engine's own counters (requests
    inside = running + waiting + finished; see `engine_arrivals`): vLLM's API server passes
    requests on with a delay of 0.1-0.2 s on this machine (seconds when it is busy), which is
-   not the engine's doing.
+   not the engine's doing. Nor is the order always the sending order: under a burst the API
+   server hands some requests to the engine ahead of others sent before them, so the engine
+   runs with `--enable-log-requests` and its log ("Added request cmpl-<id>") gives the order
+   the engine's FCFS queue got them in (runs recorded before this have only the sending
+   order).
 4. The twin, pure (`kvscale.twin`, no server), with the same block size, block count,
    sequence cap, model length, token budget and prefix caching, fed the same requests in two
    ways:
@@ -28,6 +32,12 @@
    - in seconds: with the step time calibrated on this CPU engine (`profile.cpu_tiny_llama()`,
      constants in `kvscale.twin.calibration`), read at the sample times. This checks the
      whole twin, timing included, and is only as good as the machine is quiet.
+   Either way the twin is read as vLLM's /metrics shows it (`EngineTwin.metrics(now)`): the
+   end of the last step that ended by then, not the step in flight. A sample in time lands
+   in a step with a chance proportional to the step's length, so vLLM's samples often show
+   the cache just after requests finished, while the long step admitting the next ones runs;
+   the twin read at the same step count shows that only if it finished requests at that very
+   step, which is why the step-for-step usage error stays near the comparison's floor.
 5. The comparison's own error: the twin against itself through the same measurement (a
    twin in seconds plays vLLM, a twin in steps replays it from its sampled counters). No
    comparison made this way can show less error than this floor.
@@ -52,6 +62,7 @@ import math
 import os
 import pathlib
 import random
+import re
 import statistics
 import sys
 import time
@@ -140,9 +151,13 @@ class RealRun:
     vllm_steps: int
     ttft: realengine.Buckets  # vLLM's own histograms over the run
     itl: realengine.Buckets
+    # Request indices in the order vLLM's API server handed them to the engine (from its
+    # request log); None for runs recorded without it.
+    engine_order: list[int] | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
+            "engine_order": self.engine_order,
             "samples": [dataclasses.asdict(s) for s in self.samples],
             "sent": self.sent,
             "completions": [[c.sent, c.done, c.num_tokens] for c in self.completions],
@@ -167,7 +182,62 @@ class RealRun:
             vllm_steps=data["vllm_steps"],
             ttft=[(float(b), float(c)) for b, c in data["ttft"]],
             itl=[(float(b), float(c)) for b, c in data["itl"]],
+            engine_order=data.get("engine_order"),
         )
+
+    def order(self) -> list[int]:
+        """The engine's arrival order if it was recorded, else the sending order."""
+        if self.engine_order is not None:
+            return self.engine_order
+        return sorted(range(len(self.sent)), key=lambda i: self.sent[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedEngineArgs(realengine.EngineArgs):
+    """The engine's flags plus its request log, which names every request as the API server
+    hands it to the engine core ("Added request cmpl-<id>"): that is the engine's FCFS order."""
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--enable-log-requests"]
+
+
+REQUEST_ID = "kvscale-fidelity-{index}"
+ADDED = re.compile(r"Added request cmpl-kvscale-fidelity-(\d+)\b")
+
+
+def engine_order(log_text: str, count: int) -> list[int] | None:
+    """Request indices in the order the engine log says they were added; None unless each of
+    the `count` requests appears exactly once."""
+    order = [int(match.group(1)) for match in ADDED.finditer(log_text)]
+    if sorted(order) != list(range(count)):
+        return None
+    return order
+
+
+async def complete_tagged(
+    session: aiohttp.ClientSession, base: str, prompt: list[int], max_tokens: int, index: int
+) -> realengine.Completion:
+    """`realengine.complete` (not streamed) with the request id that the engine log names."""
+    body = {
+        "model": realengine.engine_env.TINY_MODEL,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": False,
+        "request_id": REQUEST_ID.format(index=index),
+    }
+    sent = time.monotonic()
+    try:
+        async with session.post(base + "/v1/completions", json=body) as response:
+            text = await response.text()
+            if response.status != 200:
+                return realengine.Completion(sent, None, time.monotonic(), 0, text)
+            usage = json.loads(text).get("usage") or {}
+            tokens = int(usage.get("completion_tokens", 0))
+            return realengine.Completion(sent, None, time.monotonic(), tokens)
+    except aiohttp.ClientError as error:
+        return realengine.Completion(sent, None, time.monotonic(), 0, repr(error))
 
 
 async def run_real(base: str, workload: list[Planned], seed: int) -> RealRun:
@@ -210,8 +280,8 @@ async def run_real(base: str, workload: list[Planned], seed: int) -> RealRun:
             await asyncio.sleep(max(0.0, start + workload[index].offset_s - time.monotonic()))
             # Not streamed: on two cores, per-token streaming costs the API server and this
             # client enough CPU to delay requests on their way into the engine.
-            return await realengine.complete(
-                session, base, prompts[index], workload[index].max_tokens, stream=False
+            return await complete_tagged(
+                session, base, prompts[index], workload[index].max_tokens, index
             )
 
         sampling = asyncio.create_task(sampler())
@@ -259,36 +329,45 @@ def _interpolate(xs: list[float], ys: list[float], x: float) -> float:
 
 
 def engine_arrivals(
-    samples: list[Sample], sent: list[float], axis: Callable[[Sample], float]
+    samples: list[Sample],
+    sent: list[float],
+    axis: Callable[[Sample], float],
+    order: list[int] | None = None,
 ) -> list[float]:
     """When each request reached the engine, on `axis` (the sample's time, or its engine step
     count), from the send times and the engine's own counters.
 
     The requests inside the engine at a sample are running + waiting + finished so far, so the
-    j-th request (in sending order) reached the engine in the sample interval where that count
-    first exceeds j. The requests that arrived in one interval keep the spacing they were
-    sent with, delayed together just enough that the first of them lands inside the interval
+    j-th request to reach the engine did so in the sample interval where that count first
+    exceeds j. The j-th send times of the requests that arrived in one interval keep their
+    spacing, delayed together just enough that the first of them lands inside the interval
     (vLLM's API server passes requests on with a delay, seconds on a busy machine; its backlog
-    changes slowly), and none after the interval's end. The times are then read on `axis` by
-    linear interpolation between samples. The twin models the engine, so this is the request
-    sequence the engine itself saw.
+    changes slowly), and none after the interval's end. Which request is the j-th is `order`,
+    the engine's own order when the run recorded it (the API server does not always keep the
+    sending order), else the sending order; a request never arrives before it was sent nor
+    before the one ahead of it. The times are then read on `axis` by linear interpolation
+    between samples. The twin models the engine, so this is the request sequence the engine
+    itself saw.
     """
     times = [sample.t for sample in samples]
     marks = [axis(sample) for sample in samples]
-    order = sorted(range(len(sent)), key=lambda i: sent[i])
+    sending = sorted(range(len(sent)), key=lambda i: sent[i])
+    if order is None:
+        order = sending
+    sent_by_rank = [sent[i] for i in sending]
     arrived_t = list(sent)  # requests never seen inside the engine keep their send time
-    previous_t, peak, rank = 0.0, 0, 0
+    previous_t, peak, rank, latest = 0.0, 0, 0, 0.0
     for sample in samples:
         peak = max(peak, sample.running + sample.waiting + sample.finished)
-        group = []
-        while rank < len(order) and peak >= rank + 1:
-            group.append(order[rank])
-            rank += 1
-        if group:
+        if rank < len(order) and peak >= rank + 1:
             # One delay for the whole group: the API server's backlog changes slowly.
-            delay = max(0.0, previous_t - sent[group[0]])
-            for index in group:
-                arrived_t[index] = min(sent[index] + delay, sample.t)
+            delay = max(0.0, previous_t - sent_by_rank[rank])
+        while rank < len(order) and peak >= rank + 1:
+            index = order[rank]
+            at_rank = min(sent_by_rank[rank] + delay, sample.t)
+            latest = max(latest, at_rank, min(sent[index], sample.t))
+            arrived_t[index] = latest
+            rank += 1
         previous_t = sample.t
     return [_interpolate(times, marks, t) for t in arrived_t]
 
@@ -322,24 +401,29 @@ def run_twin(
     workload: list[Planned],
     sent: list[float],
     sample_times: list[float],
+    order: list[int] | None = None,
 ) -> TwinRun:
-    """Replay the requests at their send times; read the twin at the sample times."""
+    """Replay the requests at their send times (requests sent at the same time in `order`,
+    default the sending order); read the twin at the sample times."""
     twin = engine.EngineTwin(config, prof)
-    order = sorted(range(len(workload)), key=lambda i: sent[i])
+    if order is None:
+        order = sorted(range(len(workload)), key=lambda i: sent[i])
     reqs = [
         request.Request(f"r{i}", workload[i].prompt_tokens, workload[i].max_tokens)
         for i in range(len(workload))
     ]
     events = sorted(
-        [(t, 1, i) for i, t in enumerate(sample_times)] + [(sent[i], 0, i) for i in order]
+        [(t, 1, j, j) for j, t in enumerate(sample_times)]
+        + [(sent[i], 0, rank, i) for rank, i in enumerate(order)]
     )
     samples: list[Sample] = []
-    for t, kind, index in events:
+    for t, kind, _, index in events:
         twin.advance_until(t)
         if kind == 0:
             twin.add_request(reqs[index], now=t)
         else:
-            m = twin.metrics()
+            # As vLLM's /metrics shows it at `t`: the end of the last step that ended by then.
+            m = twin.metrics(now=t)
             samples.append(
                 Sample(
                     t,
@@ -348,7 +432,7 @@ def run_twin(
                     m.num_requests_waiting,
                     m.num_preemptions_total,
                     finished=m.num_requests_finished_total,
-                    steps=twin.num_steps_total,
+                    steps=m.num_steps_total,
                 )
             )
     twin.advance_until(math.inf)
@@ -523,7 +607,7 @@ def main() -> int:
     load = realengine.wait_quiet(1.5, options.wait_quiet)
 
     workload = build_workload(load_trace(options.trace, options.start, count), options.rate)
-    args = realengine.EngineArgs(
+    args = LoggedEngineArgs(
         block_size=32, num_gpu_blocks=64, max_num_seqs=options.max_num_seqs, max_model_len=1024
     )
     print(
@@ -541,6 +625,9 @@ def main() -> int:
         with realengine.running(HOST, args, options.log, nice=options.nice) as real_engine:
             real = asyncio.run(run_real(real_engine.base_url, workload, options.seed))
         load_after = realengine.load_average()
+        real.engine_order = engine_order(options.log.read_text(errors="replace"), count)
+        if real.engine_order is None:
+            print(f"# the engine log {options.log} lacks some requests: FCFS in sending order")
     if options.raw_out:
         options.raw_out.write_text(
             json.dumps(
@@ -561,8 +648,23 @@ def main() -> int:
         f"on {os.cpu_count()} cores"
     )
     twins = {}
-    arrived = engine_arrivals(real.samples, real.sent, lambda sample: sample.t)
-    arrived_steps = engine_arrivals(real.samples, real.sent, lambda sample: float(sample.steps))
+    order = real.order()
+    if real.engine_order is not None:
+        rank = {index: position for position, index in enumerate(order)}
+        overtook = sum(
+            1 for i in range(count) if any(
+                real.sent[j] < real.sent[i] and rank[j] > rank[i] for j in range(count)
+            )
+        )  # fmt: skip
+        results["requests_ahead_of_sending_order"] = overtook
+        print(
+            f"# the engine's order from its log: {overtook} of {count} requests reached it "
+            "ahead of one sent before them"
+        )
+    arrived = engine_arrivals(real.samples, real.sent, lambda sample: sample.t, order)
+    arrived_steps = engine_arrivals(
+        real.samples, real.sent, lambda sample: float(sample.steps), order
+    )
     lag = statistics.fmean(a - s for a, s in zip(arrived, real.sent, strict=True))
     results["frontend_lag_mean_s"] = lag
     print(f"# requests reached the engine {lag * 1000:.0f} ms after they were sent, on average")
@@ -577,7 +679,7 @@ def main() -> int:
          "(kvscale.twin.calibration)"),
     )  # fmt: skip
     for name, prof, arrivals, marks, title in variants:
-        twins[name] = run_twin(twin_config(args), prof, workload, arrivals, marks)
+        twins[name] = run_twin(twin_config(args), prof, workload, arrivals, marks, order)
         figures = compare(real, twins[name], workload)
         results[name] = figures
         print(f"\n== twin {title}\n{report(figures, timed=name != 'steps')}")

@@ -4,7 +4,8 @@ After every step: blocks used + free == total (the null block counted as used), 
 reference count equals the number of block tables holding the block, free and used blocks
 are disjoint, KV usage lies in [0, 1], CPU blocks are accounted for. At the end: every
 request (all fit, by construction) finished with all its tokens, and nothing leaked.
-Advancing in bulk gives exactly what one step at a time gives.
+Advancing in bulk gives exactly what one step at a time gives, the metrics as vLLM would show
+them while a step is in flight included.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def check_invariants(twin: engine.EngineTwin) -> None:
 
 
 def run_one_step_at_a_time(
-    workload: Workload, check: bool
+    workload: Workload, check: bool, shown: list[engine.Metrics] | None = None
 ) -> tuple[engine.EngineTwin, list[request.Request]]:
     twin = engine.EngineTwin(workload.config, PROFILE)
     steps = 0
@@ -133,16 +134,22 @@ def run_one_step_at_a_time(
     timed = make_requests(workload)
     for arrival, req in timed:
         step_until(arrival)
+        if shown is not None:
+            shown.append(twin.metrics(now=arrival))
         twin.add_request(req, arrival)
     step_until(float("inf"))
     return twin, [req for _, req in timed]
 
 
-def run_in_bulk(workload: Workload) -> tuple[engine.EngineTwin, list[request.Request]]:
+def run_in_bulk(
+    workload: Workload, shown: list[engine.Metrics] | None = None
+) -> tuple[engine.EngineTwin, list[request.Request]]:
     twin = engine.EngineTwin(workload.config, PROFILE)
     timed = make_requests(workload)
     for arrival, req in timed:
         twin.advance_until(arrival)
+        if shown is not None:
+            shown.append(twin.metrics(now=arrival))
         twin.add_request(req, arrival)
     twin.advance_until(float("inf"))
     return twin, [req for _, req in timed]
@@ -173,9 +180,13 @@ def test_block_accounting_holds_after_every_step_and_nothing_leaks(workload: Wor
 @settings(max_examples=150, deadline=None)
 @given(workloads())
 def test_bulk_advance_equals_one_step_at_a_time(workload: Workload) -> None:
-    stepped, stepped_reqs = run_one_step_at_a_time(workload, check=False)
-    bulk, bulk_reqs = run_in_bulk(workload)
+    stepped_shown: list[engine.Metrics] = []
+    bulk_shown: list[engine.Metrics] = []
+    stepped, stepped_reqs = run_one_step_at_a_time(workload, check=False, shown=stepped_shown)
+    bulk, bulk_reqs = run_in_bulk(workload, shown=bulk_shown)
     assert bulk.metrics() == stepped.metrics()
+    # What vLLM's metrics would show at every arrival (a step in flight not yet) too.
+    assert bulk_shown == stepped_shown
     assert bulk.num_steps_total == stepped.num_steps_total
     assert bulk.clock == stepped.clock
     bulk_pool, stepped_pool = bulk.scheduler.kv.gpu_pool, stepped.scheduler.kv.gpu_pool

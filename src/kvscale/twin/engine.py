@@ -8,7 +8,12 @@ per request and token), so a simulation costs about O(events), not O(tokens).
 
 The metrics snapshot holds exactly what vLLM's `vllm:*` metrics are made of; latency
 histograms are fed from step results (TTFT from `first_tokens`, ITL from `itl`, e2e from
-`finished`).
+`finished`). vLLM publishes them once per step, at its end: the engine core makes its scheduler
+stats at the end of `Scheduler.update_from_output()` (vllm/v1/core/sched/scheduler.py,
+`make_stats`) and the API server sets the gauges from them (vllm/v1/metrics/loggers.py,
+`PrometheusStatLogger.record`), so while a step runs `/metrics` still shows the state after
+the previous one. `metrics(now)` reads them that way; `metrics()` reads the twin's state after
+every step run so far, the one in flight included.
 """
 
 from __future__ import annotations
@@ -172,6 +177,8 @@ class Metrics:
     num_requests_finished_total: int
     num_cpu_blocks: int
     num_cpu_blocks_used: int
+    # Engine steps so far (vLLM counts them in `vllm:iteration_tokens_total`).
+    num_steps_total: int = 0
 
 
 class EngineTwin:
@@ -190,6 +197,10 @@ class EngineTwin:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.num_requests_finished_total = 0
+        # What vLLM's metrics show: the state at the end of the last step, and at the end of
+        # the step before it (shown while the last one is still in flight, until `clock`).
+        self._published = self._snapshot()
+        self._published_before = self._published
 
     # --- requests -------------------------------------------------------------------------
 
@@ -277,33 +288,54 @@ class EngineTwin:
                 break
             start = start_or_none
             num_steps = sched.steady_decode_steps(start)
-            if num_steps == 0:
+            batch = len(sched.running)
+            step_ends: list[float] = []
+            if num_steps:
+                bound = t
+                if sched.waiting and sched.waiting[0].arrival_time > start:
+                    bound = min(bound, sched.waiting[0].arrival_time)
+                kv_tokens = sched.decode_kv_tokens()
+                end = start
+                for _ in range(num_steps):
+                    if end >= bound:
+                        break
+                    end = end + step_time(batch, batch, kv_tokens, kv_tokens)
+                    step_ends.append(end)
+                    kv_tokens += batch
+                if step_ends[-1] > t:
+                    # The step still in flight at `t` runs on its own (it gives exactly what
+                    # it would in bulk), so that `metrics(t)` can show the state before it.
+                    step_ends.pop()
+            if not step_ends:
                 if not self._run_step(start, result):
                     raise RuntimeError(f"engine twin made no progress at t = {start}")
                 continue
-            bound = t
-            if sched.waiting and sched.waiting[0].arrival_time > start:
-                bound = min(bound, sched.waiting[0].arrival_time)
-            batch = len(sched.running)
-            kv_tokens = sched.decode_kv_tokens()
-            step_ends: list[float] = []
-            end = start
-            for _ in range(num_steps):
-                if end >= bound:
-                    break
-                end = end + step_time(batch, batch, kv_tokens, kv_tokens)
-                step_ends.append(end)
-                kv_tokens += batch
             update = sched.advance_decodes(step_ends, self.config.record_token_times)
-            result.busy_s += end - start
+            result.busy_s += step_ends[-1] - start
             result.num_computed_tokens += batch * len(step_ends)
             self._account(result, update, step_ends)
+            # Every step of the run ended by `t` (the one in flight at `t` runs alone, above),
+            # so only the run's end can be shown from now on.
+            self._published_before = self._published = self._snapshot()
         result.end = max(result.start, self.clock)
         return result
 
     # --- state ----------------------------------------------------------------------------
 
-    def metrics(self) -> Metrics:
+    def metrics(self, now: float | None = None) -> Metrics:
+        """What vLLM's metrics show at `now`; without `now`, the twin's state as it is.
+
+        vLLM publishes the stats of a step when the step ends (see the module docstring), so
+        at `now` they show the end of the last step that ended by `now`: a step still in
+        flight is not shown, nor are requests added or aborted since the last step ended
+        (the engine core takes them in between steps). Without `now`: the state after every
+        step run so far, the one in flight included, and every request added since.
+        """
+        if now is None:
+            return self._snapshot()
+        return self._published_before if now < self.clock else self._published
+
+    def _snapshot(self) -> Metrics:
         sched = self.scheduler
         pool = sched.kv.gpu_pool
         cpu_pool = sched.kv.cpu_pool
@@ -324,6 +356,7 @@ class EngineTwin:
             num_requests_finished_total=self.num_requests_finished_total,
             num_cpu_blocks=cpu_pool.num_blocks,
             num_cpu_blocks_used=cpu_pool.num_blocks - cpu_pool.num_free_blocks,
+            num_steps_total=self.num_steps_total,
         )
 
     # --- helpers --------------------------------------------------------------------------
@@ -347,6 +380,10 @@ class EngineTwin:
         result.num_swapped_in_blocks += out.num_swapped_in_blocks
         result.num_swap_fallbacks += out.num_swap_fallbacks
         self._account(result, update, [end])
+        # vllm/v1/core/sched/scheduler.py, `update_from_output`: the stats are made after the
+        # step's finished requests are freed, before the requests that arrived during the
+        # step are taken in.
+        self._published_before, self._published = self._published, self._snapshot()
         return True
 
     def _account(

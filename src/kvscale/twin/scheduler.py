@@ -163,6 +163,8 @@ class Scheduler:
 
     @property
     def num_swapped(self) -> int:
+        if self.config.preemption_mode is not PreemptionMode.SWAP:
+            return 0  # none can be; saves a pass over a long queue at every metrics snapshot
         return sum(1 for req in self.waiting if req.status is _Status.SWAPPED)
 
     def add_request(self, req: request.Request) -> None:
