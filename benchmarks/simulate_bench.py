@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
@@ -77,9 +78,9 @@ def fleet_settings() -> fleet.Settings:
     return fleet.Settings(profile.get("h100-sxm", "llama-3-8b"), startup_delay_s=STARTUP_DELAY_S)
 
 
-def calibrate_trace(name: str) -> tuple[str, calibrate.Capacity]:
+def calibrate_trace(name: str, utilization: float = UTILIZATION) -> tuple[str, calibrate.Capacity]:
     requests = trace.load(trace.resolve(name))
-    return name, calibrate.capacity(requests, fleet_settings(), SLO, utilization=UTILIZATION)
+    return name, calibrate.capacity(requests, fleet_settings(), SLO, utilization=utilization)
 
 
 def scenario_requests(name: str, load: int) -> list[trace.TraceRequest]:
@@ -173,6 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scenario", action="append", default=[], metavar="TRACE:LOAD", help="e.g. conv:8"
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    parser.add_argument(
+        "--utilization",
+        type=float,
+        default=UTILIZATION,
+        help="the share of a pod's SLO capacity every calibrated target is set at (for sweeps; "
+        "the starting fleet stays sized at 0.7)",
+    )
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
@@ -210,16 +218,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     names = sorted({name for name, _ in scenarios})
     with multiprocessing.Pool(args.jobs) as pool:
-        capacities = dict(pool.map(calibrate_trace, names))
+        capacities = dict(
+            pool.map(functools.partial(calibrate_trace, utilization=args.utilization), names)
+        )
         for name in names:
             found = capacities[name]
             cap, at = found.at_capacity, found.at_target
             print(
                 f"calibration {name}: one pod meets the SLO up to {cap.rate_per_s:.2f} req/s "
                 f"({cap.tokens_per_s:.0f} tok/s, {cap.inflight:.1f} in flight, KV demand "
-                f"{cap.demand:.3f}); at 70% of it: {at.tokens_per_s:.0f} tok/s, "
-                f"{at.inflight:.1f} in flight, KV demand {at.demand:.4f}, waiting "
-                f"{at.waiting:.2f}; targets {calibrate.targets(found)}",
+                f"{cap.demand:.3f}); at {found.utilization:.0%} of it: "
+                f"{at.tokens_per_s:.0f} tok/s, {at.inflight:.1f} in flight, "
+                f"KV demand {at.demand:.4f}, waiting {at.waiting:.2f}; "
+                f"targets {calibrate.targets(found)}",
                 flush=True,
             )
         jobs = []

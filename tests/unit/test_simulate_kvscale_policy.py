@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from kvscale.scaling import decision, demand
 from kvscale.simulate import fleet, policy
 from kvscale.twin import engine, profile
@@ -127,3 +129,21 @@ def test_a_throughput_target_scales_up_a_pod_with_an_empty_cache() -> None:
     assert made.last.reason is decision.Reason.SCALE_UP_THROUGHPUT
     assert scale.desired == 4
     assert "targetTokensPerSecond=1000" in policy.describe(made)
+
+
+def test_the_sidecar_rate_window_is_a_kvscale_override() -> None:
+    made = make(rateWindowSeconds="15")
+    assert made.rate_window_s == 15.0
+    assert "sidecarRateWindow=15s" in policy.describe(made)
+    made.observations(view(0.0, used=10, generation_tokens=0))
+    made.observations(view(10.0, used=10, generation_tokens=10_000))
+    # At 5 s the first point would have left the window; at 15 s it is still in it.
+    sample = made.observations(view(12.0, used=10, generation_tokens=10_000))[0].sample
+    assert sample is not None
+    assert sample.tokens_per_second == 10_000 / 12.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_bad_rate_window_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(ValueError, match="rateWindowSeconds"):
+        make(rateWindowSeconds=value)

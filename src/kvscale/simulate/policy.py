@@ -49,6 +49,7 @@ DEFAULT_TARGET_UTILIZATION = 70.0
 DEFAULT_KNATIVE_TARGET = 37.5
 DEFAULT_KEDA_THRESHOLD = 5.0  # production-stack's chart
 RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default
+RATE_WINDOW_KEY = "rateWindowSeconds"  # a kvscale override that sets it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,9 +123,18 @@ class Kvscale:
 
     name = "kvscale"
 
-    def __init__(self, config: scaling_settings.ScalingSettings, faults: Faults = Faults()) -> None:
+    def __init__(
+        self,
+        config: scaling_settings.ScalingSettings,
+        faults: Faults = Faults(),
+        rate_window_s: float = RATE_WINDOW_S,
+    ) -> None:
+        if not (math.isfinite(rate_window_s) and rate_window_s > 0):
+            raise ValueError(f"rateWindowSeconds = {rate_window_s!r}, must be > 0")
         self.config = config
         self.faults = faults
+        self.rate_window_s = rate_window_s
+        """The sidecars' rate window (`kvscale sidecar --rate-window`)."""
         self.autoscaler = decision.Autoscaler(config)
         self._random = random.Random(faults.seed)
         # (counter, pod) -> recent (time, total) points, as the sidecar keeps its counters.
@@ -139,7 +149,7 @@ class Kvscale:
         """The counter's rate over the sidecar's rate window; None before two points."""
         points = self._counters.setdefault((counter, pod), collections.deque())
         points.append((now, total))
-        while len(points) > 2 and points[1][0] <= now - RATE_WINDOW_S:
+        while len(points) > 2 and points[1][0] <= now - self.rate_window_s:
             points.popleft()
         if len(points) < 2 or points[-1][0] <= points[0][0]:
             return None
@@ -377,11 +387,15 @@ def build(
     mine = overrides_for(name, overrides or {}) if name in PREFIXES else {}
     if name == "kvscale":
         raw: dict[str, object] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+        # The one key that is the sidecar's, not the CR's: its --rate-window.
+        window = mine.pop(RATE_WINDOW_KEY, None)
         raw.update({key: _kvscale_raw(key, value) for key, value in mine.items()})
         made = scaling_settings.validate(raw)
         if isinstance(made, list):
             raise ValueError("; ".join(made))
-        return Kvscale(made, faults)
+        if window is None:
+            return Kvscale(made, faults)
+        return Kvscale(made, faults, rate_window_s=_number(RATE_WINDOW_KEY, window))
     if name in ("hpa-cpu", "keda-waiting"):
         # Any: each value is a finite number here; the settings dataclass checks its range.
         hpa_values: dict[str, Any] = {}
@@ -436,6 +450,11 @@ def describe(policy: Policy) -> str:
             + (
                 f" targetTokensPerSecond={c.target_tokens_per_second:g}"
                 if c.target_tokens_per_second is not None
+                else ""
+            )
+            + (
+                f" sidecarRateWindow={policy.rate_window_s:g}s"
+                if policy.rate_window_s != RATE_WINDOW_S
                 else ""
             )
         )
