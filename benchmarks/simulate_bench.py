@@ -6,10 +6,13 @@ mean ITL <= 100 ms), latency percentiles, preemptions and scale events.
 
 Tuning, the same rule for every policy (docs/simulation.md, "Tuning"): a load test of one pod
 on the trace's request mix finds its SLO capacity; each policy's per-pod target is its own
-signal's value at 70% of that load (hpa-cpu: 70% of the tokens/s at capacity; Knative: the
-in-flight requests there; kvscale: the KV demand there). KEDA keeps production-stack's chart
-default (5 waiting requests per pod): waiting stays near 0 below saturation, so it has no
-value "at 70% load" to calibrate to. kvscale also runs with its CRD defaults.
+signal's value at a share of that load (Knative: the in-flight requests at 70%; kvscale's KV
+variant: the KV demand at 70%). The two throughput signals, hpa-cpu's tokens/s and kvscale's
+targetTokensPerSecond (beside the CRD's default targetOccupancy 0.7), are swept over 70, 80
+and 90% of the tokens/s at capacity, so that they can be compared at equal GPU-hours. KEDA
+keeps production-stack's chart default (5 waiting requests per pod): waiting stays near 0
+below saturation, so it has no value "at 70% load" to calibrate to. kvscale also runs with
+its CRD defaults.
 
 Scenarios: each trace as it is (x1) and amplified (`trace.amplify`: N copies of every request
 spread over 60 s, the same shape at N times the load) so that the fleet needs several pods.
@@ -53,6 +56,7 @@ class Variant:
     policy: str
     overrides: tuple[tuple[str, str], ...] = ()
     calibrated: bool = False  # take the per-pod target from the load test
+    utilization: float | None = None  # throughput targets at this share of capacity (else 0.7)
 
 
 # kvscale's settings after this benchmark (docs/simulation.md, "What changed and why"): the
@@ -63,12 +67,17 @@ CALIBRATED = "calibrated"
 # of the tokens/s one pod serves at its SLO capacity).
 WITH_TOKENS = (("targetTokensPerSecond", CALIBRATED),)
 
+# Throughput-target policies are swept over 70/80/90% of a pod's SLO capacity, so that they
+# are compared where they spend the same GPU-hours, not only at one operating point.
 VARIANTS = (
     Variant("kvscale (CRD defaults)", "kvscale"),
-    Variant("kvscale (calibrated)", "kvscale", calibrated=True),
-    Variant("kvscale (tuned)", "kvscale", TUNED, calibrated=True),
-    Variant("kvscale (KV + tokens)", "kvscale", WITH_TOKENS, calibrated=True),
-    Variant("hpa-cpu", "hpa-cpu", calibrated=True),
+    Variant("kvscale (KV calibrated, tuned)", "kvscale", TUNED, calibrated=True),
+    Variant("kvscale (KV + tokens 70%)", "kvscale", WITH_TOKENS, utilization=0.7),
+    Variant("kvscale (KV + tokens 80%)", "kvscale", WITH_TOKENS, utilization=0.8),
+    Variant("kvscale (KV + tokens 90%)", "kvscale", WITH_TOKENS, utilization=0.9),
+    Variant("hpa-cpu (70%)", "hpa-cpu", calibrated=True, utilization=0.7),
+    Variant("hpa-cpu (80%)", "hpa-cpu", calibrated=True, utilization=0.8),
+    Variant("hpa-cpu (90%)", "hpa-cpu", calibrated=True, utilization=0.9),
     Variant("keda-waiting", "keda-waiting"),
     Variant("knative-concurrency", "knative-concurrency", calibrated=True),
 )
@@ -95,7 +104,7 @@ def initial_replicas(requests: Sequence[trace.TraceRequest], found: calibrate.Ca
 
 
 def overrides_for(variant: Variant, found: calibrate.Capacity) -> dict[str, str]:
-    targets = calibrate.targets(found)
+    targets = calibrate.targets(found, variant.utilization)
     # An override whose value is "calibrated" takes the load test's value for that key.
     result = {
         key: targets[key] if value == CALIBRATED else value for key, value in variant.overrides

@@ -59,6 +59,7 @@ async def start(config: settings.Settings, clock: Callable[[], float] = time.tim
     state = sampler.Sampler(
         sampler.Identity(config.pod, config.namespace, config.model, config.engine_url),
         config.rate_window,
+        config.throughput_window,
     )
     metrics = registry.CollectorRegistry()
     durations = prom_metrics.Histogram(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 from kvscale import report
-from kvscale_sidecar import rates, vllm_metrics
+from kvscale_sidecar import rates, settings, vllm_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,12 @@ class Sampler:
     - `outcome_counts`: how many scrapes ended each way (for the sidecar's own metrics).
     """
 
-    def __init__(self, identity: Identity, rate_window_seconds: float) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        rate_window_seconds: float,
+        throughput_window_seconds: float = settings.DEFAULT_THROUGHPUT_WINDOW,
+    ) -> None:
         self.identity = identity
         self._health = report.Health.STARTING
         self._reason = "no scrape of the engine yet"
@@ -107,8 +112,8 @@ class Sampler:
         self._prefix_hits = rates.CounterWindow(rate_window_seconds)
         self._offload_stores = rates.CounterWindow(rate_window_seconds)
         self._offload_loads = rates.CounterWindow(rate_window_seconds)
-        self._prompt_tokens = rates.CounterWindow(rate_window_seconds)
-        self._generation_tokens = rates.CounterWindow(rate_window_seconds)
+        self._prompt_tokens = rates.CounterWindow(throughput_window_seconds)
+        self._generation_tokens = rates.CounterWindow(throughput_window_seconds)
         self.outcome_counts = dict.fromkeys(OUTCOME_LABELS, 0)
 
     @property
@@ -183,6 +188,9 @@ class Sampler:
                 served_at=now,
             )
         preemptions = self._preemptions.rate()
+        prompt_tokens = self._prompt_tokens.rate()
+        generation_tokens = self._generation_tokens.rate()
+        token_window = prompt_tokens or generation_tokens
         return report.OccupancyReport(
             pod=identity.pod,
             namespace=identity.namespace,
@@ -215,8 +223,9 @@ class Sampler:
             offload_load_bytes_per_second=_per_second(self._offload_loads.rate()),
             prompt_tokens_total=sample.prompt_tokens,
             generation_tokens_total=sample.generation_tokens,
-            prompt_tokens_per_second=_per_second(self._prompt_tokens.rate()),
-            generation_tokens_per_second=_per_second(self._generation_tokens.rate()),
+            prompt_tokens_per_second=_per_second(prompt_tokens),
+            generation_tokens_per_second=_per_second(generation_tokens),
+            throughput_window_seconds=None if token_window is None else token_window.window_seconds,
         )
 
     def _hit_ratio(self) -> float | None:

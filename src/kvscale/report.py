@@ -160,13 +160,18 @@ class OccupancyReport(BaseModel):
     )
     prompt_tokens_per_second: _Rate | None = Field(
         default=None,
-        description="Prompt tokens processed per second over rate_window_seconds; None until "
-        "two samples exist or when the engine does not export the counter.",
+        description="Prompt tokens processed per second over throughput_window_seconds; None "
+        "until two samples exist or when the engine does not export the counter.",
     )
     generation_tokens_per_second: _Rate | None = Field(
         default=None,
-        description="Tokens generated per second over rate_window_seconds; None until two "
-        "samples exist or when the engine does not export the counter.",
+        description="Tokens generated per second over throughput_window_seconds; None until "
+        "two samples exist or when the engine does not export the counter.",
+    )
+    throughput_window_seconds: _Seconds | None = Field(
+        default=None,
+        description="The span of samples the token rates were computed over (a longer window "
+        "than rate_window_seconds: throughput is a load level, not an alarm).",
     )
 
     # KV offloading to CPU memory (vLLM V1's form of swap); None where the engine exposes none.

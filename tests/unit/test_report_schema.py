@@ -40,6 +40,7 @@ def _ok_document(**changes: Any) -> dict[str, Any]:
         "generation_tokens_total": 310_000,
         "prompt_tokens_per_second": 4_100.0,
         "generation_tokens_per_second": 950.5,
+        "throughput_window_seconds": 15.0,
         "offload_backend": None,
         "offload_capacity_bytes": None,
         "offload_usage_ratio": None,

@@ -96,7 +96,30 @@ REFUSED = [
         "--rate-window = 0.3 must be at least twice --poll-interval",
         id="window-too-short",
     ),
+    pytest.param(
+        ["--engine-url", "http://e", "--throughput-window", "0.4"],
+        "--throughput-window = 0.4 must be at least twice --poll-interval",
+        id="throughput-window-too-short",
+    ),
+    pytest.param(
+        ["--engine-url", "http://e", "--throughput-window", "-1"],
+        "--throughput-window = -1 must be",
+        id="negative-throughput-window",
+    ),
 ]
+
+
+def test_throughput_has_its_own_longer_window() -> None:
+    made = settings.from_args(
+        _args("--engine-url", "http://e"), env={"POD_NAME": "p"}, hostname="h"
+    )
+    assert (made.rate_window, made.throughput_window) == (5.0, 15.0)
+    made = settings.from_args(
+        _args("--engine-url", "http://e", "--throughput-window", "30"),
+        env={"POD_NAME": "p"},
+        hostname="h",
+    )
+    assert made.throughput_window == 30.0
 
 
 @pytest.mark.parametrize(("argv", "says"), REFUSED)

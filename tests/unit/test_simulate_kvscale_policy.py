@@ -131,19 +131,24 @@ def test_a_throughput_target_scales_up_a_pod_with_an_empty_cache() -> None:
     assert "targetTokensPerSecond=1000" in policy.describe(made)
 
 
-def test_the_sidecar_rate_window_is_a_kvscale_override() -> None:
-    made = make(rateWindowSeconds="15")
-    assert made.rate_window_s == 15.0
-    assert "sidecarRateWindow=15s" in policy.describe(made)
-    made.observations(view(0.0, used=10, generation_tokens=0))
-    made.observations(view(10.0, used=10, generation_tokens=10_000))
-    # At 5 s the first point would have left the window; at 15 s it is still in it.
-    sample = made.observations(view(12.0, used=10, generation_tokens=10_000))[0].sample
+def test_the_sidecar_throughput_window_is_a_kvscale_override() -> None:
+    made = make(throughputWindowSeconds="30")
+    assert made.throughput_window_s == 30.0
+    assert "throughputWindow=30s" in policy.describe(made)
+    assert "throughputWindow" not in policy.describe(make())  # the default, 15 s
+    made.observations(view(0.0, used=10, generation_tokens=0, preemptions=0))
+    made.observations(view(18.0, used=10, generation_tokens=18_000, preemptions=10))
+    made.observations(view(20.0, used=10, generation_tokens=20_000, preemptions=10))
+    sample = made.observations(view(24.0, used=10, generation_tokens=20_000, preemptions=10))[
+        0
+    ].sample
     assert sample is not None
-    assert sample.tokens_per_second == 10_000 / 12.0
+    # Tokens: the point at 0 s is still inside 30 s. Preemptions: 5 s, from 18 s to 24 s.
+    assert sample.tokens_per_second == 20_000 / 24.0
+    assert sample.preemptions_per_second == 0.0
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
-def test_a_bad_rate_window_is_refused_naming_it(value: str) -> None:
-    with pytest.raises(ValueError, match="rateWindowSeconds"):
-        make(rateWindowSeconds=value)
+def test_a_bad_throughput_window_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(ValueError, match="throughputWindowSeconds"):
+        make(throughputWindowSeconds=value)

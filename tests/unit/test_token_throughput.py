@@ -297,3 +297,23 @@ def test_from_engine_counters_to_the_decisions_sample() -> None:
     assert found is not None
     assert found.tokens_per_second == 1500.0  # 1200 prompt + 300 generated tokens per second
     assert found.time == 9.75  # the report was 0.25 s old when it arrived
+
+
+def test_token_rates_span_the_throughput_window_not_the_preemption_window() -> None:
+    identity = sampler.Identity("engine-0", "ns", None, "http://127.0.0.1:8000")
+    state = sampler.Sampler(identity, rate_window_seconds=1.0, throughput_window_seconds=3.0)
+    _feed(
+        state,
+        [
+            (0.0, 0, 0, 1000.0),
+            (1.0, 3000, 300, 1000.0),
+            (2.0, 3000, 300, 1000.0),
+            (3.0, 3000, 600, 1000.0),
+        ],
+    )
+    current = state.report(now=3.0)
+    # Over 3 s: a burst of 3,000 prompt tokens in the first second still counts.
+    assert current.prompt_tokens_per_second == 1000.0
+    assert current.generation_tokens_per_second == 200.0
+    assert current.throughput_window_seconds == 3.0
+    assert current.rate_window_seconds == 1.0

@@ -121,15 +121,20 @@ def capacity(
     return Capacity(at_capacity=best, at_target=target, utilization=utilization)
 
 
-def targets(found: Capacity) -> dict[str, str]:
-    """Every policy's per-pod target from one load test, as `--set` overrides."""
+def targets(found: Capacity, utilization: float | None = None) -> dict[str, str]:
+    """Every policy's per-pod target from one load test, as `--set` overrides.
+
+    The throughput targets (kvscale's tokens/s, hpa-cpu's utilization) are a share of the
+    tokens/s at capacity, `utilization` (default: the load test's own); the others are read
+    at the load test's utilization."""
+    share = found.utilization if utilization is None else utilization
+    if not 0 < share <= 1:
+        raise ValueError(f"utilization = {share}, must be in (0, 1]")
     at = found.at_target
     return {
         "targetOccupancy": f"{min(1.0, max(at.demand, 1e-4)):.4g}",
-        "targetTokensPerSecond": (
-            f"{max(found.utilization * found.at_capacity.tokens_per_s, 1.0):.0f}"
-        ),
+        "targetTokensPerSecond": f"{max(share * found.at_capacity.tokens_per_s, 1.0):.0f}",
         "hpa.maxTokensPerSecond": f"{found.at_capacity.tokens_per_s:.0f}",
-        "hpa.targetUtilization": f"{100 * found.utilization:g}",
+        "hpa.targetUtilization": f"{100 * share:g}",
         "knative.target": f"{max(at.inflight, 0.01):.3g}",
     }

@@ -7,10 +7,10 @@ and the numbers its engine exports) and sets the replicas the policy returns in 
   operator's adapter builds them from the sidecars' reports (see `kvscale.scaling.demand`):
   one per pod, starting pods `starting`, draining pods `terminating`; a ready pod's sample has
   the engine's used blocks and `num_gpu_blocks`, its running and waiting requests, its
-  preemptions and tokens (prompt + generated) per second over the last 5 s (the sidecar's
-  rate window) and the sample time; waiting blocks and tokens stay None (the v1 report has
-  neither). `Faults` make reports
-  missing or stale at random (seeded) to exercise the decision's missing-data rules.
+  preemptions per second over the last 5 s and its tokens (prompt + generated) per second over
+  the last 15 s (the sidecar's rate and throughput windows) and the sample time; waiting
+  blocks and tokens stay None (the v1 report has neither). `Faults` make reports missing or
+  stale at random (seeded) to exercise the decision's missing-data rules.
 - `hpa-cpu`: HPA on CPU utilization, CPU modelled as the pod's tokens per second (prompt and
   generated, over the last sync period) against a per-pod maximum.
 - `keda-waiting`: KEDA's Prometheus scaler on `vllm:num_requests_waiting` with an
@@ -48,8 +48,9 @@ DEFAULT_MAX_TOKENS_PER_SECOND = 24_000.0
 DEFAULT_TARGET_UTILIZATION = 70.0
 DEFAULT_KNATIVE_TARGET = 37.5
 DEFAULT_KEDA_THRESHOLD = 5.0  # production-stack's chart
-RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default
-RATE_WINDOW_KEY = "rateWindowSeconds"  # a kvscale override that sets it
+RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default (preemptions)
+THROUGHPUT_WINDOW_S = 15.0  # the sidecar's --throughput-window default (tokens)
+THROUGHPUT_WINDOW_KEY = "throughputWindowSeconds"  # a kvscale override that sets it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +128,14 @@ class Kvscale:
         self,
         config: scaling_settings.ScalingSettings,
         faults: Faults = Faults(),
-        rate_window_s: float = RATE_WINDOW_S,
+        throughput_window_s: float = THROUGHPUT_WINDOW_S,
     ) -> None:
-        if not (math.isfinite(rate_window_s) and rate_window_s > 0):
-            raise ValueError(f"rateWindowSeconds = {rate_window_s!r}, must be > 0")
+        if not (math.isfinite(throughput_window_s) and throughput_window_s > 0):
+            raise ValueError(f"{THROUGHPUT_WINDOW_KEY} = {throughput_window_s!r}, must be > 0")
         self.config = config
         self.faults = faults
-        self.rate_window_s = rate_window_s
-        """The sidecars' rate window (`kvscale sidecar --rate-window`)."""
+        self.throughput_window_s = throughput_window_s
+        """The sidecars' token-rate window (`kvscale sidecar --throughput-window`)."""
         self.autoscaler = decision.Autoscaler(config)
         self._random = random.Random(faults.seed)
         # (counter, pod) -> recent (time, total) points, as the sidecar keeps its counters.
@@ -145,20 +146,24 @@ class Kvscale:
     def tick_s(self) -> float:
         return self.config.tick_seconds
 
-    def _rate(self, counter: str, pod: str, now: float, total: int) -> float | None:
-        """The counter's rate over the sidecar's rate window; None before two points."""
+    def _rate(
+        self, counter: str, pod: str, now: float, total: int, window_s: float
+    ) -> float | None:
+        """The counter's rate over the last `window_s`, as the sidecar's; None before two
+        points."""
         points = self._counters.setdefault((counter, pod), collections.deque())
         points.append((now, total))
-        while len(points) > 2 and points[1][0] <= now - self.rate_window_s:
+        while len(points) > 2 and points[1][0] <= now - window_s:
             points.popleft()
         if len(points) < 2 or points[-1][0] <= points[0][0]:
             return None
         return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
 
     def _sample(self, now: float, pod: PodView, metrics: engine.Metrics) -> demand.Sample | None:
-        rate = self._rate("preemptions", pod.name, now, metrics.num_preemptions_total) or 0.0
+        preempted = metrics.num_preemptions_total
+        rate = self._rate("preemptions", pod.name, now, preempted, RATE_WINDOW_S) or 0.0
         tokens = metrics.prompt_tokens_total + metrics.generation_tokens_total
-        tokens_per_second = self._rate("tokens", pod.name, now, tokens)
+        tokens_per_second = self._rate("tokens", pod.name, now, tokens, self.throughput_window_s)
         draw = self._random.random() if self.faults.missing or self.faults.stale else 1.0
         if draw < self.faults.missing:
             return None
@@ -387,15 +392,15 @@ def build(
     mine = overrides_for(name, overrides or {}) if name in PREFIXES else {}
     if name == "kvscale":
         raw: dict[str, object] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
-        # The one key that is the sidecar's, not the CR's: its --rate-window.
-        window = mine.pop(RATE_WINDOW_KEY, None)
+        # The one key that is the sidecar's, not the CR's: its --throughput-window.
+        window = mine.pop(THROUGHPUT_WINDOW_KEY, None)
         raw.update({key: _kvscale_raw(key, value) for key, value in mine.items()})
         made = scaling_settings.validate(raw)
         if isinstance(made, list):
             raise ValueError("; ".join(made))
         if window is None:
             return Kvscale(made, faults)
-        return Kvscale(made, faults, rate_window_s=_number(RATE_WINDOW_KEY, window))
+        return Kvscale(made, faults, throughput_window_s=_number(THROUGHPUT_WINDOW_KEY, window))
     if name in ("hpa-cpu", "keda-waiting"):
         # Any: each value is a finite number here; the settings dataclass checks its range.
         hpa_values: dict[str, Any] = {}
@@ -453,8 +458,8 @@ def describe(policy: Policy) -> str:
                 else ""
             )
             + (
-                f" sidecarRateWindow={policy.rate_window_s:g}s"
-                if policy.rate_window_s != RATE_WINDOW_S
+                f" throughputWindow={policy.throughput_window_s:g}s"
+                if policy.throughput_window_s != THROUGHPUT_WINDOW_S
                 else ""
             )
         )
