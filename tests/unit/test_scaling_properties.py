@@ -233,3 +233,34 @@ def test_constant_load_never_flaps(
     # And it settles: the last stretch, longer than any window or delay, does not move.
     settled = int(config.scale_down_delay_seconds + config.stable_window_seconds) + 1
     assert len(set(history[-settled:])) == 1, history
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    config=configs(),
+    ready=st.integers(min_value=1, max_value=10),
+    calm_ticks=st.integers(min_value=1, max_value=60),
+    overload=st.floats(min_value=0.01, max_value=3.0),
+)
+def test_a_step_above_the_band_scales_up_at_the_next_tick(
+    config: scaling_settings.ScalingSettings, ready: int, calm_ticks: int, overload: float
+) -> None:
+    # `ready` pods at the target for a while, then demand above the band by `overload` of the
+    # target: whatever the windows hold, the first tick that sees the step asks for more pods
+    # (unless the fleet is already at maxReplicas).
+    ready = max(ready, floor_of(config))
+    if ready >= config.max_replicas:
+        ready = config.max_replicas
+    target_blocks = config.target_occupancy * CAPACITY
+    calm = math.floor(ready * target_blocks)  # at or just under the target
+    stepped = math.ceil(ready * target_blocks * (1 + config.tolerance) * (1 + overload)) + 1
+    names = [f"p{index}" for index in range(ready)]
+    autoscaler = decision.Autoscaler(config)
+    for tick in range(calm_ticks):
+        calm_result = autoscaler.step(float(tick), spread(tick, calm, names), ready)
+        assert calm_result.desired == ready, calm_result.message
+    result = autoscaler.step(float(calm_ticks), spread(calm_ticks, stepped, names), ready)
+    if ready < config.max_replicas:
+        assert result.desired > ready, result.message
+    else:
+        assert result.desired == ready, result.message
