@@ -144,6 +144,28 @@ def _engine_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
     }
 
 
+# The sidecar's defaults for its rate windows (`kvscale sidecar --rate-window` and
+# `--throughput-window`; a unit test keeps these equal to kvscale_sidecar.settings). A window
+# must hold at least two polls, so a slow poll interval needs longer windows: they are
+# rendered only then, so the common pod template does not change.
+SIDECAR_RATE_WINDOW_SECONDS = 5.0
+SIDECAR_THROUGHPUT_WINDOW_SECONDS = 15.0
+POLLS_PER_WINDOW = 4
+
+
+def _window_args(poll_interval: float) -> list[str]:
+    """--rate-window / --throughput-window when the defaults hold fewer than two polls."""
+    args = []
+    needed = POLLS_PER_WINDOW * poll_interval
+    for flag, default in (
+        ("--rate-window", SIDECAR_RATE_WINDOW_SECONDS),
+        ("--throughput-window", SIDECAR_THROUGHPUT_WINDOW_SECONDS),
+    ):
+        if default < 2 * poll_interval:
+            args += [flag, engine_args.flag_number(needed)]
+    return args
+
+
 def _sidecar_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
     sidecar = spec.sidecar
     return {
@@ -157,6 +179,7 @@ def _sidecar_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
             f"{engine_args.POD_IP}:{sidecar.port}",
             "--poll-interval",
             engine_args.flag_number(sidecar.poll_interval_seconds),
+            *_window_args(sidecar.poll_interval_seconds),
             "--model",
             spec.model.served_name or spec.model.name,
         ],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 
 from kvscale.api import models
 from kvscale_operator import engine_args, render
+from kvscale_sidecar import settings as sidecar_settings
 
 UID = "0b9e5c1e-1111-4222-8333-444455556666"
 
@@ -232,3 +234,33 @@ def test_rollout_never_lowers_serving_capacity() -> None:
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
+
+
+@pytest.mark.parametrize(
+    ("poll", "windows"),
+    [
+        (0.25, []),  # the default: the sidecar's own windows hold 20 and 60 polls
+        (2.5, []),  # 5 s still holds two polls
+        (3.0, ["--rate-window", "12"]),
+        (10.0, ["--rate-window", "40", "--throughput-window", "40"]),
+        (60.0, ["--rate-window", "240", "--throughput-window", "240"]),
+    ],
+)
+def test_a_slow_poll_gets_rate_windows_the_sidecar_accepts(poll: float, windows: list[str]) -> None:
+    cr = infd(sidecar={"pollIntervalSeconds": poll})
+    args = container(render.deployment(cr), "sidecar")["args"]
+    at = args.index("--poll-interval") + 2
+    assert args[at : at + len(windows)] == windows
+    assert args[at + len(windows)] == "--model"
+    # The sidecar's own parser takes the rendered arguments (its cross-checks included).
+    parser = argparse.ArgumentParser()
+    sidecar_settings.add_arguments(parser)
+    parsed = parser.parse_args(args[1:])
+    made = sidecar_settings.from_args(parsed, env={"POD_NAME": "p"}, hostname="h")
+    assert made.rate_window >= 2 * made.poll_interval
+    assert made.throughput_window >= 2 * made.poll_interval
+
+
+def test_the_operator_knows_the_sidecar_window_defaults() -> None:
+    assert render.SIDECAR_RATE_WINDOW_SECONDS == sidecar_settings.DEFAULT_RATE_WINDOW
+    assert render.SIDECAR_THROUGHPUT_WINDOW_SECONDS == sidecar_settings.DEFAULT_THROUGHPUT_WINDOW
