@@ -9,8 +9,11 @@ that rate (70%) and reads the signals the policies scale on: tokens per second (
 waiting requests (KEDA).
 
 `targets` turns that into every policy's per-pod target by one rule: a pod should carry 70% of
-its SLO capacity, so each target is its signal's value at that load (for hpa-cpu, whose signal
-is linear in load, that is 70% of the tokens per second at capacity). Reading the signals at
+its SLO capacity, so each target is its signal's value at that load (for the throughput
+targets, hpa-cpu's and kvscale's `targetTokensPerSecond`, linear in load, that is 70% of the
+tokens per second at capacity). `recommended` is the subset a user should set on kvscale:
+the throughput target beside the CRD's default occupancy target, the configuration the
+simulate benchmark found best (docs/simulation.md). Reading the signals at
 70% load rather than taking 70% of their value at capacity matters: in-flight requests and KV
 occupancy grow faster than load near capacity (latency grows), so 70% of their value at
 capacity is a load close to capacity.
@@ -119,6 +122,23 @@ def capacity(
         best = measure(mix, low, settings, slo)
     target = measure(mix, best.rate_per_s * utilization, settings, slo)
     return Capacity(at_capacity=best, at_target=target, utilization=utilization)
+
+
+RECOMMENDED_FOR_KVSCALE = ("targetTokensPerSecond",)
+"""What `kvscale simulate --calibrate` sets on kvscale: its calibrated KV target (the KV demand
+at 70% load) cost 14-107% more GPU-hours than the throughput target beside the CRD's default
+`targetOccupancy` 0.7, for similar attainment, in the benchmark."""
+
+
+def recommended(found: Capacity, utilization: float | None = None) -> dict[str, str]:
+    """The calibrated kvscale settings to use (see RECOMMENDED_FOR_KVSCALE)."""
+    every = targets(found, utilization)
+    return {key: every[key] for key in RECOMMENDED_FOR_KVSCALE}
+
+
+def baseline_targets(found: Capacity, utilization: float | None = None) -> dict[str, str]:
+    """The calibrated targets of the baselines (prefixed keys)."""
+    return {key: value for key, value in targets(found, utilization).items() if "." in key}
 
 
 def targets(found: Capacity, utilization: float | None = None) -> dict[str, str]:

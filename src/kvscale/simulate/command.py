@@ -113,7 +113,14 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{100 * found.utilization:.0f}% of it: {at.inflight:.1f} in flight, KV demand "
             f"{at.demand:.3f}, waiting {at.waiting:.2f}\n"
         )
-        overrides = {**calibrate.targets(found), **overrides}
+        chosen = {**calibrate.recommended(found), **calibrate.baseline_targets(found)}
+        out.write(
+            "calibrated targets: "
+            + ", ".join(f"{key}={value}" for key, value in chosen.items())
+            + f"\nfor the InferenceDeployment: spec.scaling.targetTokensPerSecond: "
+            f"{chosen['targetTokensPerSecond']}\n"
+        )
+        overrides = {**chosen, **overrides}
     names = _policies(args)
     policies = [
         policy_.build(

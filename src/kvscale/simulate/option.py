@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calibrate",
         action="store_true",
         help="load-test one pod on the trace's mix first and set every policy's per-pod "
-        "target to its signal at 70%% of the pod's SLO capacity (--set still wins)",
+        "target to its signal at 70%% of the pod's SLO capacity (kvscale: "
+        "targetTokensPerSecond beside the default targetOccupancy; --set still wins)",
     )
     parser.add_argument(
         "--fault-missing",
