@@ -67,10 +67,13 @@ def test_status_shows_the_live_report_of_a_serving_pod(
         found = status(cluster, name, "-n", namespace, "-o", "json")
         assert found.returncode == 0, found.stderr
         (item,) = json.loads(found.stdout)["items"]
-        return item if item["reports"]["reporting"] == 1 else None
+        # The report (read live through the pod proxy) and the ready count (from the CR's
+        # status, which the operator writes when it sees the pod ready) arrive separately:
+        # wait for both, in whichever order.
+        ready = item["replicas"]["ready"] == 1
+        return item if item["reports"]["reporting"] == 1 and ready else None
 
-    item = eventually(reporting, "a report read through the pod proxy")
-    assert item["replicas"]["ready"] == 1
+    item = eventually(reporting, "a report read through the pod proxy and one ready replica")
     assert item["replicas"]["max"] == 2
     assert item["requests"] == {"waiting": 0, "running": 0}  # idle
     assert item["reports"]["missing"] == []
