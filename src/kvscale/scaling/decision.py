@@ -208,13 +208,14 @@ class Autoscaler:
         if not self._seeded and self._delay is not None:
             self._delay.record(now, current)
         self._seeded = True
-        if (
-            measured.demand is None
-            or measured.occupancy_demand is None
-            or measured.load_demand is None
-        ):
+        total, by_occupancy, by_load = (
+            measured.demand,
+            measured.occupancy_demand,
+            measured.load_demand,
+        )
+        if total is None or by_occupancy is None or by_load is None:
             return self._hold(now, measured, current)
-        return self._decide(now, measured, current)
+        return self._decide(now, measured, total, by_occupancy, by_load, current)
 
     def _hold(self, now: float, measured: demand.Signal, current: int) -> Decision:
         """Step 2: nothing to decide on; keep `current`, within the bounds."""
@@ -255,14 +256,17 @@ class Autoscaler:
             removal_order=measured.removal_order,
         )
 
-    def _decide(self, now: float, measured: demand.Signal, current: int) -> Decision:
+    def _decide(
+        self,
+        now: float,
+        measured: demand.Signal,
+        total: float,
+        occupancy_demand: float,
+        load_demand: float,
+        current: int,
+    ) -> Decision:
         """Steps 3 to 9."""
         config = self.config
-        total = measured.demand
-        occupancy_demand = measured.occupancy_demand
-        load_demand = measured.load_demand
-        if total is None or occupancy_demand is None or load_demand is None:
-            raise AssertionError("_decide needs a demand; step() holds without one")
         ready = measured.num_ready
         target = config.target_occupancy
 
@@ -290,23 +294,17 @@ class Autoscaler:
         # 5. Wanted.
         parts: list[str] = []
         stable_occupancy = stable / ready
-        ratio = stable_occupancy / target
         pressure = self._pressure_note(measured)
         level = (
             f"stable occupancy {stable_occupancy:.2f} per ready pod vs target {target:.2f} "
             f"({_pods(ready)} ready of {current}{pressure})"
         )
+        within = self._within_band(stable, ready)
+        stable_wanted = current if within else _ceil(stable / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
         # in load scales at the next tick; the stable window only has to agree on the way down.
         tick_wanted = self._tick_wants(total, ready)
-        if (
-            tick_wanted is not None
-            and tick_wanted > current
-            and (
-                abs(ratio - 1) <= config.tolerance + _EPSILON
-                or tick_wanted > _ceil(stable / target)
-            )
-        ):
+        if tick_wanted is not None and tick_wanted > max(current, stable_wanted):
             wanted = tick_wanted
             reason = self._up_reason(occupancy_demand, load_demand, ready, current)
             parts.append(
@@ -314,11 +312,11 @@ class Autoscaler:
                 f"{target:.2f} ({_pods(ready)} ready of {current}{pressure}): "
                 f"{_pods(wanted)} wanted"
             )
-        elif abs(ratio - 1) <= config.tolerance + _EPSILON:
+        elif within:
             wanted, reason = current, Reason.WITHIN_TOLERANCE
             parts.append(f"{level} is within {config.tolerance:.0%} of the target")
         else:
-            wanted = _ceil(stable / target)
+            wanted = stable_wanted
             if wanted > current:
                 reason = self._up_reason(by_occupancy, by_load, ready, current)
             elif wanted < current:
@@ -405,10 +403,15 @@ class Autoscaler:
             removal_order=measured.removal_order,
         )
 
+    def _within_band(self, total: float, ready: int) -> bool:
+        """Is this demand of `ready` pods within 1 +/- tolerance of their target?"""
+        ratio = total / (ready * self.config.target_occupancy)
+        return abs(ratio - 1) <= self.config.tolerance + _EPSILON
+
     def _tick_wants(self, total: float, ready: int) -> int | None:
         """Pods this tick's demand wants when it is above the tolerance band; else None."""
         target = self.config.target_occupancy
-        if total / (ready * target) - 1 <= self.config.tolerance + _EPSILON:
+        if total <= ready * target or self._within_band(total, ready):
             return None
         return _ceil(total / target)
 
@@ -422,8 +425,7 @@ class Autoscaler:
 
     def _says_up(self, total: float, ready: int, current: int) -> bool:
         """Would this demand alone (no pressure, missing pods like the others) scale up?"""
-        ratio = total / (ready * self.config.target_occupancy)
-        outside = abs(ratio - 1) > self.config.tolerance + _EPSILON
+        outside = not self._within_band(total, ready)
         return outside and _ceil(total / self.config.target_occupancy) > current
 
     @staticmethod
