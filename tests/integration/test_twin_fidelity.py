@@ -22,13 +22,14 @@ from typing import Any
 
 import pytest
 
+from kvscale import tracefile
 from kvscale.localstack import engine_env
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARK = ROOT / "benchmarks" / "twin_fidelity.py"
-TRACE = pathlib.Path("/work/shared/traces/azure_llm_2023_conv.csv")
+TRACE = tracefile.resolve("conv")
 USAGE_MAE_TARGET = 0.05
 PREEMPTION_TARGET = 0.20
 
@@ -42,8 +43,6 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             f"the vLLM CPU engine environment is not available: {error}. Build it with "
             "`make engine-env`."
         )
-    if not TRACE.is_file():
-        pytest.fail(f"the trace {TRACE} is missing: it ships in the project's shared/ folder")
     out = tmp_path_factory.mktemp("fidelity")
     result = subprocess.run(
         [sys.executable, str(BENCHMARK), "--json", str(out / "figures.json"),
