@@ -121,6 +121,11 @@ def test_the_learner_finds_the_twins_knee(prior_factor: float) -> None:
         )
     estimate = learner.estimate(capacity.Resource.COMPUTE, 1000.0 + 20.0 * 300)
     assert estimate is not None
+    for found in runs:
+        print(f"rate {found.rate:4.0f}/s: {found.tokens_per_second:6.0f} tokens/s, KV "
+              f"{found.kv_usage:.2f}, p90 TTFT {_p90(found):6.3f} s")  # fmt: skip
+    print(f"prior {low * prior_factor:.0f} -> learned {estimate.capacity:.0f} tokens/s "
+          f"({estimate.use.value}, scale down to {estimate.scale_down_capacity})")  # fmt: skip
     assert 0.95 * low <= estimate.capacity <= 1.05 * high, (
         f"learned {estimate.capacity:.0f} tokens/s; the knee is between {low:.0f} "
         f"(rate {knee.rate:g}/s, p90 {_p90(knee):.3f} s) and {high:.0f} "
