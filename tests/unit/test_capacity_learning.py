@@ -440,3 +440,10 @@ def test_a_prior_outside_the_bounds_is_refused() -> None:
     with pytest.raises(ValueError, match=r"priors\[kv\] = 1.5"):
         capacity.Learner(OBJECTIVE, {capacity.Resource.KV: 1.5})
     assert math.isfinite(capacity.Settings().bounds[capacity.Resource.COMPUTE][1])
+
+
+def test_a_pod_that_went_away_and_came_back_under_its_name_is_sampled_afresh() -> None:
+    learner = _learner(2000.0)
+    learner.observe([_sample(100.0, tokens=3000.0)])
+    learner.forget("p0")  # e.g. a StatefulSet pod replaced under the same name
+    assert learner.observe([_sample(101.0, tokens=3000.0)]) == [capacity.Verdict.MET]
