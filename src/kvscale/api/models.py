@@ -252,6 +252,64 @@ class Sidecar(_Model):
     )
 
 
+# A Kubernetes-style duration in one unit, greater than zero: "2s", "100ms", "0.5s", "1.5m".
+# (Go's time.ParseDuration also takes sums such as "1m30s"; a latency target never needs one.)
+DURATION_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)(ms|s|m)$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+_Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a duration that matches DURATION_PATTERN ("100ms" -> 0.1)."""
+    unit = "ms" if text.endswith("ms") else text[-1]
+    return float(text[: -len(unit)]) * _DURATION_UNITS[unit]
+
+
+class LatencyTarget(_Model):
+    """A latency to meet at one or more percentiles: `p90: 2s` means 90% within 2 seconds."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    p50: _Duration | None = Field(default=None, description="Median, e.g. 500ms.")
+    p90: _Duration | None = Field(default=None, description="90th percentile, e.g. 2s.")
+    p95: _Duration | None = Field(default=None, description="95th percentile.")
+    p99: _Duration | None = Field(default=None, description="99th percentile.")
+
+    @model_validator(mode="after")
+    def _some(self) -> LatencyTarget:
+        if not self.targets():
+            raise ValueError("set at least one of p50, p90, p95, p99")
+        return self
+
+    def targets(self) -> tuple[tuple[float, float], ...]:
+        """(percentile as a 0..1 fraction, seconds) for every percentile set, lowest first."""
+        found = ((0.5, self.p50), (0.9, self.p90), (0.95, self.p95), (0.99, self.p99))
+        return tuple((q, duration_seconds(text)) for q, text in found if text is not None)
+
+
+class Slo(_Model):
+    """The latency users should get: the autoscaler sizes the fleet to meet it."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    ttft: LatencyTarget | None = Field(
+        default=None,
+        description="Time to first token of each request (vLLM's "
+        "vllm:time_to_first_token_seconds), e.g. {p90: 2s}.",
+    )
+    itl: LatencyTarget | None = Field(
+        default=None,
+        description="Inter-token latency: time between a request's consecutive output tokens "
+        "(vllm:inter_token_latency_seconds), e.g. {p90: 100ms}.",
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> Slo:
+        if self.ttft is None and self.itl is None:
+            raise ValueError("set ttft, itl or both")
+        return self
+
+
 class InferenceDeploymentSpec(_Model):
     """What the user declares."""
 
@@ -265,6 +323,11 @@ class InferenceDeploymentSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)
     sidecar: Sidecar = Field(default_factory=Sidecar)
+    slo: Slo | None = Field(
+        default=None,
+        description="Latency targets (time to first token, inter-token latency) at a "
+        "percentile. Unset: the autoscaler scales to spec.scaling's targets alone.",
+    )
 
 
 class ConditionStatus(enum.StrEnum):

@@ -14,6 +14,10 @@ Modules, bottom up:
   missing, stale, unhealthy and invalid samples are classified and never count as idle.
 - `decision`: the `Autoscaler` (stable and panic windows, panic mode, tolerance, rate limits,
   scale-down delay, min/max) and its `Decision` with a reason and a human message.
+- `capacity`: with `spec.slo`, each resource's capacity per pod (KV demand, tokens/s) learned
+  from the pods' load and latency, with its confidence, source and what it may be used for.
+- `headroom`: start-up time from the pods' own timestamps, the demand's growth rate, and the
+  pods to ask for ahead of a ramp.
 
 The algorithm and its defaults are explained in `docs/scaling.md`.
 """
