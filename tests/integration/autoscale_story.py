@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
+from tests.support import wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
@@ -146,14 +146,12 @@ def hold(
     not_before: float | None = None,
 ) -> None:
     """Polls until `until()`, checking the Deployment's count at every poll (`Watch`)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def checked() -> bool:
         watch.check(not_before, f"while waiting for {what}")
-        if until():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s")
-        time.sleep(1.0)
+        return until()
+
+    wait.eventually(checked, what, timeout_s=timeout_s, interval_s=1.0)
 
 
 class Load:

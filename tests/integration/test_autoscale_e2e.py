@@ -32,7 +32,8 @@ from typing import Any
 
 import pytest
 from tests.integration.autoscale_story import Load, Story, Watch, hold, is_ready
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
@@ -101,13 +102,18 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
         input=json.dumps(manifest(cluster.gpus_per_node)),
     )  # fmt: skip
     # (`eventually` returns the first value that is not None or False: an empty list is one.)
-    first = eventually(
-        lambda: story.ready_ips() or None, "one ready replica", ENGINE_START_TIMEOUT_S
+    first = wait.eventually(
+        lambda: story.ready_ips() or None,
+        "one ready replica",
+        timeout_s=ENGINE_START_TIMEOUT_S,
+        retry_on=wait.NOT_MADE_YET,
     )
     (first_ip,) = first
-    eventually(
+    wait.eventually(
         lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
         "MetricsAvailable=True",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert story.replicas()[0] == 1
 
@@ -118,24 +124,36 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     load.targets = [first_ip]
     load.start()
     try:
-        eventually(lambda: story.replicas()[0] == 3, "the scale-up to 3", timeout_s=120)
-        ups = eventually(lambda: story.events("ScaledUp") or None, "a ScaledUp Event")
+        wait.eventually(
+            lambda: story.replicas()[0] == 3,
+            "the scale-up to 3",
+            timeout_s=120,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        ups = wait.eventually(
+            lambda: story.events("ScaledUp") or None,
+            "a ScaledUp Event",
+            timeout_s=90,
+            retry_on=wait.NOT_MADE_YET,
+        )
         assert any(event["message"].startswith("scaled from 1 to ") for event in ups)
         # The history is written just after the scale (same tick): wait for it.
-        history = eventually(
+        history = wait.eventually(
             lambda: (
                 (h := story.infd()["status"].get("scalingHistory"))
                 and h[-1]["toReplicas"] == 3
                 and h
             ),
             "the scale-up in status.scalingHistory",
+            timeout_s=90,
+            retry_on=wait.NOT_MADE_YET,
         )
         assert history[0]["fromReplicas"] == 1
         assert all(h["toReplicas"] > h["fromReplicas"] for h in history)
-        limited = eventually(
+        limited = wait.eventually(
             lambda: (c := story.condition("ScalingLimited")) and c["reason"] == "PodsUnschedulable"
             and c,
-            "ScalingLimited=True for the pending replica",
+            "ScalingLimited=True for the pending replica", timeout_s=90, retry_on=wait.NOT_MADE_YET,
         )  # fmt: skip
         assert limited["status"] == "True"
         assert limited["message"].startswith("1 of 3 replicas pending: ")
@@ -146,7 +164,12 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
             load.targets = ips
             return ips if len(ips) == 2 else None
 
-        eventually(second_ready, "the second replica to be ready", ENGINE_START_TIMEOUT_S)
+        wait.eventually(
+            second_ready,
+            "the second replica to be ready",
+            timeout_s=ENGINE_START_TIMEOUT_S,
+            retry_on=wait.NOT_MADE_YET,
+        )
     finally:
         load.stop()
     assert load.completed > 0, f"no completion succeeded ({load.failed} failed)"
@@ -192,12 +215,24 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     assert named, "MetricsAvailable never named the pod whose sidecar was down"
 
     # 4. Left alone, the idle deployment scales down after the delay.
-    eventually(lambda: story.replicas()[0] == 1, "the scale-down to 1", timeout_s=180)
-    downs = eventually(lambda: story.events("ScaledDown") or None, "a ScaledDown Event")
+    wait.eventually(
+        lambda: story.replicas()[0] == 1,
+        "the scale-down to 1",
+        timeout_s=180,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    downs = wait.eventually(
+        lambda: story.events("ScaledDown") or None,
+        "a ScaledDown Event",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert any(event["message"].startswith("scaled from 3 to ") for event in downs)
-    status = eventually(
+    status = wait.eventually(
         lambda: (s := story.infd()["status"]) and s["scalingHistory"][-1]["toReplicas"] == 1 and s,
         "the scale-down in status.scalingHistory",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     history = status["scalingHistory"]
     assert any(h["fromReplicas"] == 3 and h["toReplicas"] < 3 for h in history)

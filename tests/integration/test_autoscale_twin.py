@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient
 from tests.integration.autoscale_story import Load, Story, Watch, is_ready
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
@@ -83,22 +84,34 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
         "apply", "-n", story.namespace, "-f", "-", input=json.dumps(manifest(cluster.gpus_per_node))
     )
     (first_ip,) = wait_ready(story, 1)
-    eventually(
+    wait.eventually(
         lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
         "MetricsAvailable=True",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
 
     load = Load({"model": MODEL, "prompt": [7] * 3000, "max_tokens": 400}, ENGINE_PORT, 8)
     load.targets = [first_ip]
     load.start()
     try:
-        eventually(lambda: story.replicas()[0] == 3, "the scale-up to 3", timeout_s=60)
-        ups = eventually(lambda: story.events("ScaledUp") or None, "a ScaledUp Event")
+        wait.eventually(
+            lambda: story.replicas()[0] == 3,
+            "the scale-up to 3",
+            timeout_s=60,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        ups = wait.eventually(
+            lambda: story.events("ScaledUp") or None,
+            "a ScaledUp Event",
+            timeout_s=90,
+            retry_on=wait.NOT_MADE_YET,
+        )
         assert any(event["message"].startswith("scaled from 1 to ") for event in ups)
-        limited = eventually(
+        limited = wait.eventually(
             lambda: (c := story.condition("ScalingLimited")) and c["reason"] == "PodsUnschedulable"
             and c,
-            "ScalingLimited=True for the pending replica",
+            "ScalingLimited=True for the pending replica", timeout_s=90, retry_on=wait.NOT_MADE_YET,
         )  # fmt: skip
         assert limited["message"].startswith("1 of 3 replicas pending: ")
         assert "Insufficient nvidia.com/gpu" in limited["message"]
@@ -107,11 +120,13 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     finally:
         load.stop()
     assert load.completed > 0, f"no completion succeeded ({load.failed} failed)"
-    history = eventually(
+    history = wait.eventually(
         lambda: (
             (h := story.infd()["status"].get("scalingHistory")) and h[-1]["toReplicas"] == 3 and h
         ),
         "the scale-up in status.scalingHistory",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert history[0]["fromReplicas"] == 1
 
@@ -137,15 +152,32 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     assert story.events("MetricsMissing"), "no MetricsMissing Event"
 
     # Left alone, the idle deployment scales down after the delay, least loaded first.
-    eventually(lambda: story.replicas()[0] == 1, "the scale-down to 1", timeout_s=120)
-    downs = eventually(lambda: story.events("ScaledDown") or None, "a ScaledDown Event")
+    wait.eventually(
+        lambda: story.replicas()[0] == 1,
+        "the scale-down to 1",
+        timeout_s=120,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    downs = wait.eventually(
+        lambda: story.events("ScaledDown") or None,
+        "a ScaledDown Event",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert any(event["message"].startswith("scaled from 3 to ") for event in downs)
-    status = eventually(
+    status = wait.eventually(
         lambda: (s := story.infd()["status"]) and s["scalingHistory"][-1]["toReplicas"] == 1 and s,
         "the scale-down in status.scalingHistory",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert status["desiredReplicas"] == 1
-    eventually(lambda: len(story.pods()) == 1 or None, "one pod left", timeout_s=60)
+    wait.eventually(
+        lambda: len(story.pods()) == 1 or None,
+        "one pod left",
+        timeout_s=60,
+        retry_on=wait.NOT_MADE_YET,
+    )
 
 
 def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
@@ -156,10 +188,17 @@ def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
     )
     wait_ready(story, 1)
     cluster.kubectl("scale", "infd", NAME, "-n", story.namespace, "--replicas", "2")
-    eventually(lambda: story.replicas()[0] == 2, "the Deployment held at 2")
-    active = eventually(
+    wait.eventually(
+        lambda: story.replicas()[0] == 2,
+        "the Deployment held at 2",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    active = wait.eventually(
         lambda: (c := story.condition("ScalingActive")) and c["reason"] == "ManualReplicas" and c,
         "ScalingActive=False, ManualReplicas",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert active["status"] == "False"
     assert "remove spec.replicas to resume autoscaling" in active["message"]
@@ -167,20 +206,28 @@ def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
         "patch", "infd", NAME, "-n", story.namespace, "--type", "merge",
         "-p", '{"spec":{"replicas":null}}',
     )  # fmt: skip
-    eventually(
+    wait.eventually(
         lambda: (c := story.condition("ScalingActive")) and c["reason"] != "ManualReplicas",
         "autoscaling to resume",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     # Idle: back to one replica once a whole delay has passed.
-    eventually(lambda: story.replicas()[0] == 1, "the idle scale-down to 1", timeout_s=90)
+    wait.eventually(
+        lambda: story.replicas()[0] == 1,
+        "the idle scale-down to 1",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
 
 
 def wait_ready(story: Story, count: int) -> list[str]:
     try:
-        found: list[str] = eventually(
+        found: list[str] = wait.eventually(
             lambda: ((ips := story.ready_ips()) and len(ips) == count and ips) or None,
             f"{count} ready replica(s)",
             timeout_s=120,
+            retry_on=wait.NOT_MADE_YET,
         )
     except pytest.fail.Exception:
         print(story.diagnostics())

@@ -15,7 +15,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
@@ -75,7 +76,7 @@ def test_each_preemption_policy_runs_on_the_local_stack(
                 return dict(infd)
         return None
 
-    eventually(ready, f"{name} to report Ready", timeout_s=180)
+    wait.eventually(ready, f"{name} to report Ready", timeout_s=180, retry_on=wait.NOT_MADE_YET)
     pods = _get(cluster, namespace, "pods", "-l", f"kvscale.dev/inference-deployment={name}")
     pod = pods["items"][0]
     args = next(c["args"] for c in pod["spec"]["containers"] if c["name"] == "engine")
