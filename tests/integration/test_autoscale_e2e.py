@@ -33,9 +33,8 @@ from typing import Any
 import pytest
 from tests.integration.autoscale_story import Load, Story, Watch, hold, is_ready
 from tests.integration.conftest import Operator
-from tests.support import wait
+from tests.support import manifest, wait
 
-from kvscale.api import models
 from kvscale.localstack import cluster as local
 from kvscale.localstack import engine_env
 
@@ -53,32 +52,21 @@ MAX_TOKENS = 400
 CONCURRENCY = 10
 
 
-def manifest(gpus_per_node: int) -> dict[str, Any]:
-    return {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": engine_env.TINY_MODEL},
-            "engine": {
-                "blockSize": 32,
-                # 63 usable blocks x 32 = 2,016 tokens: the longest sequence must fit in them.
-                "maxModelLen": 1536,
-                "shutdownGraceSeconds": 2,
-                "extraArgs": ["--num-gpu-blocks-override", "64"],
-            },
-            # A whole node's GPUs per replica: two replicas fit, the third stays pending.
-            "resources": {"gpusPerReplica": gpus_per_node, "cpu": "1", "memory": "2Gi"},
-            "scaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "stableWindowSeconds": STABLE_S,
-                "panicWindowSeconds": 4,
-                "scaleDownDelaySeconds": DELAY_S,
-                "tickSeconds": 1,
-            },
+def infd(gpus_per_node: int) -> dict[str, Any]:
+    spec = {
+        "model": {"name": engine_env.TINY_MODEL},
+        "engine": {
+            "blockSize": 32,
+            # 63 usable blocks x 32 = 2,016 tokens: the longest sequence must fit in them.
+            "maxModelLen": 1536,
+            "shutdownGraceSeconds": 2,
+            "extraArgs": ["--num-gpu-blocks-override", "64"],
         },
+        # A whole node's GPUs per replica: two replicas fit, the third stays pending.
+        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "1", "memory": "2Gi"},
+        "scaling": manifest.autoscaling(STABLE_S, DELAY_S),
     }
+    return manifest.inference_deployment(NAME, spec)
 
 
 @pytest.fixture
@@ -99,7 +87,7 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
 ) -> None:
     story.cluster.kubectl(
         "apply", "-n", story.namespace, "-f", "-",
-        input=json.dumps(manifest(cluster.gpus_per_node)),
+        input=json.dumps(infd(cluster.gpus_per_node)),
     )  # fmt: skip
     # (`eventually` returns the first value that is not None or False: an empty list is one.)
     first = wait.eventually(

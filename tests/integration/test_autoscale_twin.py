@@ -28,9 +28,8 @@ import pytest
 from lightkube import AsyncClient
 from tests.integration.autoscale_story import Load, Story, Watch, is_ready
 from tests.integration.conftest import Operator
-from tests.support import wait
+from tests.support import manifest, wait
 
-from kvscale.api import models
 from kvscale.localstack import cluster as local
 from kvscale_operator import config, kube, login
 
@@ -43,31 +42,20 @@ DELAY_S = 15
 STABLE_S = 8
 
 
-def manifest(gpus_per_node: int) -> dict[str, Any]:
-    return {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": MODEL},
-            "engine": {
-                "image": "ghcr.io/kvscale/engine-twin:0.1.0",
-                "blockSize": 16,
-                "maxModelLen": 4096,
-                "shutdownGraceSeconds": 1,
-                "extraArgs": ["--num-gpu-blocks-override", "512"],
-            },
-            "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
-            "scaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "stableWindowSeconds": STABLE_S,
-                "panicWindowSeconds": 4,
-                "scaleDownDelaySeconds": DELAY_S,
-                "tickSeconds": 1,
-            },
+def infd(gpus_per_node: int) -> dict[str, Any]:
+    spec = {
+        "model": {"name": MODEL},
+        "engine": {
+            "image": "ghcr.io/kvscale/engine-twin:0.1.0",
+            "blockSize": 16,
+            "maxModelLen": 4096,
+            "shutdownGraceSeconds": 1,
+            "extraArgs": ["--num-gpu-blocks-override", "512"],
         },
+        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
+        "scaling": manifest.autoscaling(STABLE_S, DELAY_S),
     }
+    return manifest.inference_deployment(NAME, spec)
 
 
 @pytest.fixture
@@ -81,7 +69,7 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     story: Story, cluster: local.Cluster, operator: Operator
 ) -> None:
     cluster.kubectl(
-        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(manifest(cluster.gpus_per_node))
+        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd(cluster.gpus_per_node))
     )
     (first_ip,) = wait_ready(story, 1)
     wait.eventually(
@@ -184,7 +172,7 @@ def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
     story: Story, cluster: local.Cluster
 ) -> None:
     cluster.kubectl(
-        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(manifest(cluster.gpus_per_node))
+        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd(cluster.gpus_per_node))
     )
     wait_ready(story, 1)
     cluster.kubectl("scale", "infd", NAME, "-n", story.namespace, "--replicas", "2")

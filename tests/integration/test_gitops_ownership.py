@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
-from tests.support import wait
+from tests.support import manifest, wait
 
 from kvscale.localstack import cluster as local
 
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.cluster
 
 GITOPS = "argocd-controller"
 NAME = "chat"
-TESTBOX = "kvscale.local/testbox:1"
 
 
 class Operator(Protocol):
@@ -44,27 +43,13 @@ class Operator(Protocol):
     def log(self, since: int = 0) -> str: ...
 
 
-def manifest(namespace: str, min_replicas: int = 1, max_num_seqs: int = 256) -> str:
+def in_git(namespace: str, min_replicas: int = 1, max_num_seqs: int = 256) -> str:
     """The CR as it sits in Git: no spec.replicas (the autoscaler's), no status."""
-    return yaml.safe_dump(
-        {
-            "apiVersion": "kvscale.dev/v1alpha1",
-            "kind": "InferenceDeployment",
-            "metadata": {"name": NAME, "namespace": namespace},
-            "spec": {
-                "model": {"name": "kvscale/tiny-llama"},
-                "engine": {
-                    "image": TESTBOX,
-                    "blockSize": 32,
-                    "maxNumSeqs": max_num_seqs,
-                    "shutdownGraceSeconds": 1,
-                },
-                "sidecar": {"image": TESTBOX},
-                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-                "scaling": {"minReplicas": min_replicas, "maxReplicas": 4},
-            },
-        }
+    spec = manifest.testbox_spec(
+        engine={"maxNumSeqs": max_num_seqs},
+        scaling={"minReplicas": min_replicas, "maxReplicas": 4},
     )
+    return yaml.safe_dump(manifest.inference_deployment(NAME, spec, namespace))
 
 
 def sync(cluster: local.Cluster, text: str, manager: str = GITOPS) -> None:
@@ -108,7 +93,7 @@ def engine_args(cluster: local.Cluster, namespace: str) -> list[str]:
 def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace))
+    sync(cluster, in_git(namespace))
     wait.eventually(
         lambda: replicas(cluster, namespace) == 1,
         "the engine Deployment at 1 replica",
@@ -116,7 +101,7 @@ def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
         retry_on=wait.NOT_MADE_YET,
     )
     # Git raises the floor: the operator scales to it, under its scale field manager.
-    sync(cluster, manifest(namespace, min_replicas=3))
+    sync(cluster, in_git(namespace, min_replicas=3))
     wait.eventually(
         lambda: replicas(cluster, namespace) == 3,
         "the operator to scale to 3",
@@ -129,8 +114,8 @@ def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
 
     # Git lowers the floor again, and syncs (twice, as a tool does): the count the operator
     # holds (3; nothing in Git) stays, while the change itself is taken.
-    sync(cluster, manifest(namespace, min_replicas=1))
-    sync(cluster, manifest(namespace, min_replicas=1))
+    sync(cluster, in_git(namespace, min_replicas=1))
+    sync(cluster, in_git(namespace, min_replicas=1))
 
     def floor_seen() -> bool:
         cr = get(cluster, namespace, "infd")
@@ -158,14 +143,14 @@ def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
 def test_a_change_in_git_reaches_the_engine_deployment(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace, max_num_seqs=256))
+    sync(cluster, in_git(namespace, max_num_seqs=256))
     wait.eventually(
         lambda: "256" in engine_args(cluster, namespace),
         "the engine Deployment",
         timeout_s=90,
         retry_on=wait.NOT_MADE_YET,
     )
-    sync(cluster, manifest(namespace, max_num_seqs=32))
+    sync(cluster, in_git(namespace, max_num_seqs=32))
 
     def applied() -> bool:
         args = engine_args(cluster, namespace)
@@ -179,7 +164,7 @@ def test_a_change_in_git_reaches_the_engine_deployment(
 def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace))
+    sync(cluster, in_git(namespace))
     wait.eventually(
         lambda: replicas(cluster, namespace) == 1,
         "the engine Deployment",
@@ -194,7 +179,7 @@ def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
     }
     sync(cluster, yaml.safe_dump(label), manager="platform-team")
     # Make the operator apply the Deployment again (a change in Git), and wait for it.
-    sync(cluster, manifest(namespace, max_num_seqs=48))
+    sync(cluster, in_git(namespace, max_num_seqs=48))
     wait.eventually(
         lambda: "48" in engine_args(cluster, namespace),
         "the operator's next apply",
@@ -210,7 +195,7 @@ def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
 def test_a_tool_applying_the_engine_replicas_is_refused_with_a_conflict(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace))
+    sync(cluster, in_git(namespace))
     wait.eventually(
         lambda: replicas(cluster, namespace) == 1,
         "the engine Deployment",

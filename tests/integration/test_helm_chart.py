@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.integration import chartrbac
-from tests.support import wait
+from tests.support import manifest, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -48,7 +48,6 @@ ACCOUNT = chartrbac.ACCOUNT
 KUBE_VERSION = "1.36.3"
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 APPS = "chart-apps"  # where the test's InferenceDeployment lives
-TESTBOX = "kvscale.local/testbox:1"
 # `helm template` flags that make the chart see the Prometheus Operator's CRDs.
 MONITORING_API_VERSIONS = [
     arg
@@ -329,19 +328,7 @@ def lease_holder(cluster: local.Cluster) -> str:
 
 
 def infd(name: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "kvscale.dev/v1alpha1",
-            "kind": "InferenceDeployment",
-            "metadata": {"name": name, "namespace": APPS},
-            "spec": {
-                "model": {"name": "kvscale/tiny-llama"},
-                "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-                "sidecar": {"image": TESTBOX},
-                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-            },
-        }
-    )
+    return json.dumps(manifest.inference_deployment(name, manifest.testbox_spec(), APPS))
 
 
 def exists(cluster: local.Cluster, kind: str, name: str, namespace: str = APPS) -> bool:

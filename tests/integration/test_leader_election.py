@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import pytest
-from tests.support import wait
+from tests.support import manifest, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -32,7 +32,6 @@ TIMING = (
     "--leader-elect-renew-deadline", "3",
     "--leader-elect-retry-period", "0.5",
 )  # fmt: skip
-TESTBOX = "kvscale.local/testbox:1"
 
 
 class Operator(Protocol):
@@ -68,19 +67,7 @@ def leader_of(replicas: list[Operator]) -> Operator:
 
 
 def cr(name: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "kvscale.dev/v1alpha1",
-            "kind": "InferenceDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {"name": "kvscale/tiny-llama"},
-                "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-                "sidecar": {"image": TESTBOX},
-                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-            },
-        }
-    )
+    return json.dumps(manifest.inference_deployment(name, manifest.testbox_spec()))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ refuses vLLM's flags and exits, so the engine pods never become ready here.)
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 
 import pytest
 from lightkube import AsyncClient
-from tests.support import wait
+from tests.support import manifest, wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
@@ -39,34 +38,13 @@ class Operator(Protocol):
     def log_size(self) -> int: ...
 
 
-TESTBOX = "kvscale.local/testbox:1"
 NAME = "llama"
 OWNED_KINDS = ("deployment", "service", "poddisruptionbudget")
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def manifest(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "model": {"name": "kvscale/tiny-llama"},
-        "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-        "sidecar": {"image": TESTBOX},
-        "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-    }
-    return {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": NAME},
-        "spec": merge(base, spec),
-    }
+def resource(**spec: Any) -> dict[str, Any]:
+    """The CR: the testbox spec with `spec`'s parts merged over it."""
+    return manifest.inference_deployment(NAME, manifest.testbox_spec(**spec))
 
 
 class Kube:
@@ -146,7 +124,7 @@ def managers_of_replicas(deployment: dict[str, Any]) -> set[str]:
 
 
 def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: Kube) -> None:
-    k8s.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 3}))
+    k8s.apply(resource(scaling={"minReplicas": 2, "maxReplicas": 3}))
     objects = wait_for_objects(k8s)
     infd = k8s.must("infd")
     for kind, obj in objects.items():
@@ -197,7 +175,7 @@ def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: 
 
 
 def test_a_deleted_deployment_service_or_pdb_comes_back(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     objects = wait_for_objects(k8s)
     for kind, obj in objects.items():
         old_uid = obj["metadata"]["uid"]
@@ -216,7 +194,7 @@ def test_a_deleted_deployment_service_or_pdb_comes_back(k8s: Kube) -> None:
 
 
 def test_an_edited_owned_field_is_restored_and_replicas_are_left_alone(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     rendered = k8s.must("deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     k8s.run("scale", "deployment", NAME, "--replicas", "2")
@@ -264,7 +242,7 @@ def test_an_edited_owned_field_is_restored_and_replicas_are_left_alone(k8s: Kube
 
 
 def test_kubectl_scale_infd_sets_the_deployment_replicas(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     k8s.run("scale", "infd", NAME, "--replicas", "3")
     deployment = wait.eventually(
@@ -290,7 +268,7 @@ def test_more_replicas_than_free_gpus_leave_pods_pending_and_the_cr_says_why(
 ) -> None:
     # Each replica takes a whole node's GPUs, and there is one replica more than nodes.
     k8s.apply(
-        manifest(
+        resource(
             replicas=cluster.nodes + 1,
             resources={"gpusPerReplica": cluster.gpus_per_node},
         )
@@ -323,7 +301,7 @@ def settled(k8s: Kube) -> dict[str, tuple[str, int | None]]:
 def test_an_operator_restart_makes_no_duplicates_and_no_changes(
     k8s: Kube, operator: Operator
 ) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     wait.eventually(
         lambda: (
@@ -360,7 +338,7 @@ def test_an_operator_restart_makes_no_duplicates_and_no_changes(
 
 
 def test_deleting_the_cr_garbage_collects_its_objects(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     k8s.run("delete", "infd", NAME, "--wait=false")
     for kind in OWNED_KINDS:
@@ -377,7 +355,7 @@ def test_deleting_the_cr_garbage_collects_its_objects(k8s: Kube) -> None:
 
 
 def test_an_engine_config_problem_is_a_condition_with_a_clear_message(k8s: Kube) -> None:
-    k8s.apply(manifest(engine={"extraArgs": ["--swap-space", "4", "--block-size=64"]}))
+    k8s.apply(resource(engine={"extraArgs": ["--swap-space", "4", "--block-size=64"]}))
     ready = wait.eventually(
         lambda: (c := k8s.condition("Ready")) and c["reason"] == "EngineConfigInvalid" and c,
         "Ready=False with reason EngineConfigInvalid",
@@ -405,7 +383,7 @@ def test_an_engine_config_problem_is_a_condition_with_a_clear_message(k8s: Kube)
 def test_a_status_write_that_meets_a_concurrent_writer_is_retried(
     k8s: Kube, cluster: local.Cluster
 ) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait.eventually(lambda: k8s.condition("Ready"), "the operator's first status", timeout_s=90)
     seen: list[str] = []
     conflicts: list[int] = []
