@@ -173,12 +173,14 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     hold(watch, lambda: story.names(second_name, "engine "),
          "MetricsAvailable to name the dead engine", 60)  # fmt: skip
     mark = operator.log_size()
+    # Taken before the restart, so the new autoscaler's delay starts after it: "not before
+    # restarted + DELAY_S" below is an order a slow machine can only make easier to meet.
+    restarted = time.monotonic()
     operator.restart()
     hold(watch, lambda: f"{story.namespace}/{NAME}: autoscaler started" in operator.log(mark),
          "the restarted operator's autoscaler", 60)  # fmt: skip
     # A restarted operator waits a whole delay before it scales down, and the dead engine's
     # unknown load holds any scale-down until its reports are fresh again: watch both.
-    restarted = time.monotonic()
 
     def engine_back() -> bool:
         condition = story.condition("MetricsAvailable")
