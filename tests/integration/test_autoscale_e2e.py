@@ -112,30 +112,9 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     load.targets = [first_ip]
     load.start()
     try:
-        wait.eventually(
-            lambda: story.replicas()[0] == 3,
-            "the scale-up to 3",
-            timeout_s=120,
-            retry_on=wait.NOT_MADE_YET,
-        )
-        ups = wait.eventually(
-            lambda: story.events("ScaledUp") or None,
-            "a ScaledUp Event",
-            timeout_s=90,
-            retry_on=wait.NOT_MADE_YET,
-        )
+        ups = story.scaled(3, "ScaledUp", timeout_s=120)
         assert any(event["message"].startswith("scaled from 1 to ") for event in ups)
-        # The history is written just after the scale (same tick): wait for it.
-        history = wait.eventually(
-            lambda: (
-                (h := story.infd()["status"].get("scalingHistory"))
-                and h[-1]["toReplicas"] == 3
-                and h
-            ),
-            "the scale-up in status.scalingHistory",
-            timeout_s=90,
-            retry_on=wait.NOT_MADE_YET,
-        )
+        history = story.recorded(3)["scalingHistory"]
         assert history[0]["fromReplicas"] == 1
         assert all(h["toReplicas"] > h["fromReplicas"] for h in history)
         limited = wait.eventually(
@@ -205,25 +184,9 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     assert named, "MetricsAvailable never named the pod whose sidecar was down"
 
     # 4. Left alone, the idle deployment scales down after the delay.
-    wait.eventually(
-        lambda: story.replicas()[0] == 1,
-        "the scale-down to 1",
-        timeout_s=180,
-        retry_on=wait.NOT_MADE_YET,
-    )
-    downs = wait.eventually(
-        lambda: story.events("ScaledDown") or None,
-        "a ScaledDown Event",
-        timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
-    )
+    downs = story.scaled(1, "ScaledDown", timeout_s=180)
     assert any(event["message"].startswith("scaled from 3 to ") for event in downs)
-    status = wait.eventually(
-        lambda: (s := story.infd()["status"]) and s["scalingHistory"][-1]["toReplicas"] == 1 and s,
-        "the scale-down in status.scalingHistory",
-        timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
-    )
+    status = story.recorded(1)
     history = status["scalingHistory"]
     assert any(h["fromReplicas"] == 3 and h["toReplicas"] < 3 for h in history)
     assert status["lastScaleTime"] == history[-1]["time"]

@@ -83,18 +83,7 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     load.targets = [first_ip]
     load.start()
     try:
-        wait.eventually(
-            lambda: story.replicas()[0] == 3,
-            "the scale-up to 3",
-            timeout_s=60,
-            retry_on=wait.NOT_MADE_YET,
-        )
-        ups = wait.eventually(
-            lambda: story.events("ScaledUp") or None,
-            "a ScaledUp Event",
-            timeout_s=90,
-            retry_on=wait.NOT_MADE_YET,
-        )
+        ups = story.scaled(3, "ScaledUp", timeout_s=60)
         assert any(event["message"].startswith("scaled from 1 to ") for event in ups)
         limited = wait.eventually(
             lambda: (c := story.condition("ScalingLimited")) and c["reason"] == "PodsUnschedulable"
@@ -140,25 +129,9 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     assert story.events("MetricsMissing"), "no MetricsMissing Event"
 
     # Left alone, the idle deployment scales down after the delay, least loaded first.
-    wait.eventually(
-        lambda: story.replicas()[0] == 1,
-        "the scale-down to 1",
-        timeout_s=120,
-        retry_on=wait.NOT_MADE_YET,
-    )
-    downs = wait.eventually(
-        lambda: story.events("ScaledDown") or None,
-        "a ScaledDown Event",
-        timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
-    )
+    downs = story.scaled(1, "ScaledDown", timeout_s=120)
     assert any(event["message"].startswith("scaled from 3 to ") for event in downs)
-    status = wait.eventually(
-        lambda: (s := story.infd()["status"]) and s["scalingHistory"][-1]["toReplicas"] == 1 and s,
-        "the scale-down in status.scalingHistory",
-        timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
-    )
+    status = story.recorded(1)
     assert status["desiredReplicas"] == 1
     wait.eventually(
         lambda: len(story.pods()) == 1 or None,
