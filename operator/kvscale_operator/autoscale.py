@@ -60,6 +60,7 @@ from kvscale_operator import (
     render,
     sampling,
     status,
+    utc,
 )
 
 log = logging.getLogger("kvscale_operator.autoscale")
@@ -107,10 +108,6 @@ class Collect(Protocol):
     ) -> list[collector.Result]: ...
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 @dataclasses.dataclass(frozen=True)
 class Deps:
     """What the loops share: the API, the collector, the pod inventory, metrics, clocks."""
@@ -124,7 +121,7 @@ class Deps:
     )
     clock: Callable[[], float] = time.monotonic
     """The decision's clock: monotonic seconds."""
-    wall: Callable[[], datetime.datetime] = _utcnow
+    wall: Callable[[], datetime.datetime] = utc.now
     """For timestamps people read (status, history)."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     status_interval: float = STATUS_INTERVAL_SECONDS

@@ -37,7 +37,7 @@ import httpx2
 import lightkube
 from lightkube import AsyncClient, generic_resource
 
-from kvscale_operator import config, lease
+from kvscale_operator import config, lease, utc
 
 log = logging.getLogger("kvscale_operator")
 
@@ -59,10 +59,6 @@ def identity(environ: Mapping[str, str] = os.environ) -> str:
     return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class Outcome(enum.Enum):
     """How an elected run ended."""
 
@@ -80,7 +76,7 @@ class Elector:
         me: str,
         *,
         monotonic: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime.datetime] = _utcnow,
+        wall: Callable[[], datetime.datetime] = utc.now,
     ) -> None:
         self._client = client
         self._election = election

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvscale import histogram
+from kvscale import histogram, problem
 
 SCHEMA_GROUP = "kvscale.dev/occupancy"
 MAJOR_VERSION = "v1"
@@ -325,12 +325,4 @@ def from_json(data: str | bytes) -> OccupancyReport:
         # Strict JSON validation: "5" is not a count and 5.0 is not an integer on this wire.
         return OccupancyReport.model_validate_json(data, strict=True)
     except pydantic.ValidationError as error:
-        raise ReportError(_describe(error)) from None
-
-
-def _describe(error: pydantic.ValidationError) -> str:
-    problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "report"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
+        raise ReportError(problem.describe(error, whole="report")) from None

@@ -398,8 +398,10 @@ def test_idle_then_saturated_engine(engine: Engine, sidecar: Sidecar) -> None:
         assert saturated.usage_ratio is not None
         assert saturated.num_used_blocks == round(saturated.usage_ratio * (NUM_GPU_BLOCKS - 1))
 
-        # Sandwich the report between two direct reads of vLLM's /metrics: its counters lie
-        # between theirs, and its sample was taken within one poll (plus scrape) of the first.
+        # Sandwich the report between two direct reads of vLLM's /metrics: the report follows
+        # the engine. Shown by order, never by a deadline (a busy machine only makes it slower):
+        # its sample was taken after the first read and before the report reached us, and its
+        # counters lie between the two reads'.
         before = engine.metrics()
         before_at = time.time()
         fresh = sidecar.until(
@@ -411,11 +413,13 @@ def test_idle_then_saturated_engine(engine: Engine, sidecar: Sidecar) -> None:
             "a sample newer than the direct read",
             every=0.02,
         )
+        received_at = time.time()
         after = engine.metrics()
         assert fresh.sampled_at is not None
+        assert before_at < fresh.sampled_at <= received_at
         lag = fresh.sampled_at - before_at
+        # A figure, not a bound: about one poll (POLL) plus a scrape on an idle machine.
         print(f"report sample came {lag * 1000:.0f} ms after the direct read of vLLM's /metrics")
-        assert lag <= POLL + SCRAPE_TIMEOUT
         assert fresh.preemptions_total is not None
         assert (
             before["vllm:num_preemptions_total"]

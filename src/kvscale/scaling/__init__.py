@@ -7,6 +7,7 @@ collects the sidecars' reports, adapts them into `demand.Observation`s, calls
 `decision.Autoscaler.step(now, observations, current)` and acts on the returned `Decision`.
 
 Modules, bottom up:
+- `arith`: ceil and floor that float noise cannot tip over an integer.
 - `settings`: `ScalingSettings` (the CR's `spec.scaling` plus a few operator-level limits),
   `validate(raw)` with precise messages, `from_spec(models.Scaling)`.
 - `window`: time-bucketed windowed average and windowed maximum.
