@@ -13,34 +13,22 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
+from tests.integration.conftest import eventually
 
 from kvscale.localstack import binaries, namespace, node
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-T = TypeVar("T")
 WAIT_S = 120.0  # generous: a busy 2-core machine; not a timing assertion
 GPUS = 2
-
-
-def _eventually(probe: Callable[[], T | None], what: str, timeout_s: float = WAIT_S) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def _progress(line: str) -> None:
@@ -73,7 +61,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
     # `down` leaves nothing of the node behind.
     assert not (namespace.NETNS_DIR / plan.netns).exists()
     assert not pathlib.Path(f"/sys/class/net/{plan.veth_host}").exists()
-    assert not any((h / plan.cgroup_root.lstrip("/")).exists() for h in namespace._hierarchies())
+    assert not any((h / plan.cgroup_root.lstrip("/")).exists() for h in namespace.hierarchies())
     assert not plan.root.exists()
     mounts = pathlib.Path("/proc/self/mountinfo").read_text()
     assert str(handle.state_dir) not in mounts
@@ -119,7 +107,7 @@ def _ready(real: local.Cluster, name: str) -> dict[str, Any] | None:
 def web(real: local.Cluster) -> dict[str, Any]:
     """A running webecho pod, Ready by its readiness probe."""
     _apply(real, _pod("web"))
-    return _eventually(lambda: _ready(real, "web"), "pod web Ready")
+    return eventually(lambda: _ready(real, "web"), "pod web Ready", timeout_s=WAIT_S)
 
 
 def test_node_registers_ready_with_fake_gpus(real: local.Cluster) -> None:
@@ -149,7 +137,7 @@ def test_kubectl_logs_shows_the_containers_stdout_and_the_probe(
         text = real.kubectl("logs", "web").stdout
         return text if "request: GET /healthz" in text else None
 
-    text = _eventually(logged, "the readiness probe's requests in the pod's log")
+    text = eventually(logged, "the readiness probe's requests in the pod's log", timeout_s=WAIT_S)
     assert text.startswith("webecho listening on 8080\n")
 
 
@@ -180,7 +168,10 @@ def test_cluster_ip_service_answers_inside_the_node_namespace(
         result = real.in_node(sys.executable, "-c", fetch)
         return result.stdout if result.returncode == 0 else None
 
-    assert _eventually(answered, f"Service web ({cluster_ip}) answering") == "hello from web\n"
+    assert (
+        eventually(answered, f"Service web ({cluster_ip}) answering", timeout_s=WAIT_S)
+        == "hello from web\n"
+    )
     # The Service range exists only inside the node's namespace.
     host_routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
     assert real.service_cidr not in host_routes
@@ -198,7 +189,7 @@ def test_pod_asking_more_gpus_than_exist_stays_pending_with_the_schedulers_reaso
                 return dict(condition)
         return None
 
-    condition = _eventually(unschedulable, "pod greedy unschedulable")
+    condition = eventually(unschedulable, "pod greedy unschedulable", timeout_s=WAIT_S)
     assert condition["reason"] == "Unschedulable"
     assert f"Insufficient {node.GPU_RESOURCE}" in condition["message"]
     assert _get(real, "pod", "greedy")["status"]["phase"] == "Pending"
@@ -219,7 +210,7 @@ def test_kill_9_of_the_containers_process_makes_kubelet_restart_it(
     real: local.Cluster,
 ) -> None:
     _apply(real, _pod("victim"))
-    pod = _eventually(lambda: _ready(real, "victim"), "pod victim Ready")
+    pod = eventually(lambda: _ready(real, "victim"), "pod victim Ready", timeout_s=WAIT_S)
     status = pod["status"]["containerStatuses"][0]
     assert status["restartCount"] == 0
     container_id = status["containerID"].removeprefix("containerd://")
@@ -232,7 +223,7 @@ def test_kill_9_of_the_containers_process_makes_kubelet_restart_it(
         current = ready["status"]["containerStatuses"][0]
         return current if current["restartCount"] >= 1 else None
 
-    current = _eventually(restarted, "kubelet restarting the killed container")
+    current = eventually(restarted, "kubelet restarting the killed container", timeout_s=WAIT_S)
     assert current["restartCount"] == 1
     assert current["lastState"]["terminated"]["exitCode"] == 137
     real.kubectl("delete", "pod", "victim", "--wait=false")

@@ -56,10 +56,10 @@ def test_the_veth_pair_shares_one_slash_30_and_stays_out_of_the_pod_and_service_
     assert ipaddress.ip_address(addresses.node_ip) in link
     assert addresses.host_ip != addresses.node_ip
     assert str(link.network_address) not in (addresses.host_ip, addresses.node_ip)
-    pods = ipaddress.ip_network(addresses.pod_cidr)
+    pods = ipaddress.IPv4Network(addresses.pod_cidr)
     assert not pods.overlaps(link)
     assert not pods.overlaps(ipaddress.ip_network("10.96.0.0/16"))
-    assert pods.subnet_of(ipaddress.ip_network("10.244.0.0/14"))
+    assert pods.subnet_of(ipaddress.IPv4Network("10.244.0.0/14"))
 
 
 @given(st.integers(1024, 65535), st.integers(1024, 65535))

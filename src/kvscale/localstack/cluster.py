@@ -554,6 +554,70 @@ def _import_images(plan: node.Plan, images: list[pathlib.Path]) -> None:
             raise ClusterError(f"importing {tar} into containerd failed: {result.stderr.strip()}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+    """The start's own bookkeeping, lent to a part of it: launch, wait for, and time a step."""
+
+    launch: Callable[[str, list[str], dict[str, str]], None]
+    wait: Callable[[str, Callable[[], health.Result], str], None]
+    done: Callable[[str], None]
+
+
+def _start_node(
+    cluster: Cluster,
+    node_files: binaries.NodeFiles,
+    bundle: pki.ClusterPKI,
+    tls: ssl.SSLContext,
+    env: dict[str, str],
+    steps: _Steps,
+    now: datetime.datetime,
+) -> None:
+    """Start the real node: namespace, relay, containerd (with the images), kubelet, kube-proxy."""
+    launch, wait, done = steps.launch, steps.wait, steps.done
+    ports = cluster.ports
+    node_plan = cluster.node
+    shutil.rmtree(node_plan.root, ignore_errors=True)
+    try:
+        namespace.create(node_plan)
+    except namespace.AddressTakenError:
+        raise
+    except namespace.NamespaceError as exc:
+        raise ClusterError(f"node: {exc}") from exc
+    kubeconfigs = _write_node_files(node_plan, cluster.files, bundle, now)
+    done("node namespace")
+    host_ip, port = node_plan.addresses.host_ip, str(ports.apiserver)
+    relay = [sys.executable, "-m", "kvscale.localstack.relay", host_ip, port, network.LOOPBACK]
+    launch(node.RELAY, [*relay, port], env)
+    wait(node.RELAY, functools.partial(_check_tcp, host_ip, ports.apiserver), "listening")
+    launch(node.CONTAINERD, node.containerd_argv(node_plan), env)
+    wait(node.CONTAINERD, functools.partial(_check_containerd, node_plan), "answering")
+    _import_images(node_plan, node_files.images)
+    done("containerd+images")
+    kubelet_argv = node.kubelet_argv(node_plan, node_files.kubelet, kubeconfigs[node.KUBELET])
+    launch(node.KUBELET, kubelet_argv, env)
+    wait(
+        node.KUBELET,
+        functools.partial(_check_nodes, ports.apiserver_url, tls, node_plan.node_name, 1),
+        "registering a Ready node",
+    )
+    run_kubectl(
+        cluster.env(),
+        [
+            "patch",
+            "node",
+            node_plan.node_name,
+            "--subresource=status",
+            "--type=json",
+            "-p",
+            node.gpu_patch(node_plan.gpus),
+        ],
+    )
+    done(node.KUBELET)
+    launch(node.KUBE_PROXY, node.kube_proxy_argv(node_plan, node_files.kube_proxy), env)
+    wait(node.KUBE_PROXY, functools.partial(_check_kube_proxy, node_plan), "syncing rules")
+    done(node.KUBE_PROXY)
+
+
 def _start_once(
     settings: Settings,
     bins: binaries.Binaries,
@@ -667,53 +731,8 @@ def _start_once(
         if kubelet_runtime:
             if node_files is None:
                 raise ClusterError("runtime kubelet: the node's files were not found")
-            node_plan = cluster.node
-            shutil.rmtree(node_plan.root, ignore_errors=True)
-            try:
-                namespace.create(node_plan)
-            except namespace.AddressTakenError:
-                raise
-            except namespace.NamespaceError as exc:
-                raise ClusterError(f"node: {exc}") from exc
-            kubeconfigs = _write_node_files(node_plan, files, bundle, now)
-            done("node namespace")
-            relay = [sys.executable, "-m", "kvscale.localstack.relay"]
-            relay += [node_plan.addresses.host_ip, str(ports.apiserver), network.LOOPBACK]
-            launch(node.RELAY, [*relay, str(ports.apiserver)], env)
-            wait(
-                node.RELAY,
-                functools.partial(_check_tcp, node_plan.addresses.host_ip, ports.apiserver),
-                "listening",
-            )
-            launch(node.CONTAINERD, node.containerd_argv(node_plan), env)
-            wait(node.CONTAINERD, functools.partial(_check_containerd, node_plan), "answering")
-            _import_images(node_plan, node_files.images)
-            done("containerd+images")
-            kubelet_argv = node.kubelet_argv(
-                node_plan, node_files.kubelet, kubeconfigs[node.KUBELET]
-            )
-            launch(node.KUBELET, kubelet_argv, env)
-            wait(
-                node.KUBELET,
-                functools.partial(_check_nodes, ports.apiserver_url, tls, node_plan.node_name, 1),
-                "registering a Ready node",
-            )
-            run_kubectl(
-                cluster.env(),
-                [
-                    "patch",
-                    "node",
-                    node_plan.node_name,
-                    "--subresource=status",
-                    "--type=json",
-                    "-p",
-                    node.gpu_patch(node_plan.gpus),
-                ],
-            )
-            done(node.KUBELET)
-            launch(node.KUBE_PROXY, node.kube_proxy_argv(node_plan, node_files.kube_proxy), env)
-            wait(node.KUBE_PROXY, functools.partial(_check_kube_proxy, node_plan), "syncing rules")
-            done(node.KUBE_PROXY)
+            steps = _Steps(launch, wait, done)
+            _start_node(cluster, node_files, bundle, tls, env, steps, now)
         elif settings.node_agent:
             agent_plan = components.NodeAgentPlan(
                 python=pathlib.Path(sys.executable),

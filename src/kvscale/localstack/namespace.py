@@ -53,7 +53,7 @@ def _routed(prefixes: list[str]) -> list[str]:
     return taken
 
 
-def _hierarchies() -> list[pathlib.Path]:
+def hierarchies() -> list[pathlib.Path]:
     """Every cgroup hierarchy mounted under /sys/fs/cgroup (v1 controllers, named, unified)."""
     return sorted(
         p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink() and os.path.ismount(p)
@@ -61,7 +61,7 @@ def _hierarchies() -> list[pathlib.Path]:
 
 
 def _make_cgroups(plan: node.Plan) -> None:
-    for hierarchy in _hierarchies():
+    for hierarchy in hierarchies():
         group = hierarchy / plan.cgroup_root.lstrip("/")
         group.mkdir(exist_ok=True)
         if hierarchy.name == "cpuset":
@@ -117,7 +117,7 @@ def _pids(group: pathlib.Path) -> list[int]:
 
 def kill_pods(plan: node.Plan) -> None:
     """SIGKILL every process in the node's cgroups (the pods' containers) and wait for them."""
-    groups = [h / plan.cgroup_root.lstrip("/") for h in _hierarchies()]
+    groups = [h / plan.cgroup_root.lstrip("/") for h in hierarchies()]
     deadline = time.monotonic() + _KILL_WAIT_S
     while True:
         pids = sorted({pid for g in groups if g.is_dir() for pid in _pids(g)})
@@ -141,7 +141,7 @@ def _mounts_under(root: pathlib.Path) -> list[str]:
 
 def _remove_cgroups(plan: node.Plan) -> list[str]:
     left = []
-    for hierarchy in _hierarchies():
+    for hierarchy in hierarchies():
         group = hierarchy / plan.cgroup_root.lstrip("/")
         if not group.is_dir():
             continue
