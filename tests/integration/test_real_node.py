@@ -65,6 +65,12 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
     assert not plan.root.exists()
     mounts = pathlib.Path("/proc/self/mountinfo").read_text()
     assert str(handle.state_dir) not in mounts
+    # Nor entries in the host directories that the CNI library and kubelet write regardless.
+    if node.CNI_CACHE_DIR.is_dir():
+        assert not [e for e in node.CNI_CACHE_DIR.iterdir() if e.name.startswith(plan.netns)]
+    if node.CONTAINER_LOG_LINKS.is_dir():
+        links = [os.readlink(e) for e in node.CONTAINER_LOG_LINKS.iterdir() if e.is_symlink()]
+        assert not [target for target in links if target.startswith(str(handle.state_dir))]
 
 
 def _get(real: local.Cluster, *args: str) -> Any:

@@ -94,12 +94,15 @@ def test_containerd_config_is_private_and_clamps_oom_scores() -> None:
     assert cri["restrict_oom_score_adj"] is True
     assert cri["netns_mounts_under_state_dir"] is True
     assert cri["sandbox_image"] == node.PAUSE_IMAGE
-    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
+    runc = cri["containerd"]["runtimes"]["runc"]["options"]
+    assert runc["SystemdCgroup"] is False
+    assert runc["Root"] == "/state/demo/node/containerd/state/runc"
     assert cri["cni"]["conf_dir"] == "/state/demo/node/cni/net.d"
 
 
 def test_cni_config_is_a_bridge_over_the_pod_range_without_masquerade() -> None:
     config = json.loads(node.cni_config(PLAN))
+    assert config["name"] == "kvscale-demo"
     bridge, portmap = config["plugins"]
     assert bridge["type"] == "bridge"
     assert bridge["isGateway"] is True

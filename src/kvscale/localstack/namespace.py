@@ -155,6 +155,22 @@ def _remove_cgroups(plan: node.Plan) -> list[str]:
     return left
 
 
+def _remove_host_entries(plan: node.Plan) -> None:
+    """This node's files in host directories the CNI library and kubelet write regardless."""
+    sandboxes = (
+        [d.name for d in plan.sandboxes_dir.iterdir()] if plan.sandboxes_dir.is_dir() else []
+    )
+    if node.CNI_CACHE_DIR.is_dir():
+        for entry in node.CNI_CACHE_DIR.iterdir():
+            if any(f"-{sandbox}-" in entry.name for sandbox in sandboxes):
+                entry.unlink(missing_ok=True)
+    if node.CONTAINER_LOG_LINKS.is_dir():
+        for link in node.CONTAINER_LOG_LINKS.iterdir():
+            with contextlib.suppress(OSError):
+                if link.is_symlink() and os.readlink(link).startswith(f"{plan.root}/"):
+                    link.unlink()
+
+
 def destroy(plan: node.Plan) -> None:
     """Remove everything `create` and the node made; call after its processes are stopped.
 
@@ -164,6 +180,7 @@ def destroy(plan: node.Plan) -> None:
     Raises NamespaceError naming what is left.
     """
     kill_pods(plan)
+    _remove_host_entries(plan)
     problems: list[str] = []
     for point in _mounts_under(plan.root):
         result = subprocess.run(

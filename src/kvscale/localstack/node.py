@@ -30,6 +30,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 CNI_BIN_DIR = pathlib.Path("/usr/lib/cni")
 CONTAINERD_BINARY = "/usr/bin/containerd"
 NSENTER = "/usr/bin/nsenter"
+# Paths on the host that containerd 1.6's CNI library and kubelet use whatever they are told:
+# `namespace.destroy` removes this node's entries from them.
+CNI_CACHE_DIR = pathlib.Path("/var/lib/cni/results")
+CONTAINER_LOG_LINKS = pathlib.Path("/var/log/containers")
 KUBELET_PORT = 10250
 BRIDGE = "kvscale0"  # inside the node's namespace, so every cluster may use the same name
 
@@ -120,6 +124,11 @@ class Plan:
         return self.root / "cni" / "ipam"
 
     @property
+    def sandboxes_dir(self) -> pathlib.Path:
+        """One directory per pod sandbox id, kept by containerd's CRI plugin."""
+        return self.containerd_root / "io.containerd.grpc.v1.cri" / "sandboxes"
+
+    @property
     def pod_logs_dir(self) -> pathlib.Path:
         return self.root / "pod-logs"
 
@@ -173,6 +182,7 @@ def containerd_config(plan: Plan) -> str:
         '  runtime_type = "io.containerd.runc.v2"',
         f"[{cri}.containerd.runtimes.runc.options]",
         "  SystemdCgroup = false",
+        f'  Root = "{plan.containerd_state / "runc"}"',
         f"[{cri}.cni]",
         f'  bin_dir = "{CNI_BIN_DIR}"',
         f'  conf_dir = "{plan.cni_conf_dir}"',
@@ -187,7 +197,8 @@ def cni_config(plan: Plan) -> str:
     """A bridge with the gateway address, host-local IPAM and portmap (loopback is implied)."""
     document = {
         "cniVersion": "0.4.0",
-        "name": "kvscale",
+        # Per cluster: the CNI library names its cache files on the host after the network.
+        "name": plan.netns,
         "plugins": [
             {
                 "type": "bridge",

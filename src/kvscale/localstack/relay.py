@@ -16,15 +16,13 @@ import sys
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
+    """Copy until EOF, then pass the EOF on (a half-close: the other direction may go on)."""
+    with contextlib.suppress(ConnectionError, OSError):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(ConnectionError, OSError):
-            writer.close()
+        if writer.can_write_eof():
+            writer.write_eof()
 
 
 async def serve(listen_host: str, port: int, target_host: str, target_port: int) -> None:
@@ -34,7 +32,12 @@ async def serve(listen_host: str, port: int, target_host: str, target_port: int)
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            for end in (writer, up_writer):
+                with contextlib.suppress(ConnectionError, OSError):
+                    end.close()
 
     server = await asyncio.start_server(handle, listen_host, port)
     print(f"relay {listen_host}:{port} -> {target_host}:{target_port}", flush=True)
