@@ -8,7 +8,7 @@ export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
 # The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test check lint typecheck contracts unit setup venv control-plane engine-env tools clean
+.PHONY: demo test check lint typecheck contracts unit setup venv control-plane node engine-env tools clean
 
 demo: setup
 	$(BIN)/kvscale demo
@@ -31,7 +31,7 @@ contracts: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-setup: venv control-plane engine-env tools
+setup: venv control-plane node engine-env tools
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,11 @@ $(VENV)/.installed: pyproject.toml requirements/dev.lock
 
 control-plane:
 	scripts/build-control-plane.sh
+
+# kubelet and kube-proxy (Go modules), containerd, runc and CNI (Debian's packages, needs root),
+# the pause and test images: the real node of `kvscale cluster up --runtime kubelet`.
+node:
+	scripts/build-node.sh
 
 engine-env:
 	scripts/build-engine-env.sh

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--gpus-per-node", type=int, default=2, help="fake nvidia.com/gpu capacity per node"
     )
+    cluster.add_argument(
+        "--runtime",
+        choices=["node-agent", "kubelet"],
+        default="node-agent",
+        help="node-agent: pods as local processes; kubelet: one real node (containerd, kubelet, "
+        "kube-proxy) in its own network namespace with nodes x gpus-per-node fake GPUs",
+    )
     cluster.set_defaults(func=_cluster)
 
     agent = sub.add_parser("node-agent", help="run pods bound to local nodes as processes")

@@ -1,7 +1,9 @@
-"""The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler).
+"""The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
+and the real node's (kubelet, kube-proxy, the pause and test images, containerd from Debian).
 
-Finds them in the per-version cache, or builds them with `scripts/build-control-plane.sh` from
-the checkout (a cold build takes minutes; the script is idempotent). Does I/O: reads the file
+Finds them in the per-version cache, or builds them with `scripts/build-control-plane.sh` or
+`scripts/build-node.sh` from the checkout (a cold build takes minutes; the scripts are
+idempotent). Does I/O: reads the file
 system, runs the build script, holds a lock file so two callers never build at once.
 """
 
@@ -12,6 +14,7 @@ import dataclasses
 import fcntl
 import os
 import pathlib
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 
@@ -21,6 +24,8 @@ KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BUILD_SCRIPT = pathlib.PurePosixPath("scripts/build-control-plane.sh")
+NODE_BUILD_SCRIPT = pathlib.PurePosixPath("scripts/build-node.sh")
+NODE_FILES = ("bin/kubelet", "bin/kube-proxy", "images/pause.tar", "images/webecho.tar")
 
 
 class BinariesError(RuntimeError):
@@ -55,19 +60,19 @@ def find(environ: Mapping[str, str] | None = None) -> Binaries | None:
     return None if found.missing() else found
 
 
-def build_script() -> pathlib.Path:
-    """The build script of the checkout, or a BinariesError saying why there is none."""
+def build_script(relative: pathlib.PurePosixPath = BUILD_SCRIPT) -> pathlib.Path:
+    """A build script of the checkout, or a BinariesError saying why there is none."""
     root = paths.repo_root()
     if root is None:
         raise BinariesError(
-            "the control-plane binaries are not built and this installation has no "
-            f"{BUILD_SCRIPT} (it is not a source checkout); run that script from a kvscale "
-            f"checkout, or put etcd, kube-apiserver, kube-controller-manager and kube-scheduler "
-            f"({KUBE_VERSION}, etcd {ETCD_VERSION}) into {cached().bin_dir}"
+            f"the binaries are not built and this installation has no {relative} (it is not "
+            f"a source checkout); run that script from a kvscale checkout, or put etcd, "
+            f"kube-apiserver, kube-controller-manager and kube-scheduler ({KUBE_VERSION}, etcd "
+            f"{ETCD_VERSION}) into {cached().bin_dir}"
         )
-    script = root / BUILD_SCRIPT
+    script = root / relative
     if not script.is_file():
-        raise BinariesError(f"the control-plane build script {script} is missing")
+        raise BinariesError(f"the build script {script} is missing")
     return script
 
 
@@ -96,23 +101,71 @@ def ensure(environ: Mapping[str, str] | None = None) -> Binaries:
         present = find(environ)
         if present is not None:
             return present
-        result = subprocess.run(
-            ["bash", str(script)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            check=False,
+        built = Binaries(_run_script(script, env))
+    if built.missing():
+        raise BinariesError(
+            f"{script} reported {built.bin_dir} but it lacks {', '.join(built.missing())}"
         )
+    return built
+
+
+def _run_script(script: pathlib.Path, env: Mapping[str, str]) -> pathlib.Path:
+    """Run a build script (its progress goes to stderr); the directory on its last line."""
+    result = subprocess.run(
+        ["bash", str(script)],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        check=False,
+    )
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         raise BinariesError(
             f"{script} failed with exit code {result.returncode}; its progress log is above "
             "(stderr)"
         )
-    built = Binaries(pathlib.Path(lines[-1]))
-    if built.missing():
+    return pathlib.Path(lines[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeFiles:
+    """The real node's cached files: kubelet, kube-proxy and the images' OCI layout tars."""
+
+    root: pathlib.Path
+
+    @property
+    def kubelet(self) -> pathlib.Path:
+        return self.root / "bin" / "kubelet"
+
+    @property
+    def kube_proxy(self) -> pathlib.Path:
+        return self.root / "bin" / "kube-proxy"
+
+    @property
+    def images(self) -> list[pathlib.Path]:
+        return [self.root / "images" / "pause.tar", self.root / "images" / "webecho.tar"]
+
+    def missing(self) -> list[str]:
+        absent = [f for f in NODE_FILES if not (self.root / f).is_file()]
+        # containerd, runc and the CNI plugins come from Debian's packages, not the cache.
+        absent += [t for t in ("containerd", "runc", "iptables") if shutil.which(t) is None]
+        return absent
+
+
+def ensure_node(environ: Mapping[str, str] | None = None) -> NodeFiles:
+    """The node's files, built (and Debian's packages installed) first when missing."""
+    found = NodeFiles(paths.cache_root(environ) / "node" / f"kube-{KUBE_VERSION}")
+    if not found.missing():
+        return found
+    script = build_script(NODE_BUILD_SCRIPT)
+    env = dict(os.environ if environ is None else environ)
+    env["KVSCALE_KUBE_VERSION"] = KUBE_VERSION
+    with _build_lock(found.root.parent / ".build.lock"):
+        if found.missing():
+            found = NodeFiles(_run_script(script, env))
+    if found.missing():
         raise BinariesError(
-            f"{script} reported {built.bin_dir} but it lacks {', '.join(built.missing())}"
+            f"{script} reported {found.root} but it lacks {', '.join(found.missing())}"
         )
-    return built
+    return found

@@ -1,10 +1,12 @@
 """Start, find, probe and stop one local Kubernetes cluster.
 
 A cluster is etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from Go
-modules, see `binaries`) plus, optionally, the local node agent, all listening on 127.0.0.1 on
-ports chosen at start, each process in its own session so it outlives the command that started
-it. Its state directory (`layout`) holds certificates, kubeconfigs, logs and `cluster.json`,
-which records every process by pid and start time so any later command can probe or stop it.
+modules, see `binaries`) plus a node: the local node agent, or (runtime "kubelet") a real node
+of containerd, kubelet and kube-proxy inside a network namespace of its own (`node`,
+`namespace`). The control plane listens on 127.0.0.1 on ports chosen at start, each process
+in its own session so it outlives the command that started it. Its state directory
+(`layout`) holds certificates, kubeconfigs, logs and `cluster.json`, which records every
+process by pid and start time so any later command can probe or stop it.
 
 Does I/O throughout; the decisions it relies on (command lines, certificates, kubeconfigs, pod
 ranges) live in pure modules.
@@ -22,6 +24,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -36,7 +39,9 @@ from kvscale.localstack import (
     health,
     kubeconfig,
     layout,
+    namespace,
     network,
+    node,
     paths,
     pki,
     process,
@@ -47,6 +52,9 @@ NODE_AGENT_MODULE = "kvscale.localstack.nodeagent.main"
 _POLL_S = 0.25
 _PORT_ATTEMPTS = 3
 _TMPFS = pathlib.Path("/dev/shm")
+NODE_AGENT_RUNTIME = "node-agent"
+KUBELET_RUNTIME = "kubelet"
+RUNTIMES = (NODE_AGENT_RUNTIME, KUBELET_RUNTIME)
 
 Progress = Callable[[str], None]
 _T = TypeVar("_T")
@@ -100,6 +108,9 @@ class Settings:
     nodes: int = 2
     gpus_per_node: int = 2
     node_agent: bool = True
+    # "kubelet": one real node (containerd, kubelet, kube-proxy) with nodes x gpus_per_node
+    # fake GPUs instead of the node agent's nodes.
+    runtime: str = NODE_AGENT_RUNTIME
     node_prefix: str = "local-node"
     service_cidr: str = "10.96.0.0/16"
     # Covers all waits of one start; generous because a busy 2-core machine is slow.
@@ -114,6 +125,8 @@ class Settings:
         if not self.node_prefix or not self.node_prefix.replace("-", "").isalnum():
             raise ValueError(f"node_prefix = {self.node_prefix!r}: must be a DNS label prefix")
         network.first_host(self.service_cidr)
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime = {self.runtime!r}: must be one of {', '.join(RUNTIMES)}")
         if self.start_timeout_s <= 0:
             raise ValueError(f"start_timeout_s = {self.start_timeout_s}: must be positive")
 
@@ -146,6 +159,7 @@ class Cluster:
     # Seconds each start phase took, and "total".
     timings: Mapping[str, float]
     started_at: str
+    runtime: str = NODE_AGENT_RUNTIME
 
     @property
     def files(self) -> layout.Layout:
@@ -194,6 +208,7 @@ class Cluster:
             "processes": {name: record.to_json() for name, record in self.processes.items()},
             "timings": dict(self.timings),
             "started_at": self.started_at,
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -219,6 +234,30 @@ class Cluster:
             },
             timings={str(k): float(v) for k, v in timings.items()},
             started_at=_field(data, "started_at", str),
+            runtime=str(data.get("runtime", NODE_AGENT_RUNTIME)),
+        )
+
+    @property
+    def node(self) -> node.Plan:
+        """The real node's plan (meaningful for runtime "kubelet")."""
+        return node.Plan(
+            cluster=self.name,
+            root=self.state_dir / "node",
+            addresses=node.Addresses.for_port(self.ports.apiserver),
+            service_cidr=self.service_cidr,
+            apiserver_port=self.ports.apiserver,
+            node_name=f"{self.node_prefix}-0",
+            gpus=self.nodes * self.gpus_per_node,
+        )
+
+    def in_node(self, *argv: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run `argv` inside the real node's network namespace (where Services answer)."""
+        return subprocess.run(
+            node.in_netns(self.node, list(argv)),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
 
 
@@ -420,10 +459,10 @@ def _ready_nodes(document: object, prefix: str) -> int:
     """How many nodes named `prefix*` in a NodeList document have condition Ready=True."""
     items = document.get("items") if isinstance(document, dict) else None
     count = 0
-    for node in items if isinstance(items, list) else []:
-        if not isinstance(node, dict):
+    for entry in items if isinstance(items, list) else []:
+        if not isinstance(entry, dict):
             continue
-        metadata, status = node.get("metadata"), node.get("status")
+        metadata, status = entry.get("metadata"), entry.get("status")
         name = metadata.get("name") if isinstance(metadata, dict) else None
         conditions = status.get("conditions") if isinstance(status, dict) else None
         ready = isinstance(conditions, list) and any(
@@ -446,18 +485,160 @@ def _check_default_service_account(server: str, tls: ssl.SSLContext) -> health.R
     return health.Result(status == 200, f"GET default/default service account: HTTP {status}")
 
 
+def _check_tcp(host: str, port: int) -> health.Result:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return health.Result(True, f"{host}:{port} accepts connections")
+    except OSError as exc:
+        return health.Result(False, f"{host}:{port}: {exc}")
+
+
+def _check_containerd(plan: node.Plan) -> health.Result:
+    result = subprocess.run(
+        ["ctr", "--address", str(plan.socket), "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    return health.Result(result.returncode == 0, result.stderr.strip() or "answers")
+
+
+def _check_kube_proxy(plan: node.Plan) -> health.Result:
+    """kube-proxy has written its Service rules into the node's namespace."""
+    argv = node.in_netns(plan, ["iptables", "-w", "5", "-t", "nat", "-S", "KUBE-SERVICES"])
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    return health.Result(result.returncode == 0, result.stderr.strip() or "rules synced")
+
+
+def _write_node_files(
+    plan: node.Plan, files: layout.Layout, bundle: pki.ClusterPKI, now: datetime.datetime
+) -> dict[str, pathlib.Path]:
+    """The node's configs and kubeconfigs; returns the kubeconfig of kubelet and kube-proxy."""
+    kubeconfigs = {}
+    users = {
+        # The node's own identity, so NodeRestriction and the Node authoriser confine it.
+        node.KUBELET: (f"system:node:{plan.node_name}", ("system:nodes",)),
+        # The user the default policy binds to system:node-proxier.
+        node.KUBE_PROXY: ("system:kube-proxy", ()),
+    }
+    for component, (user, groups) in users.items():
+        issued = pki.client_certificate(bundle.ca, user=user, groups=groups, now=now)
+        text = kubeconfig.render(
+            name=f"kvscale-{plan.cluster}",
+            server=plan.relay_url,
+            ca_pem=bundle.ca.cert_pem,
+            client=issued,
+            user=user,
+            # The API server's certificate names localhost, not the relay's address.
+            tls_server_name="localhost",
+        )
+        kubeconfigs[component] = plan.file(f"{component}.kubeconfig")
+        _write_private(kubeconfigs[component], text.encode())
+    texts = {
+        plan.file("containerd.toml"): node.containerd_config(plan),
+        plan.cni_conf_dir / "10-kvscale.conflist": node.cni_config(plan),
+        plan.file("kubelet.yaml"): node.kubelet_config(plan, files.pem("ca.crt")),
+        plan.file("kube-proxy.yaml"): node.kube_proxy_config(plan, kubeconfigs[node.KUBE_PROXY]),
+    }
+    for path, text in texts.items():
+        _write_private(path, text.encode())
+    return kubeconfigs
+
+
+def _import_images(plan: node.Plan, images: list[pathlib.Path]) -> None:
+    for tar in images:
+        argv = ["ctr", "--address", str(plan.socket), "-n", "k8s.io", "images", "import", str(tar)]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        if result.returncode != 0:
+            raise ClusterError(f"importing {tar} into containerd failed: {result.stderr.strip()}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+    """The start's own bookkeeping, lent to a part of it: launch, wait for, and time a step."""
+
+    launch: Callable[[str, list[str], dict[str, str]], None]
+    wait: Callable[[str, Callable[[], health.Result], str], None]
+    done: Callable[[str], None]
+
+
+def _start_node(
+    cluster: Cluster,
+    node_files: binaries.NodeFiles,
+    bundle: pki.ClusterPKI,
+    tls: ssl.SSLContext,
+    env: dict[str, str],
+    steps: _Steps,
+    now: datetime.datetime,
+) -> None:
+    """Start the real node: namespace, relay, containerd (with the images), kubelet, kube-proxy."""
+    launch, wait, done = steps.launch, steps.wait, steps.done
+    ports = cluster.ports
+    node_plan = cluster.node
+    shutil.rmtree(node_plan.root, ignore_errors=True)
+    try:
+        namespace.create(node_plan)
+    except namespace.AddressTakenError:
+        raise
+    except namespace.NamespaceError as exc:
+        raise ClusterError(f"node: {exc}") from exc
+    kubeconfigs = _write_node_files(node_plan, cluster.files, bundle, now)
+    done("node namespace")
+    host_ip, port = node_plan.addresses.host_ip, str(ports.apiserver)
+    relay = [sys.executable, "-m", "kvscale.localstack.relay", host_ip, port, network.LOOPBACK]
+    launch(node.RELAY, [*relay, port], env)
+    wait(node.RELAY, functools.partial(_check_tcp, host_ip, ports.apiserver), "listening")
+    launch(node.CONTAINERD, node.containerd_argv(node_plan), env)
+    wait(node.CONTAINERD, functools.partial(_check_containerd, node_plan), "answering")
+    _import_images(node_plan, node_files.images)
+    done("containerd+images")
+    kubelet_argv = node.kubelet_argv(node_plan, node_files.kubelet, kubeconfigs[node.KUBELET])
+    launch(node.KUBELET, kubelet_argv, env)
+    wait(
+        node.KUBELET,
+        functools.partial(_check_nodes, ports.apiserver_url, tls, node_plan.node_name, 1),
+        "registering a Ready node",
+    )
+    run_kubectl(
+        cluster.env(),
+        [
+            "patch",
+            "node",
+            node_plan.node_name,
+            "--subresource=status",
+            "--type=json",
+            "-p",
+            node.gpu_patch(node_plan.gpus),
+        ],
+    )
+    done(node.KUBELET)
+    launch(node.KUBE_PROXY, node.kube_proxy_argv(node_plan, node_files.kube_proxy), env)
+    wait(node.KUBE_PROXY, functools.partial(_check_kube_proxy, node_plan), "syncing rules")
+    done(node.KUBE_PROXY)
+
+
 def _start_once(
-    settings: Settings, bins: binaries.Binaries, say: Progress, began: float
+    settings: Settings,
+    bins: binaries.Binaries,
+    say: Progress,
+    began: float,
+    node_files: binaries.NodeFiles | None = None,
 ) -> Cluster:
     files = layout.Layout(settings.state_dir)
     deadline = time.monotonic() + settings.start_timeout_s
     ports = components.Ports(*network.free_ports(5))
     now = datetime.datetime.now(datetime.UTC)
+    kubelet_runtime = settings.runtime == KUBELET_RUNTIME
     cluster = Cluster(
         name=settings.name,
         state_dir=settings.state_dir,
         ports=ports,
-        pod_cidr=network.pod_cidr_for_port(ports.apiserver),
+        pod_cidr=(
+            node.Addresses.for_port(ports.apiserver).pod_cidr
+            if kubelet_runtime
+            else network.pod_cidr_for_port(ports.apiserver)
+        ),
         service_cidr=settings.service_cidr,
         etcd_data_dir=_etcd_data_dir(files, settings.name),
         nodes=settings.nodes,
@@ -466,6 +647,7 @@ def _start_once(
         processes={},
         timings={},
         started_at=now.isoformat(timespec="seconds"),
+        runtime=settings.runtime,
     )
     records: dict[str, process.Record] = {}
     timings: dict[str, float] = {}
@@ -546,7 +728,12 @@ def _start_once(
             "creating the default service account",
         )
         done("default service account")
-        if settings.node_agent:
+        if kubelet_runtime:
+            if node_files is None:
+                raise ClusterError("runtime kubelet: the node's files were not found")
+            steps = _Steps(launch, wait, done)
+            _start_node(cluster, node_files, bundle, tls, env, steps, now)
+        elif settings.node_agent:
             agent_plan = components.NodeAgentPlan(
                 python=pathlib.Path(sys.executable),
                 kubeconfig=files.kubeconfig,
@@ -601,13 +788,18 @@ def start(
             say(f"cleaning up an incomplete earlier run of {previous.name!r}")
             _stop_locked(previous, say, grace_s=5.0, node_agent_grace_s=15.0)
         found = bins or binaries.ensure()
+        node_files = binaries.ensure_node() if settings.runtime == KUBELET_RUNTIME else None
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             try:
-                return _start_once(settings, found, say, began)
+                return _start_once(settings, found, say, began, node_files)
             except PortTakenError as exc:
                 if attempt == _PORT_ATTEMPTS:
                     raise
                 say(f"{exc.component}: its port was taken meanwhile; choosing new ports")
+            except namespace.AddressTakenError as exc:
+                if attempt == _PORT_ATTEMPTS:
+                    raise ClusterError(f"node: {exc}") from exc
+                say(f"node: {exc}; choosing new ports")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -620,6 +812,9 @@ def _stop_locked(
     outcomes: dict[str, process.Outcome] = {}
     failures: list[str] = []
     for component in reversed(components.ORDER):
+        if component == node.CONTAINERD and cluster.runtime == KUBELET_RUNTIME:
+            # kubelet is gone: end the pods' processes before containerd and its shims go.
+            namespace.kill_pods(cluster.node)
         record = cluster.processes.get(component)
         if record is None:
             continue
@@ -631,6 +826,11 @@ def _stop_locked(
             continue
         say(f"  {component:<24} {outcomes[component].value} (pid {record.pid})")
     _remove_etcd_data(cluster)
+    if cluster.runtime == KUBELET_RUNTIME:
+        try:
+            namespace.destroy(cluster.node)
+        except namespace.NamespaceError as exc:
+            failures.append(str(exc))
     if failures:
         raise ClusterError("could not stop everything: " + "; ".join(failures))
     files = cluster.files
@@ -686,6 +886,18 @@ def health_of(cluster: Cluster) -> list[ComponentHealth]:
         alive = process.running(record)
         if not alive:
             result = health.Result(False, "not running")
+        elif component == node.KUBELET:
+            if tls is None:
+                result = health.Result(False, "no credentials to ask the API server")
+            else:
+                result = _check_nodes(cluster.server, tls, cluster.node.node_name, 1)
+        elif component == node.CONTAINERD:
+            result = _check_containerd(cluster.node)
+        elif component == node.KUBE_PROXY:
+            result = _check_kube_proxy(cluster.node)
+        elif component == node.RELAY:
+            addresses = cluster.node.addresses
+            result = _check_tcp(addresses.host_ip, cluster.ports.apiserver)
         elif component == components.NODE_AGENT:
             if tls is None:
                 result = health.Result(False, "no credentials to ask the API server")

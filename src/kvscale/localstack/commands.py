@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from kvscale.localstack import binaries, components, paths
+from kvscale.localstack import binaries, components, node, paths
 from kvscale.localstack import cluster as local
 
 
@@ -30,12 +30,21 @@ def _error(message: str) -> int:
 def _describe(handle: local.Cluster) -> None:
     kubectl = paths.tools_bin() / "kubectl"
     agent = handle.processes.get(components.NODE_AGENT)
-    nodes = (
-        f"{handle.nodes} x {handle.gpus_per_node} nvidia.com/gpu, prefix "
-        f"{handle.node_prefix!r} (node agent pid {agent.pid})"
-        if agent is not None
-        else "none: the node agent (kvscale.localstack.nodeagent) is not installed"
-    )
+    kubelet = handle.processes.get(node.KUBELET)
+    if kubelet is not None:
+        plan = handle.node
+        nodes = (
+            f"{plan.node_name}: kubelet pid {kubelet.pid}, {plan.gpus} nvidia.com/gpu, "
+            f"network namespace {plan.netns} (node {plan.addresses.node_ip}, host end "
+            f"{plan.addresses.host_ip} on {plan.veth_host})"
+        )
+    elif agent is not None:
+        nodes = (
+            f"{handle.nodes} x {handle.gpus_per_node} nvidia.com/gpu, prefix "
+            f"{handle.node_prefix!r} (node agent pid {agent.pid})"
+        )
+    else:
+        nodes = "none: the node agent (kvscale.localstack.nodeagent) is not installed"
     _say(f"  API server   {handle.server} (Kubernetes {binaries.KUBE_VERSION})")
     _say(f"  pod range    {handle.pod_cidr}")
     _say(f"  nodes        {nodes}")
@@ -54,6 +63,7 @@ def _up(args: argparse.Namespace) -> int:
             nodes=args.nodes,
             gpus_per_node=args.gpus_per_node,
             node_agent=local.node_agent_available(),
+            runtime=getattr(args, "runtime", local.NODE_AGENT_RUNTIME),
         )
     except ValueError as exc:
         return _error(str(exc))

@@ -10,7 +10,7 @@ import dataclasses
 import pathlib
 from collections.abc import Callable
 
-from kvscale.localstack import binaries, layout, network
+from kvscale.localstack import binaries, layout, network, node
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
@@ -18,9 +18,19 @@ CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
 NODE_AGENT = "node-agent"
 
-# Start order; `stop` goes the other way round, the node agent first so it can end its pods
-# while the API server still answers.
-ORDER = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, NODE_AGENT)
+# Start order; `stop` goes the other way round, the node (agent, or kube-proxy, kubelet,
+# containerd and the relay) first so it can end its pods while the API server still answers.
+ORDER = (
+    ETCD,
+    APISERVER,
+    CONTROLLER_MANAGER,
+    SCHEDULER,
+    NODE_AGENT,
+    node.RELAY,
+    node.CONTAINERD,
+    node.KUBELET,
+    node.KUBE_PROXY,
+)
 
 # The issuer is what in-cluster clients expect; nothing fetches its discovery document here.
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -112,6 +122,12 @@ def apiserver(bins: binaries.Binaries, plan: Plan) -> list[str]:
         "--allow-privileged=true",
         "--profiling=false",
         f"--cert-dir={plan.files.pki_dir / 'apiserver-generated'}",
+        # `kubectl logs/exec` on a real node: the API server calls its kubelet as admin (the
+        # kubelet's webhook authorisation asks the API server, which allows system:masters),
+        # at the node's InternalIP, since nothing resolves the node's name here.
+        f"--kubelet-client-certificate={pem('admin.crt')}",
+        f"--kubelet-client-key={pem('admin.key')}",
+        "--kubelet-preferred-address-types=InternalIP",
     ]
 
 

@@ -17,17 +17,33 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def render(*, name: str, server: str, ca_pem: bytes, client: pki.Issued, user: str) -> str:
-    """A kubeconfig with one cluster, one user (client certificate) and one current context."""
+def render(
+    *,
+    name: str,
+    server: str,
+    ca_pem: bytes,
+    client: pki.Issued,
+    user: str,
+    tls_server_name: str | None = None,
+) -> str:
+    """A kubeconfig with one cluster, one user (client certificate) and one current context.
+
+    `tls_server_name` is the name the server's certificate is checked against when `server`
+    is an address the certificate does not name (the real node reaches the API server through
+    a relay on its veth).
+    """
     if not server.startswith("https://"):
         raise ValueError(f"server = {server!r}: must be an https:// URL")
+    entry: dict[str, str] = {"server": server, "certificate-authority-data": _b64(ca_pem)}
+    if tls_server_name is not None:
+        entry["tls-server-name"] = tls_server_name
     document = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {
                 "name": name,
-                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
+                "cluster": entry,
             }
         ],
         "users": [

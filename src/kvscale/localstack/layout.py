@@ -6,6 +6,7 @@
 <state>/components/           kubeconfigs of kube-controller-manager and kube-scheduler
 <state>/logs/<component>.log  stdout and stderr of every component
 <state>/node-agent/           the node agent's own state (pod logs)
+<state>/node/                 the real node (runtime "kubelet"): configs, containerd, kubelet
 """
 
 from __future__ import annotations
