@@ -199,8 +199,21 @@ def compress(reqs: Sequence[TraceRequest], time_factor: float) -> list[TraceRequ
     return [dataclasses.replace(req, arrival_s=req.arrival_s / time_factor) for req in reqs]
 
 
+def namespaced(hashes: tuple[int, ...], namespace: int) -> tuple[int, ...]:
+    """Prefix block hashes moved into namespace `namespace` (0: unchanged), so that copies in
+    different namespaces never share a prefix-cache entry while copies in one namespace share
+    what the originals shared. Deterministic (Python's hash of an int tuple is not salted)."""
+    if namespace == 0:
+        return hashes
+    return tuple(hash((namespace, value)) for value in hashes)
+
+
 def amplify(
-    reqs: Sequence[TraceRequest], copies: int, *, spread_s: float = 60.0
+    reqs: Sequence[TraceRequest],
+    copies: int,
+    *,
+    spread_s: float = 60.0,
+    separate_prefixes: bool = False,
 ) -> list[TraceRequest]:
     """`copies` times the load with the same shape: copy j of every request arrives
     j x spread_s / copies seconds after the original (copy 0 is the original).
@@ -208,13 +221,27 @@ def amplify(
     It stands for a service `copies` times larger whose traffic rises and falls as this one's
     does on scales longer than `spread_s`; below that, bursts keep their size and come more
     often. The result is sorted by arrival (stable: copies of one instant keep trace order).
+
+    Prefix block hashes: by default every copy keeps the original's, so the N copies of a
+    request share one prefix-cache entry (N users sending the very same prompt prefix). With
+    `separate_prefixes` copy j gets its own hash namespace (`namespaced`): N independent
+    populations of users, each sharing prefixes among itself as the original trace does.
+    `kvscale simulate --load-scale` and the benchmarks use separate prefixes.
     """
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ValueError(f"copies = {copies!r}, must be an integer >= 1")
     if not (spread_s >= 0 and math.isfinite(spread_s)):
         raise ValueError(f"spread_s = {spread_s}, must be a finite number >= 0")
     out = [
-        dataclasses.replace(req, arrival_s=req.arrival_s + j * spread_s / copies)
+        dataclasses.replace(
+            req,
+            arrival_s=req.arrival_s + j * spread_s / copies,
+            prefix_block_hashes=(
+                namespaced(req.prefix_block_hashes, j)
+                if separate_prefixes
+                else req.prefix_block_hashes
+            ),
+        )
         for j in range(copies)
         for req in reqs
     ]

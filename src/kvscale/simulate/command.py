@@ -17,7 +17,7 @@ from typing import TextIO
 from kvscale import trace
 from kvscale.simulate import calibrate, fleet, latency, option, simulation, table
 from kvscale.simulate import policy as policy_
-from kvscale.twin import profile
+from kvscale.twin import engine, profile
 
 
 class Progress:
@@ -65,8 +65,54 @@ def prepare(
     if args.time_scale != 1.0:
         reqs = trace.compress(reqs, args.time_scale)
     if args.load_scale != 1:
-        reqs = trace.amplify(reqs, args.load_scale)
+        reqs = trace.amplify(
+            reqs, args.load_scale, separate_prefixes=args.amplify_prefixes == "separate"
+        )
     return reqs
+
+
+def fleet_for(args: argparse.Namespace) -> fleet.Settings:
+    """The pods the flags describe: GPU, model, tensor parallelism, KV dtype, context."""
+    gpu_profile = profile.get(
+        option.GPUS[args.gpu], args.model, args.tensor_parallel, args.kv_cache_dtype
+    )
+    limit = gpu_profile.model.max_position_embeddings
+    context = args.max_model_len
+    if context is not None and not 1 < context <= limit:
+        raise ValueError(
+            f"--max-model-len = {context}, must be in [2, {limit}] ({args.model}'s "
+            f"max_position_embeddings; the llama-3.1-* models allow 131072)"
+        )
+    config = engine.EngineConfig(max_model_len=context)
+    return fleet.Settings(profile=gpu_profile, engine=config, startup_delay_s=args.startup_delay)
+
+
+def check_cut(
+    requests: Sequence[trace.TraceRequest],
+    max_model_len: int,
+    max_share: float,
+    model: profile.Model,
+    out: TextIO,
+) -> None:
+    """Say how many requests the context cuts, and refuse when they are more than
+    `max_share` of the trace: a silently cut long-context trace is another trace."""
+    if not 0 <= max_share <= 1:
+        raise ValueError(f"--max-cut = {max_share}, must be in [0, 1]")
+    cut = simulation.count_cut(requests, max_model_len)
+    if not cut:
+        return
+    share = cut / len(requests)
+    message = (
+        f"{cut} of {len(requests)} requests ({100 * share:.1f}%) are longer than the "
+        f"{max_model_len}-token context and are cut to fit it"
+    )
+    if share > max_share:
+        raise ValueError(
+            f"{message}: more than --max-cut = {max_share:g}; give a longer --max-model-len "
+            f"({model.name} allows {model.max_position_embeddings}; the llama-3.1-* models "
+            f"131072) or raise --max-cut to accept the cut trace"
+        )
+    out.write(message + "\n")
 
 
 def _policies(args: argparse.Namespace) -> list[str]:
@@ -93,8 +139,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     requests = prepare(trace.load(path), args)
     if not requests:
         raise ValueError(f"{path}: no requests to replay (check --duration)")
-    gpu_profile = profile.get(option.GPUS[args.gpu], args.model, args.tensor_parallel)
-    fleet_settings = fleet.Settings(profile=gpu_profile, startup_delay_s=args.startup_delay)
+    fleet_settings = fleet_for(args)
+    context = calibrate.context_length(fleet_settings)
+    check_cut(requests, context, args.max_cut, fleet_settings.profile.model, out)
     slo = latency.Slo(ttft_s=args.slo_ttft, itl_s=args.slo_itl)
     settings = simulation.Settings(
         fleet=fleet_settings,
@@ -112,6 +159,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{cap.rate_per_s:.2f} req/s ({cap.tokens_per_s:.0f} tok/s); at "
             f"{100 * found.utilization:.0f}% of it: {at.inflight:.1f} in flight, KV demand "
             f"{at.demand:.3f}, waiting {at.waiting:.2f}\n"
+            f"tokens/s counted as the engines see the requests: {found.num_cut} of the "
+            f"{found.num_sampled} requests of the load test cut to the {found.max_model_len}-"
+            f"token context\n"
         )
         chosen = {**calibrate.recommended(found), **calibrate.baseline_targets(found)}
         out.write(
@@ -136,7 +186,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(
         f"trace {path.name}: {len(requests)} requests over {requests[-1].arrival_s / 60:.1f} min"
         f" (time x{args.time_scale:g}, load x{args.load_scale}); {args.model} on "
-        f"{args.tensor_parallel} x {args.gpu}; pods start in {args.startup_delay:g} s; "
+        f"{args.tensor_parallel} x {args.gpu}, KV {args.kv_cache_dtype}, context {context}; "
+        f"pods start in {args.startup_delay:g} s; "
         f"SLO: TTFT <= {slo.ttft_s:g} s and mean ITL <= {1000 * slo.itl_s:g} ms\n"
     )
     results = []
@@ -150,9 +201,6 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             progress.close()
         out.write(f"{made.name}: simulated in {wall:.1f} s ({cpu:.1f} s CPU)\n")
         results.append(result)
-    truncated = results[0].num_truncated
-    if truncated:
-        out.write(f"{truncated} requests longer than the context were cut to fit it\n")
     out.write("\n" + table.render(results))
     if args.json:
         payload = {
@@ -162,6 +210,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "load_scale": args.load_scale,
             "gpu": args.gpu,
             "model": args.model,
+            "tensor_parallel": args.tensor_parallel,
+            "kv_cache_dtype": args.kv_cache_dtype,
+            "max_model_len": context,
+            "amplify_prefixes": args.amplify_prefixes,
             "startup_delay_s": args.startup_delay,
             "slo": {"ttft_s": slo.ttft_s, "itl_s": slo.itl_s},
             "results": [table.to_data(result) for result in results],

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 POLICIES = ("kvscale", "hpa-cpu", "keda-waiting", "knative-concurrency")
-GPUS = {"h100": "h100-sxm", "a100": "a100-80gb"}
-MODELS = ("llama-3-8b", "llama-3-70b")
+GPUS = {"h100": "h100-sxm", "h200": "h200", "a100": "a100-80gb", "l40s": "l40s", "l4": "l4"}
+MODELS = ("llama-3-8b", "llama-3-70b", "llama-3.1-8b", "llama-3.1-70b")
+KV_CACHE_DTYPES = ("auto", "fp8")
+DEFAULT_MAX_CUT = 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODELS, default="llama-3-8b")
     parser.add_argument(
         "--tensor-parallel", type=int, default=1, help="GPUs per pod (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        default="auto",
+        help="vLLM's --kv-cache-dtype: auto (the model's BF16) or fp8 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="the engines' context in tokens (default: the model's max_position_embeddings: "
+        "8192 for llama-3-*, 131072 for llama-3.1-*)",
+    )
+    parser.add_argument(
+        "--max-cut",
+        type=float,
+        default=DEFAULT_MAX_CUT,
+        help="refuse to run when more than this share of the requests is longer than the "
+        "context and would be cut to fit it (default: %(default)s; 1 accepts any)",
     )
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--max-replicas", type=int, default=16)
@@ -61,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="N copies of every request, spread over 60 s: N times the load, same shape "
         "(default: 1)",
+    )
+    parser.add_argument(
+        "--amplify-prefixes",
+        choices=("separate", "shared"),
+        default="separate",
+        help="with --load-scale: each copy gets its own prefix-hash namespace (separate: N "
+        "populations of users) or keeps the original's (shared: N users sending the same "
+        "prefixes) (default: %(default)s)",
     )
     parser.add_argument(
         "--set",

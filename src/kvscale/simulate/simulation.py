@@ -120,6 +120,11 @@ def fit(req: trace.TraceRequest, max_model_len: int) -> tuple[int, int]:
     return max(1, max_model_len - output), output
 
 
+def count_cut(requests: Sequence[trace.TraceRequest], max_model_len: int) -> int:
+    """How many of `requests` `fit` cuts to the context."""
+    return sum(1 for req in requests if req.prompt_tokens + req.output_tokens > max_model_len)
+
+
 class _Run:
     """The mutable state of one run; `simulate` is its only user."""
 

@@ -1,0 +1,100 @@
+"""Long-context regressions: calibration counts the tokens the engines see, the context is a
+flag, a trace the context would cut is refused, amplified copies can keep their own prefixes."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+
+from kvscale import trace
+from kvscale.simulate import calibrate, command, fleet, latency, option, policy, simulation
+from kvscale.twin import profile
+
+
+def _args(*flags: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    option.add_arguments(parser)
+    return parser.parse_args(["--trace", "conv", *flags])
+
+
+LONG = [trace.TraceRequest(0.0, 20_000, 100)] * 4 + [trace.TraceRequest(0.0, 1_000, 100)] * 4
+
+
+def test_calibration_counts_tokens_after_the_cut_to_the_context() -> None:
+    settings = fleet.Settings(profile.get("h100-sxm", "llama-3-8b"))
+    assert calibrate.context_length(settings) == 8192
+    assert calibrate.seen_tokens(LONG, 8192) == [8192] * 4 + [1100] * 4
+    reading = calibrate.measure(LONG, 1.0, settings, latency.Slo())
+    result_tokens = reading.tokens_per_s * _duration(LONG, settings)
+    # The uncut trace has 4 x 20,100 + 4 x 1,100 tokens; the engines see 4 x 8,192 + 4 x 1,100.
+    assert result_tokens == pytest.approx(4 * 8192 + 4 * 1100)
+
+
+def _duration(mix: list[trace.TraceRequest], settings: fleet.Settings) -> float:
+    run = simulation.Settings(fleet=settings, min_replicas=1, max_replicas=1)
+    return simulation.simulate(trace.steady(mix, 1.0), run, policy.Static()).duration_s
+
+
+def test_a_long_context_profile_sees_the_whole_request() -> None:
+    settings = command.fleet_for(_args("--model", "llama-3.1-8b", "--max-model-len", "32768"))
+    assert calibrate.context_length(settings) == 32_768
+    assert calibrate.seen_tokens(LONG, 32_768) == [20_100] * 4 + [1100] * 4
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--max-model-len", "32768"), r"--max-model-len = 32768, must be in \[2, 8192\]"),
+        (("--model", "llama-3.1-8b", "--max-model-len", "200000"), r"\[2, 131072\]"),
+        (("--max-model-len", "1"), "--max-model-len = 1"),
+    ],
+)
+def test_a_context_beyond_the_model_is_refused(flags: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        command.fleet_for(_args(*flags))
+
+
+def test_kv_dtype_and_gpu_flags_reach_the_profile() -> None:
+    made = command.fleet_for(_args("--gpu", "h200", "--kv-cache-dtype", "fp8")).profile
+    assert made.gpu is profile.H200
+    assert made.kv_cache_dtype_bytes == 1
+
+
+def test_a_trace_mostly_cut_by_the_context_is_refused() -> None:
+    out = io.StringIO()
+    with pytest.raises(ValueError, match=r"4 of 8 requests \(50.0%\).*--max-model-len"):
+        command.check_cut(LONG, 8192, 0.01, profile.LLAMA_3_8B, out)
+    command.check_cut(LONG, 8192, 0.5, profile.LLAMA_3_8B, out)
+    assert "4 of 8 requests (50.0%) are longer than the 8192-token context" in out.getvalue()
+    quiet = io.StringIO()
+    command.check_cut(LONG, 32_768, 0.01, profile.LLAMA_3_1_8B, quiet)
+    assert quiet.getvalue() == ""
+    with pytest.raises(ValueError, match="--max-cut = 2"):
+        command.check_cut(LONG, 8192, 2.0, profile.LLAMA_3_8B, out)
+
+
+def test_amplified_copies_share_prefixes_unless_separated() -> None:
+    reqs = [trace.TraceRequest(0.0, 64, 4, (1, 2, 3)), trace.TraceRequest(5.0, 64, 4, (1, 2))]
+    shared = trace.amplify(reqs, 3)
+    assert {req.prefix_block_hashes for req in shared} == {(1, 2, 3), (1, 2)}
+    separate = trace.amplify(reqs, 3, separate_prefixes=True)
+    assert separate[0].prefix_block_hashes == (1, 2, 3)  # copy 0 is the original
+    firsts = {req.prefix_block_hashes for req in separate if len(req.prefix_block_hashes) == 3}
+    assert len(firsts) == 3  # every copy its own namespace
+    # Within a copy, what the originals shared stays shared.
+    for copy in range(3):
+        long, short = (trace.namespaced(h, copy) for h in ((1, 2, 3), (1, 2)))
+        assert long[:2] == short
+    # Deterministic: the same input gives the same hashes.
+    assert trace.amplify(reqs, 3, separate_prefixes=True) == separate
+
+
+def test_the_cli_separates_amplified_prefixes_by_default() -> None:
+    assert _args().amplify_prefixes == "separate"
+    reqs = [trace.TraceRequest(0.0, 64, 4, (7, 8))]
+    shaped = command.prepare(reqs, _args("--load-scale", "2"))
+    assert len({req.prefix_block_hashes for req in shaped}) == 2
+    kept = command.prepare(reqs, _args("--load-scale", "2", "--amplify-prefixes", "shared"))
+    assert len({req.prefix_block_hashes for req in kept}) == 1
