@@ -33,6 +33,7 @@ def test_every_target_from_the_load_test() -> None:
         "hpa.maxTokensPerSecond": "24074",
         "hpa.targetUtilization": "70",
         "knative.target": "37.5",  # in flight read at 70% load
+        "dynamo.targetKvLoad": "0.1043",  # KV demand read at 70% load
     }
 
 
@@ -56,4 +57,5 @@ def test_kvscale_gets_the_throughput_target_and_keeps_its_default_occupancy_targ
         "hpa.maxTokensPerSecond": "24074",
         "hpa.targetUtilization": "70",
         "knative.target": "37.5",
+        "dynamo.targetKvLoad": "0.1043",
     }

@@ -185,4 +185,6 @@ def targets(found: Capacity, utilization: float | None = None) -> dict[str, str]
         "hpa.maxTokensPerSecond": f"{found.at_capacity.tokens_per_s:.0f}",
         "hpa.targetUtilization": f"{100 * share:g}",
         "knative.target": f"{max(at.inflight, 0.01):.3g}",
+        # Dynamo's target KV load is its signal (KV demand) at the load test's utilization.
+        "dynamo.targetKvLoad": f"{min(1.0, max(at.demand, 1e-4)):.4g}",
     }

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from kvscale import trace
-from kvscale.simulate import calibrate, fleet, latency, option, simulation, table
+from kvscale.simulate import calibrate, fleet, latency, option, oracle, simulation, table
 from kvscale.simulate import policy as policy_
 from kvscale.twin import engine, profile
 
@@ -151,8 +151,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         slo=slo,
     )
     faults = policy_.Faults(missing=args.fault_missing, stale=args.fault_stale, seed=args.seed)
-    if args.calibrate:
+    names = _policies(args)
+    found: calibrate.Capacity | None = None
+    if args.calibrate or set(names) & set(oracle.NAMES):
         found = calibrate.capacity(requests, fleet_settings, slo)
+    if args.calibrate and found is not None:
         cap, at = found.at_capacity, found.at_target
         out.write(
             f"calibration (one pod, steady load of this trace's mix): SLO capacity "
@@ -171,17 +174,32 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{chosen['targetTokensPerSecond']}\n"
         )
         overrides = {**chosen, **overrides}
-    names = _policies(args)
-    policies = [
-        policy_.build(
-            name,
-            min_replicas=args.min_replicas,
-            max_replicas=args.max_replicas,
-            overrides=overrides,
-            faults=faults,
-        )
-        for name in names
-    ]
+    policies: list[policy_.Policy] = []
+    for name in names:
+        if name in oracle.NAMES:
+            assert found is not None  # measured above for these two
+            policies.append(
+                oracle.build(
+                    name,
+                    requests,
+                    tokens_per_second=found.at_capacity.tokens_per_s,
+                    max_model_len=context,
+                    min_replicas=args.min_replicas,
+                    max_replicas=args.max_replicas,
+                    startup_delay_s=args.startup_delay,
+                    overrides=policy_.overrides_for("oracle", overrides),
+                )
+            )
+        else:
+            policies.append(
+                policy_.build(
+                    name,
+                    min_replicas=args.min_replicas,
+                    max_replicas=args.max_replicas,
+                    overrides=overrides,
+                    faults=faults,
+                )
+            )
     show_progress = args.progress or err.isatty()
     out.write(
         f"trace {path.name}: {len(requests)} requests over {requests[-1].arrival_s / 60:.1f} min"
@@ -216,7 +234,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "amplify_prefixes": args.amplify_prefixes,
             "startup_delay_s": args.startup_delay,
             "slo": {"ttft_s": slo.ttft_s, "itl_s": slo.itl_s},
-            "results": [table.to_data(result) for result in results],
+            "results": [
+                table.to_data(result, oracle=table.oracle_gpu_hours(results)) for result in results
+            ],
         }
         text = json.dumps(payload, indent=2) + "\n"
         if args.json == "-":

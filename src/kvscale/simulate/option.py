@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-POLICIES = ("kvscale", "hpa-cpu", "keda-waiting", "knative-concurrency")
+POLICIES = (
+    "kvscale",
+    "hpa-cpu",
+    "keda-waiting",
+    "knative-concurrency",
+    "llmd-saturation",
+    "dynamo-reactive",
+    "hpa-cpu-busy",
+    "static-peak",
+    "oracle",
+)
 GPUS = {"h100": "h100-sxm", "h200": "h200", "a100": "a100-80gb", "l40s": "l40s", "l4": "l4"}
 MODELS = ("llama-3-8b", "llama-3-70b", "llama-3.1-8b", "llama-3.1-70b")
 KV_CACHE_DTYPES = ("auto", "fp8")
@@ -21,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         action="append",
         choices=[*POLICIES, "static", "all"],
-        help="policy to run; repeat for several; 'all' runs the four (default: all)",
+        help="policy to run; repeat for several; 'all' runs every one (default: all); "
+        "oracle and static-peak are planned at one pod's measured SLO capacity (the load "
+        "test of --calibrate, run for them when not asked for)",
     )
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100")
     parser.add_argument("--model", choices=MODELS, default="llama-3-8b")
