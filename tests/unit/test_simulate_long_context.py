@@ -98,3 +98,40 @@ def test_the_cli_separates_amplified_prefixes_by_default() -> None:
     assert len({req.prefix_block_hashes for req in shaped}) == 2
     kept = command.prepare(reqs, _args("--load-scale", "2", "--amplify-prefixes", "shared"))
     assert len({req.prefix_block_hashes for req in kept}) == 1
+
+
+def test_what_if_changes_only_the_named_flags() -> None:
+    base = _args("--gpu", "h100", "--model", "llama-3.1-8b")
+    other = command.changed(base, ["kv-cache-dtype=fp8", "gpu=h200", "max-model-len=32768"])
+    assert (other.kv_cache_dtype, other.gpu, other.max_model_len) == ("fp8", "h200", 32768)
+    assert (base.kv_cache_dtype, base.gpu, base.max_model_len) == ("auto", "h100", None)
+    assert other.model == base.model
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("gpu", "must be KEY=VALUE"),
+        ("vram=80", "KEY one of gpu"),
+        ("gpu=b200", "--what-if gpu = 'b200'"),
+        ("kv-cache-dtype=int4", "--what-if kv-cache-dtype = 'int4'"),
+        ("max-model-len=long", "--what-if max-model-len = 'long', must be an integer"),
+    ],
+)
+def test_a_bad_what_if_is_named(pair: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        command.changed(_args(), [pair])
+
+
+def test_what_if_prints_the_gpu_hours_difference_per_policy() -> None:
+    reqs = [trace.TraceRequest(float(i), 2000, 50) for i in range(30)]
+    out = io.StringIO()
+    base = command.evaluate(_args("--policy", "static", "--model", "llama-3.1-8b"), reqs, out, out)
+    fp8_args = command.changed(_args("--policy", "static", "--model", "llama-3.1-8b"), ["gpu=h200"])
+    other = command.evaluate(fp8_args, reqs, out, out)
+    text = command.difference(base, other, "gpu=h200")
+    assert text.startswith("what-if gpu=h200: GPU-hours at the SLO, baseline -> changed")
+    (row,) = text.splitlines()[1:]
+    assert row.split()[0] == "static"
+    # One static pod either way: the same GPU-hours to the precision of the run's end.
+    assert f"{base.results[0].gpu_hours:7.2f} -> {other.results[0].gpu_hours:7.2f}" in row

@@ -7,6 +7,7 @@ I/O: reads the trace, draws a progress bar on stderr (when it is a terminal, or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -133,12 +134,25 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Every chosen policy run on one trace and one fleet configuration."""
+
+    results: tuple[simulation.Result, ...]
+    capacity: calibrate.Capacity | None
+    """The load test, when one ran (--calibrate, or for the oracle and static-peak)."""
+    max_model_len: int
+    slo: latency.Slo
+
+
+def evaluate(
+    args: argparse.Namespace,
+    requests: Sequence[trace.TraceRequest],
+    out: TextIO,
+    err: TextIO,
+) -> Evaluation:
+    """Run every policy the flags choose on `requests` (already shaped by `prepare`)."""
     overrides = _overrides(args.set)
-    path = trace.resolve(args.trace)
-    requests = prepare(trace.load(path), args)
-    if not requests:
-        raise ValueError(f"{path}: no requests to replay (check --duration)")
     fleet_settings = fleet_for(args)
     context = calibrate.context_length(fleet_settings)
     check_cut(requests, context, args.max_cut, fleet_settings.profile.model, out)
@@ -154,18 +168,20 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     names = _policies(args)
     found: calibrate.Capacity | None = None
     if args.calibrate or set(names) & set(oracle.NAMES):
-        found = calibrate.capacity(requests, fleet_settings, slo)
-    if args.calibrate and found is not None:
+        found = calibrate.capacity(
+            requests, fleet_settings, slo, num_requests=args.calibrate_requests
+        )
         cap, at = found.at_capacity, found.at_target
         out.write(
             f"calibration (one pod, steady load of this trace's mix): SLO capacity "
-            f"{cap.rate_per_s:.2f} req/s ({cap.tokens_per_s:.0f} tok/s); at "
-            f"{100 * found.utilization:.0f}% of it: {at.inflight:.1f} in flight, KV demand "
-            f"{at.demand:.3f}, waiting {at.waiting:.2f}\n"
+            f"{cap.rate_per_s:.2f} req/s ({cap.tokens_per_s:.0f} tok/s, KV demand "
+            f"{cap.demand:.3f}); at {100 * found.utilization:.0f}% of it: {at.inflight:.1f} in "
+            f"flight, KV demand {at.demand:.3f}, waiting {at.waiting:.2f}\n"
             f"tokens/s counted as the engines see the requests: {found.num_cut} of the "
             f"{found.num_sampled} requests of the load test cut to the {found.max_model_len}-"
             f"token context\n"
         )
+    if args.calibrate and found is not None:
         chosen = {**calibrate.recommended(found), **calibrate.baseline_targets(found)}
         out.write(
             "calibrated targets: "
@@ -202,7 +218,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
     show_progress = args.progress or err.isatty()
     out.write(
-        f"trace {path.name}: {len(requests)} requests over {requests[-1].arrival_s / 60:.1f} min"
+        f"{len(requests)} requests over {requests[-1].arrival_s / 60:.1f} min"
         f" (time x{args.time_scale:g}, load x{args.load_scale}); {args.model} on "
         f"{args.tensor_parallel} x {args.gpu}, KV {args.kv_cache_dtype}, context {context}; "
         f"pods start in {args.startup_delay:g} s; "
@@ -219,7 +235,76 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             progress.close()
         out.write(f"{made.name}: simulated in {wall:.1f} s ({cpu:.1f} s CPU)\n")
         results.append(result)
+    return Evaluation(tuple(results), found, context, slo)
+
+
+WHAT_IF_KEYS = {
+    "gpu": "gpu",
+    "model": "model",
+    "tensor-parallel": "tensor_parallel",
+    "kv-cache-dtype": "kv_cache_dtype",
+    "max-model-len": "max_model_len",
+}
+
+
+def changed(args: argparse.Namespace, pairs: Sequence[str]) -> argparse.Namespace:
+    """The flags with --what-if KEY=VALUE changes applied (checked like the flags)."""
+    values = vars(args).copy()
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in WHAT_IF_KEYS:
+            raise ValueError(
+                f"--what-if {pair!r}: must be KEY=VALUE with KEY one of {', '.join(WHAT_IF_KEYS)}"
+            )
+        text = text.strip()
+        if key == "gpu" and text not in option.GPUS:
+            raise ValueError(f"--what-if gpu = {text!r}, must be one of {sorted(option.GPUS)}")
+        if key == "model" and text not in option.MODELS:
+            raise ValueError(f"--what-if model = {text!r}, must be one of {list(option.MODELS)}")
+        if key == "kv-cache-dtype" and text not in option.KV_CACHE_DTYPES:
+            raise ValueError(
+                f"--what-if kv-cache-dtype = {text!r}, must be one of "
+                f"{list(option.KV_CACHE_DTYPES)}"
+            )
+        value: object = text
+        if key in ("tensor-parallel", "max-model-len"):
+            try:
+                value = int(text)
+            except ValueError:
+                raise ValueError(f"--what-if {key} = {text!r}, must be an integer") from None
+        values[WHAT_IF_KEYS[key]] = value
+    return argparse.Namespace(**values)
+
+
+def difference(base: Evaluation, other: Evaluation, label: str) -> str:
+    """Per policy: GPU-hours and SLO attainment in both runs, and the change in GPU-hours."""
+    lines = [f"what-if {label}: GPU-hours at the SLO, baseline -> changed"]
+    for a, b in zip(base.results, other.results, strict=True):
+        change = (b.gpu_hours / a.gpu_hours - 1) * 100 if a.gpu_hours > 0 else float("nan")
+        lines.append(
+            f"  {a.policy:<20} {a.gpu_hours:7.2f} -> {b.gpu_hours:7.2f} GPU-h ({change:+.1f}%), "
+            f"SLO {100 * a.latency.slo_attainment:.2f}% -> {100 * b.latency.slo_attainment:.2f}%"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    path = trace.resolve(args.trace)
+    requests = prepare(trace.load(path), args)
+    if not requests:
+        raise ValueError(f"{path}: no requests to replay (check --duration)")
+    other_args = changed(args, args.what_if) if args.what_if else None
+    out.write(f"trace {path}\n")
+    made = evaluate(args, requests, out, err)
+    results = list(made.results)
     out.write("\n" + table.render(results))
+    if other_args is not None:
+        label = ", ".join(args.what_if)
+        out.write(f"\n--- what-if: {label} ---\n")
+        other = evaluate(other_args, requests, out, err)
+        out.write("\n" + table.render(list(other.results)) + "\n")
+        out.write(difference(made, other, label))
     if args.json:
         payload = {
             "trace": str(path),
@@ -230,10 +315,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "model": args.model,
             "tensor_parallel": args.tensor_parallel,
             "kv_cache_dtype": args.kv_cache_dtype,
-            "max_model_len": context,
+            "max_model_len": made.max_model_len,
             "amplify_prefixes": args.amplify_prefixes,
             "startup_delay_s": args.startup_delay,
-            "slo": {"ttft_s": slo.ttft_s, "itl_s": slo.itl_s},
+            "slo": {"ttft_s": made.slo.ttft_s, "itl_s": made.slo.itl_s},
             "results": [
                 table.to_data(result, oracle=table.oracle_gpu_hours(results)) for result in results
             ],

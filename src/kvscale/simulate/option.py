@@ -121,6 +121,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "targetTokensPerSecond beside the default targetOccupancy; --set still wins)",
     )
     parser.add_argument(
+        "--calibrate-requests",
+        type=int,
+        default=2000,
+        help="requests of the trace's mix in the load test (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run a changed configuration and print the difference in GPU-hours at the "
+        "SLO: gpu=h200, kv-cache-dtype=fp8, max-model-len=32768, model=..., "
+        "tensor-parallel=... (repeat to change several at once)",
+    )
+    parser.add_argument(
         "--fault-missing",
         type=float,
         default=0.0,
