@@ -62,6 +62,15 @@ class Capacity:
     """Requests of the load test's mix cut to fit that context."""
     num_sampled: int = 0
     """Requests in the load test's mix."""
+    attainment: float = 0.99
+    """The SLO attainment the capacity was bisected for."""
+
+    @property
+    def reachable(self) -> bool:
+        """Whether one pod met the SLO for `attainment` of the requests at some rate; when
+        not, `at_capacity` is the lowest rate tried and every target from it is meaningless
+        (the SLO is too tight for these requests on this pod, whatever the load)."""
+        return self.at_capacity.attainment >= self.attainment
 
 
 def sample(requests: Sequence[trace.TraceRequest], count: int) -> list[trace.TraceRequest]:
@@ -149,6 +158,7 @@ def capacity(
         max_model_len=context,
         num_cut=simulation.count_cut(mix, context),
         num_sampled=len(mix),
+        attainment=attainment,
     )
 
 

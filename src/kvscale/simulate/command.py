@@ -150,8 +150,10 @@ def evaluate(
     requests: Sequence[trace.TraceRequest],
     out: TextIO,
     err: TextIO,
+    capacity: calibrate.Capacity | None = None,
 ) -> Evaluation:
-    """Run every policy the flags choose on `requests` (already shaped by `prepare`)."""
+    """Run every policy the flags choose on `requests` (already shaped by `prepare`);
+    `capacity`, when given, is the load test of these flags and trace, already run."""
     overrides = _overrides(args.set)
     fleet_settings = fleet_for(args)
     context = calibrate.context_length(fleet_settings)
@@ -166,11 +168,10 @@ def evaluate(
     )
     faults = policy_.Faults(missing=args.fault_missing, stale=args.fault_stale, seed=args.seed)
     names = _policies(args)
-    found: calibrate.Capacity | None = None
-    if args.calibrate or set(names) & set(oracle.NAMES):
-        found = calibrate.capacity(
-            requests, fleet_settings, slo, num_requests=args.calibrate_requests
-        )
+    found = capacity
+    if found is None and (args.calibrate or set(names) & set(oracle.NAMES)):
+        found = load_test(args, requests)
+    if found is not None:
         cap, at = found.at_capacity, found.at_target
         out.write(
             f"calibration (one pod, steady load of this trace's mix): SLO capacity "
@@ -181,6 +182,15 @@ def evaluate(
             f"{found.num_sampled} requests of the load test cut to the {found.max_model_len}-"
             f"token context\n"
         )
+        if not found.reachable:
+            out.write(
+                f"warning: one pod meets the SLO for only {100 * cap.attainment:.1f}% of this "
+                f"mix's requests even at {cap.rate_per_s:.2f} req/s, under the "
+                f"{100 * found.attainment:g}% the load test asks for: the SLO is out of reach "
+                f"for these requests on this pod whatever the load (long prompts: TTFT), so "
+                f"the calibrated targets and the oracle mean little; loosen --slo-ttft or "
+                f"--slo-itl\n"
+            )
     if args.calibrate and found is not None:
         chosen = {**calibrate.recommended(found), **calibrate.baseline_targets(found)}
         out.write(
@@ -236,6 +246,18 @@ def evaluate(
         out.write(f"{made.name}: simulated in {wall:.1f} s ({cpu:.1f} s CPU)\n")
         results.append(result)
     return Evaluation(tuple(results), found, context, slo)
+
+
+def load_test(
+    args: argparse.Namespace, requests: Sequence[trace.TraceRequest]
+) -> calibrate.Capacity:
+    """One pod's SLO capacity on the trace's mix, for the flags' fleet and SLO."""
+    return calibrate.capacity(
+        requests,
+        fleet_for(args),
+        latency.Slo(ttft_s=args.slo_ttft, itl_s=args.slo_itl),
+        num_requests=args.calibrate_requests,
+    )
 
 
 WHAT_IF_KEYS = {
