@@ -135,3 +135,10 @@ def test_what_if_prints_the_gpu_hours_difference_per_policy() -> None:
     assert row.split()[0] == "static"
     # One static pod either way: the same GPU-hours to the precision of the run's end.
     assert f"{base.results[0].gpu_hours:7.2f} -> {other.results[0].gpu_hours:7.2f}" in row
+
+
+def test_token_scale_makes_a_long_context_trace_without_prefix_hashes() -> None:
+    reqs = [trace.TraceRequest(0.0, 1000, 200, (1, 2)), trace.TraceRequest(1.0, 30_000, 10)]
+    scaled = command.prepare(reqs, _args("--token-scale", "8"))
+    assert [(r.prompt_tokens, r.output_tokens) for r in scaled] == [(8000, 1600), (131_072, 80)]
+    assert all(r.prefix_block_hashes == () for r in scaled)

@@ -56,15 +56,25 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
     return result
 
 
+TOKEN_SCALE_LIMIT = 131_072  # the longest context of the models offered
+
+
 def prepare(
     requests: Sequence[trace.TraceRequest], args: argparse.Namespace
 ) -> list[trace.TraceRequest]:
-    """The trace as the flags shape it: the first --duration seconds, compressed, amplified."""
+    """The trace as the flags shape it: the first --duration seconds, compressed, tokens
+    scaled, amplified."""
     reqs = list(requests)
     if args.duration is not None:
         reqs = trace.window(reqs, 0.0, args.duration)
     if args.time_scale != 1.0:
         reqs = trace.compress(reqs, args.time_scale)
+    if args.token_scale != 1.0:
+        # Scaled prompts no longer match the blocks their hashes named: drop the hashes.
+        scaled = trace.scale_tokens(
+            reqs, args.token_scale, max_prompt=TOKEN_SCALE_LIMIT, max_output=TOKEN_SCALE_LIMIT
+        )
+        reqs = [dataclasses.replace(req, prefix_block_hashes=()) for req in scaled]
     if args.load_scale != 1:
         reqs = trace.amplify(
             reqs, args.load_scale, separate_prefixes=args.amplify_prefixes == "separate"

@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 1)",
     )
     parser.add_argument(
+        "--token-scale",
+        type=float,
+        default=1.0,
+        help="prompt and output tokens times this factor, clamped to 131072 (a long-context "
+        "version of a short trace; prefix hashes are dropped) (default: 1)",
+    )
+    parser.add_argument(
         "--amplify-prefixes",
         choices=("separate", "shared"),
         default="separate",
