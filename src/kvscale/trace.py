@@ -6,7 +6,11 @@ request. Two formats are read:
 - CSV in the Azure LLM inference trace schema, `TIMESTAMP,ContextTokens,GeneratedTokens`, with
   timestamps like `2023-11-16 18:15:46.6805900` (the traces shipped in `kvscale/data/traces/`);
 - JSONL, one object per line: `arrival_s`, `prompt_tokens`, `output_tokens` and an optional
-  `prefix_block_hashes` (a list of integers, one per full KV block of the prompt's shared prefix).
+  `prefix_block_hashes` (a list of integers, one per full KV block of the prompt's shared prefix);
+- JSONL in the Mooncake FAST'25 trace format (kvcache-ai/Mooncake, `FAST25-release/traces/`):
+  `timestamp` (ms), `input_length`, `output_length`, `hash_ids` (one id per 512-token block of
+  the prompt, the last one partial; equal ids are equal prefixes), recognised by its fields and
+  read by `parse_mooncake`, which expands each id into the twin's block hashes.
 
 The transforms (`window`, `compress`, `amplify`, `steady`, `scale_tokens`) return new lists and
 never touch their input. `kvscale simulate` and the demo's load generator read trace files
@@ -117,9 +121,20 @@ def _hashes(value: object, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def parse_jsonl(text: str) -> list[TraceRequest]:
-    """Parse a JSONL trace; sorted by time, relative to the first request."""
-    rows: list[tuple[float, int, TraceRequest]] = []
+MOONCAKE_BLOCK_TOKENS = 512  # tokens per hash id in the Mooncake traces
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+TWIN_BLOCK_SIZE = 16  # vLLM's and the twin's default KV block size
+
+
+def _number(value: object, field: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TraceError(f"{where}: {field} = {value!r}, must be a finite number")
+    return float(value)
+
+
+def _objects(text: str) -> list[tuple[str, dict[str, object]]]:
+    """Each non-blank line as a JSON object, with where it is."""
+    found = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -130,31 +145,99 @@ def parse_jsonl(text: str) -> list[TraceRequest]:
             raise TraceError(f"{where}: not JSON: {exc.msg}") from None
         if not isinstance(obj, dict):
             raise TraceError(f"{where}: must be a JSON object, got {type(obj).__name__}")
+        found.append((where, obj))
+    return found
+
+
+def _sorted(rows: list[tuple[float, int, TraceRequest]]) -> list[TraceRequest]:
+    """By arrival (file order on ties), relative to the first request."""
+    if not rows:
+        return []
+    rows.sort(key=lambda row: (row[0], row[1]))
+    start = rows[0][0]
+    return [dataclasses.replace(req, arrival_s=req.arrival_s - start) for _, _, req in rows]
+
+
+def expand_hash_ids(
+    hash_ids: Sequence[int], prompt_tokens: int, block_size: int = TWIN_BLOCK_SIZE
+) -> tuple[int, ...]:
+    """Mooncake's 512-token block ids as the twin's `block_size`-token block hashes.
+
+    Block j of the twin lies in Mooncake block j x block_size // 512, at position
+    j mod (512 / block_size) in it; its hash is (id, position) numbered densely, so equal
+    Mooncake prefixes give equal twin prefixes. Only the prompt's full twin blocks get one.
+    """
+    if block_size < 1 or MOONCAKE_BLOCK_TOKENS % block_size:
+        raise ValueError(f"block_size = {block_size}, must divide {MOONCAKE_BLOCK_TOKENS}")
+    per_id = MOONCAKE_BLOCK_TOKENS // block_size
+    full = min(prompt_tokens // block_size, len(hash_ids) * per_id)
+    return tuple(hash_ids[j // per_id] * per_id + j % per_id for j in range(full))
+
+
+def parse_mooncake(text: str, block_size: int = TWIN_BLOCK_SIZE) -> list[TraceRequest]:
+    """Parse a Mooncake FAST'25 JSONL trace; sorted by time, relative to the first request."""
+    rows: list[tuple[float, int, TraceRequest]] = []
+    for index, (where, obj) in enumerate(_objects(text)):
+        for field in MOONCAKE_FIELDS:
+            if field not in obj:
+                raise TraceError(f"{where}: {field} is missing")
+        unknown = sorted(set(obj) - set(MOONCAKE_FIELDS))
+        if unknown:
+            raise TraceError(f"{where}: unknown field {unknown[0]!r}")
+        milliseconds = _number(obj["timestamp"], "timestamp", where)
+        prompt = _positive_int(obj["input_length"], "input_length", where)
+        output = _positive_int(obj["output_length"], "output_length", where)
+        ids = obj["hash_ids"]
+        if not isinstance(ids, list) or any(
+            isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids
+        ):
+            raise TraceError(f"{where}: hash_ids = {ids!r}, must be a list of integers >= 0")
+        most = -(-prompt // MOONCAKE_BLOCK_TOKENS)
+        if len(ids) > most:
+            raise TraceError(
+                f"{where}: hash_ids has {len(ids)} ids, must be at most {most} "
+                f"(one per {MOONCAKE_BLOCK_TOKENS} tokens of input_length {prompt})"
+            )
+        req = TraceRequest(
+            milliseconds / 1000.0, prompt, output, expand_hash_ids(ids, prompt, block_size)
+        )
+        rows.append((req.arrival_s, index, req))
+    return _sorted(rows)
+
+
+def is_mooncake(text: str) -> bool:
+    """Whether the first object of a JSONL text has the Mooncake trace's fields."""
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                return False
+            return isinstance(obj, dict) and "input_length" in obj and "hash_ids" in obj
+    return False
+
+
+def parse_jsonl(text: str) -> list[TraceRequest]:
+    """Parse a JSONL trace, this project's or Mooncake's (`is_mooncake`); sorted by time,
+    relative to the first request."""
+    if is_mooncake(text):
+        return parse_mooncake(text)
+    rows: list[tuple[float, int, TraceRequest]] = []
+    for index, (where, obj) in enumerate(_objects(text)):
         for field in ("arrival_s", "prompt_tokens", "output_tokens"):
             if field not in obj:
                 raise TraceError(f"{where}: {field} is missing")
         unknown = sorted(set(obj) - {f.name for f in dataclasses.fields(TraceRequest)})
         if unknown:
             raise TraceError(f"{where}: unknown field {unknown[0]!r}")
-        arrival = obj["arrival_s"]
-        if (
-            isinstance(arrival, bool)
-            or not isinstance(arrival, int | float)
-            or not math.isfinite(arrival)
-        ):
-            raise TraceError(f"{where}: arrival_s = {arrival!r}, must be a finite number")
         req = TraceRequest(
-            float(arrival),
+            _number(obj["arrival_s"], "arrival_s", where),
             _positive_int(obj["prompt_tokens"], "prompt_tokens", where),
             _positive_int(obj["output_tokens"], "output_tokens", where),
             _hashes(obj.get("prefix_block_hashes", []), where),
         )
-        rows.append((req.arrival_s, number, req))
-    if not rows:
-        return []
-    rows.sort(key=lambda row: (row[0], row[1]))
-    start = rows[0][0]
-    return [dataclasses.replace(req, arrival_s=req.arrival_s - start) for _, _, req in rows]
+        rows.append((req.arrival_s, index, req))
+    return _sorted(rows)
 
 
 def to_jsonl(reqs: Iterable[TraceRequest]) -> str:
@@ -191,8 +274,21 @@ def compress(reqs: Sequence[TraceRequest], time_factor: float) -> list[TraceRequ
     return [dataclasses.replace(req, arrival_s=req.arrival_s / time_factor) for req in reqs]
 
 
+def namespaced(hashes: tuple[int, ...], namespace: int) -> tuple[int, ...]:
+    """Prefix block hashes moved into namespace `namespace` (0: unchanged), so that copies in
+    different namespaces never share a prefix-cache entry while copies in one namespace share
+    what the originals shared. Deterministic (Python's hash of an int tuple is not salted)."""
+    if namespace == 0:
+        return hashes
+    return tuple(hash((namespace, value)) for value in hashes)
+
+
 def amplify(
-    reqs: Sequence[TraceRequest], copies: int, *, spread_s: float = 60.0
+    reqs: Sequence[TraceRequest],
+    copies: int,
+    *,
+    spread_s: float = 60.0,
+    separate_prefixes: bool = False,
 ) -> list[TraceRequest]:
     """`copies` times the load with the same shape: copy j of every request arrives
     j x spread_s / copies seconds after the original (copy 0 is the original).
@@ -200,13 +296,27 @@ def amplify(
     It stands for a service `copies` times larger whose traffic rises and falls as this one's
     does on scales longer than `spread_s`; below that, bursts keep their size and come more
     often. The result is sorted by arrival (stable: copies of one instant keep trace order).
+
+    Prefix block hashes: by default every copy keeps the original's, so the N copies of a
+    request share one prefix-cache entry (N users sending the very same prompt prefix). With
+    `separate_prefixes` copy j gets its own hash namespace (`namespaced`): N independent
+    populations of users, each sharing prefixes among itself as the original trace does.
+    `kvscale simulate --load-scale` and the benchmarks use separate prefixes.
     """
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ValueError(f"copies = {copies!r}, must be an integer >= 1")
     if not (spread_s >= 0 and math.isfinite(spread_s)):
         raise ValueError(f"spread_s = {spread_s}, must be a finite number >= 0")
     out = [
-        dataclasses.replace(req, arrival_s=req.arrival_s + j * spread_s / copies)
+        dataclasses.replace(
+            req,
+            arrival_s=req.arrival_s + j * spread_s / copies,
+            prefix_block_hashes=(
+                namespaced(req.prefix_block_hashes, j)
+                if separate_prefixes
+                else req.prefix_block_hashes
+            ),
+        )
         for j in range(copies)
         for req in reqs
     ]

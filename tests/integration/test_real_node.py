@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.integration.conftest import eventually
+from tests.support import wait
 
 from kvscale.localstack import binaries, namespace, node
 from kvscale.localstack import cluster as local
@@ -113,7 +113,9 @@ def _ready(real: local.Cluster, name: str) -> dict[str, Any] | None:
 def web(real: local.Cluster) -> dict[str, Any]:
     """A running webecho pod, Ready by its readiness probe."""
     _apply(real, _pod("web"))
-    return eventually(lambda: _ready(real, "web"), "pod web Ready", timeout_s=WAIT_S)
+    return wait.eventually(
+        lambda: _ready(real, "web"), "pod web Ready", timeout_s=WAIT_S, retry_on=wait.NOT_MADE_YET
+    )
 
 
 def test_node_registers_ready_with_fake_gpus(real: local.Cluster) -> None:
@@ -143,7 +145,12 @@ def test_kubectl_logs_shows_the_containers_stdout_and_the_probe(
         text = real.kubectl("logs", "web").stdout
         return text if "request: GET /healthz" in text else None
 
-    text = eventually(logged, "the readiness probe's requests in the pod's log", timeout_s=WAIT_S)
+    text = wait.eventually(
+        logged,
+        "the readiness probe's requests in the pod's log",
+        timeout_s=WAIT_S,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert text.startswith("webecho listening on 8080\n")
 
 
@@ -175,7 +182,12 @@ def test_cluster_ip_service_answers_inside_the_node_namespace(
         return result.stdout if result.returncode == 0 else None
 
     assert (
-        eventually(answered, f"Service web ({cluster_ip}) answering", timeout_s=WAIT_S)
+        wait.eventually(
+            answered,
+            f"Service web ({cluster_ip}) answering",
+            timeout_s=WAIT_S,
+            retry_on=wait.NOT_MADE_YET,
+        )
         == "hello from web\n"
     )
     # The Service range exists only inside the node's namespace.
@@ -195,7 +207,9 @@ def test_pod_asking_more_gpus_than_exist_stays_pending_with_the_schedulers_reaso
                 return dict(condition)
         return None
 
-    condition = eventually(unschedulable, "pod greedy unschedulable", timeout_s=WAIT_S)
+    condition = wait.eventually(
+        unschedulable, "pod greedy unschedulable", timeout_s=WAIT_S, retry_on=wait.NOT_MADE_YET
+    )
     assert condition["reason"] == "Unschedulable"
     assert f"Insufficient {node.GPU_RESOURCE}" in condition["message"]
     assert _get(real, "pod", "greedy")["status"]["phase"] == "Pending"
@@ -216,7 +230,12 @@ def test_kill_9_of_the_containers_process_makes_kubelet_restart_it(
     real: local.Cluster,
 ) -> None:
     _apply(real, _pod("victim"))
-    pod = eventually(lambda: _ready(real, "victim"), "pod victim Ready", timeout_s=WAIT_S)
+    pod = wait.eventually(
+        lambda: _ready(real, "victim"),
+        "pod victim Ready",
+        timeout_s=WAIT_S,
+        retry_on=wait.NOT_MADE_YET,
+    )
     status = pod["status"]["containerStatuses"][0]
     assert status["restartCount"] == 0
     container_id = status["containerID"].removeprefix("containerd://")
@@ -229,7 +248,12 @@ def test_kill_9_of_the_containers_process_makes_kubelet_restart_it(
         current = ready["status"]["containerStatuses"][0]
         return current if current["restartCount"] >= 1 else None
 
-    current = eventually(restarted, "kubelet restarting the killed container", timeout_s=WAIT_S)
+    current = wait.eventually(
+        restarted,
+        "kubelet restarting the killed container",
+        timeout_s=WAIT_S,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert current["restartCount"] == 1
     assert current["lastState"]["terminated"]["exitCode"] == 137
     real.kubectl("delete", "pod", "victim", "--wait=false")

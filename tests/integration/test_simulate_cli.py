@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+from kvscale.simulate import option
+
 
 def test_simulate_prints_the_table_and_writes_the_plot(tmp_path: pathlib.Path) -> None:
     plot, report = tmp_path / "timeline.png", tmp_path / "results.json"
@@ -41,16 +43,14 @@ def test_simulate_prints_the_table_and_writes_the_plot(tmp_path: pathlib.Path) -
     header = next(line for line in lines if line.startswith("policy"))
     assert "GPU-h" in header
     assert "SLO" in header
-    for name in ("kvscale", "hpa-cpu", "keda-waiting", "knative-concurrency"):
+    assert "GPU-h / oracle" in header
+    for name in option.POLICIES:
         assert any(line.startswith(name + " ") for line in lines), done.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(report.read_text())
-    assert [r["policy"] for r in data["results"]] == [
-        "kvscale",
-        "hpa-cpu",
-        "keda-waiting",
-        "knative-concurrency",
-    ]
+    assert [r["policy"] for r in data["results"]] == list(option.POLICIES)
+    oracle = next(r for r in data["results"] if r["policy"] == "oracle")
+    assert oracle["gpu_hours_over_oracle"] == 1.0
     assert all(r["latency"]["num_requests"] == data["num_requests"] for r in data["results"])
     assert all(r["gpu_hours"] > 0 for r in data["results"])
 

@@ -33,6 +33,7 @@ def test_every_target_from_the_load_test() -> None:
         "hpa.maxTokensPerSecond": "24074",
         "hpa.targetUtilization": "70",
         "knative.target": "37.5",  # in flight read at 70% load
+        "dynamo.targetKvLoad": "0.1043",  # KV demand read at 70% load
     }
 
 
@@ -56,4 +57,15 @@ def test_kvscale_gets_the_throughput_target_and_keeps_its_default_occupancy_targ
         "hpa.maxTokensPerSecond": "24074",
         "hpa.targetUtilization": "70",
         "knative.target": "37.5",
+        "dynamo.targetKvLoad": "0.1043",
     }
+
+
+def test_a_load_test_that_never_meets_the_slo_says_so() -> None:
+    assert FOUND.reachable
+    missed = calibrate.Capacity(
+        at_capacity=calibrate.Reading(0.25, 0.77, 2750.0, 0.3, 0.01, 0.01, 0.0),
+        at_target=reading(0.17, 1925.0, 0.2, 0.008),
+        utilization=0.7,
+    )
+    assert not missed.reachable

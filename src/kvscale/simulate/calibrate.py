@@ -5,8 +5,9 @@ trace's requests (every k-th, so the whole hour's mix is in it) arrives evenly a
 rate on one pod; the highest rate at which the pod still meets the SLO for `attainment` of
 the requests is its capacity (bisection on the rate). Then the test runs at `utilization` of
 that rate (70%) and reads the signals the policies scale on: tokens per second (hpa-cpu's
-"CPU"), in-flight requests (Knative's concurrency), KV-cache usage and KV demand (kvscale),
-waiting requests (KEDA).
+"CPU"; counted as the engines see the requests, after `simulation.fit` cuts those longer
+than the context), in-flight requests (Knative's concurrency), KV-cache usage and KV demand
+(kvscale), waiting requests (KEDA).
 
 `targets` turns that into every policy's per-pod target by one rule: a pod should carry 70% of
 its SLO capacity, so each target is its signal's value at that load (for the throughput
@@ -55,6 +56,21 @@ class Capacity:
     at_capacity: Reading
     at_target: Reading
     utilization: float
+    max_model_len: int = 0
+    """The context the load test's engines had (0: not recorded)."""
+    num_cut: int = 0
+    """Requests of the load test's mix cut to fit that context."""
+    num_sampled: int = 0
+    """Requests in the load test's mix."""
+    attainment: float = 0.99
+    """The SLO attainment the capacity was bisected for."""
+
+    @property
+    def reachable(self) -> bool:
+        """Whether one pod met the SLO for `attainment` of the requests at some rate; when
+        not, `at_capacity` is the lowest rate tried and every target from it is meaningless
+        (the SLO is too tight for these requests on this pod, whatever the load)."""
+        return self.at_capacity.attainment >= self.attainment
 
 
 def sample(requests: Sequence[trace.TraceRequest], count: int) -> list[trace.TraceRequest]:
@@ -69,6 +85,16 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if values else 0.0
 
 
+def context_length(settings: fleet.Settings) -> int:
+    """The engines' max_model_len on this fleet."""
+    return settings.engine.resolve(settings.profile).max_model_len
+
+
+def seen_tokens(mix: Sequence[trace.TraceRequest], max_model_len: int) -> list[int]:
+    """Each request's prompt + output tokens after `simulation.fit` cuts it to the context."""
+    return [sum(simulation.fit(req, max_model_len)) for req in mix]
+
+
 def measure(
     mix: Sequence[trace.TraceRequest], rate: float, settings: fleet.Settings, slo: latency.Slo
 ) -> Reading:
@@ -79,7 +105,10 @@ def measure(
     result = simulation.simulate(trace.steady(mix, rate), run, policy_.Static())
     arrivals_end = (len(mix) - 1) / rate
     steady = [p for p in result.timeline if arrivals_end / 5 <= p.time <= arrivals_end]
-    tokens = sum(req.prompt_tokens + req.output_tokens for req in mix)
+    # Tokens as the engine sees them: a request longer than the context is cut to fit it
+    # (`simulation.fit`), and counting the uncut tokens overstated tokens/s at capacity 2-3x
+    # on long-context traces.
+    tokens = sum(seen_tokens(mix, context_length(settings)))
     return Reading(
         rate_per_s=rate,
         attainment=result.latency.slo_attainment,
@@ -121,7 +150,16 @@ def capacity(
     if best is None:
         best = measure(mix, low, settings, slo)
     target = measure(mix, best.rate_per_s * utilization, settings, slo)
-    return Capacity(at_capacity=best, at_target=target, utilization=utilization)
+    context = context_length(settings)
+    return Capacity(
+        at_capacity=best,
+        at_target=target,
+        utilization=utilization,
+        max_model_len=context,
+        num_cut=simulation.count_cut(mix, context),
+        num_sampled=len(mix),
+        attainment=attainment,
+    )
 
 
 RECOMMENDED_FOR_KVSCALE = ("targetTokensPerSecond",)
@@ -157,4 +195,6 @@ def targets(found: Capacity, utilization: float | None = None) -> dict[str, str]
         "hpa.maxTokensPerSecond": f"{found.at_capacity.tokens_per_s:.0f}",
         "hpa.targetUtilization": f"{100 * share:g}",
         "knative.target": f"{max(at.inflight, 0.01):.3g}",
+        # Dynamo's target KV load is its signal (KV demand) at the load test's utilization.
+        "dynamo.targetKvLoad": f"{min(1.0, max(at.demand, 1e-4)):.4g}",
     }

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-POLICIES = ("kvscale", "hpa-cpu", "keda-waiting", "knative-concurrency")
-GPUS = {"h100": "h100-sxm", "a100": "a100-80gb"}
-MODELS = ("llama-3-8b", "llama-3-70b")
+POLICIES = (
+    "kvscale",
+    "hpa-cpu",
+    "keda-waiting",
+    "knative-concurrency",
+    "llmd-saturation",
+    "dynamo-reactive",
+    "hpa-cpu-busy",
+    "static-peak",
+    "oracle",
+)
+GPUS = {"h100": "h100-sxm", "h200": "h200", "a100": "a100-80gb", "l40s": "l40s", "l4": "l4"}
+MODELS = ("llama-3-8b", "llama-3-70b", "llama-3.1-8b", "llama-3.1-70b")
+KV_CACHE_DTYPES = ("auto", "fp8")
+DEFAULT_MAX_CUT = 0.01
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,12 +31,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         action="append",
         choices=[*POLICIES, "static", "all"],
-        help="policy to run; repeat for several; 'all' runs the four (default: all)",
+        help="policy to run; repeat for several; 'all' runs every one (default: all); "
+        "oracle and static-peak are planned at one pod's measured SLO capacity (the load "
+        "test of --calibrate, run for them when not asked for)",
     )
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100")
     parser.add_argument("--model", choices=MODELS, default="llama-3-8b")
     parser.add_argument(
         "--tensor-parallel", type=int, default=1, help="GPUs per pod (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        default="auto",
+        help="vLLM's --kv-cache-dtype: auto (the model's BF16) or fp8 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="the engines' context in tokens (default: the model's max_position_embeddings: "
+        "8192 for llama-3-*, 131072 for llama-3.1-*)",
+    )
+    parser.add_argument(
+        "--max-cut",
+        type=float,
+        default=DEFAULT_MAX_CUT,
+        help="refuse to run when more than this share of the requests is longer than the "
+        "context and would be cut to fit it (default: %(default)s; 1 accepts any)",
     )
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--max-replicas", type=int, default=16)
@@ -63,6 +97,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: 1)",
     )
     parser.add_argument(
+        "--token-scale",
+        type=float,
+        default=1.0,
+        help="prompt and output tokens times this factor, clamped to 131072 (a long-context "
+        "version of a short trace; prefix hashes are dropped) (default: 1)",
+    )
+    parser.add_argument(
+        "--amplify-prefixes",
+        choices=("separate", "shared"),
+        default="separate",
+        help="with --load-scale: each copy gets its own prefix-hash namespace (separate: N "
+        "populations of users) or keeps the original's (shared: N users sending the same "
+        "prefixes) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -77,6 +126,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="load-test one pod on the trace's mix first and set every policy's per-pod "
         "target to its signal at 70%% of the pod's SLO capacity (kvscale: "
         "targetTokensPerSecond beside the default targetOccupancy; --set still wins)",
+    )
+    parser.add_argument(
+        "--calibrate-requests",
+        type=int,
+        default=2000,
+        help="requests of the trace's mix in the load test (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run a changed configuration and print the difference in GPU-hours at the "
+        "SLO: gpu=h200, kv-cache-dtype=fp8, max-model-len=32768, model=..., "
+        "tensor-parallel=... (repeat to change several at once)",
     )
     parser.add_argument(
         "--fault-missing",

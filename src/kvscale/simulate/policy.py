@@ -37,7 +37,17 @@ from kvscale.scaling import settings as scaling_settings
 from kvscale.simulate import fleet, hpa, kpa
 from kvscale.twin import engine
 
-NAMES = ("kvscale", "hpa-cpu", "keda-waiting", "knative-concurrency")
+NAMES = (
+    "kvscale",
+    "hpa-cpu",
+    "keda-waiting",
+    "knative-concurrency",
+    # Today's peers (kvscale.simulate.peer); oracle and static-peak need the trace and are
+    # built by kvscale.simulate.oracle.
+    "llmd-saturation",
+    "dynamo-reactive",
+    "hpa-cpu-busy",
+)
 
 # Per-pod targets of the baselines when not set, from `kvscale simulate --calibrate` on the
 # Azure conversation trace with Llama-3-8B on one H100 (docs/simulation.md, "Tuning"): one pod
@@ -347,7 +357,42 @@ PREFIXES = {
     "hpa-cpu": "hpa.",
     "keda-waiting": "keda.",
     "knative-concurrency": "knative.",
+    "llmd-saturation": "llmd.",
+    "dynamo-reactive": "dynamo.",
+    "hpa-cpu-busy": "cpu.",
+    "oracle": "oracle.",
 }
+_LLMD_KEYS = {
+    "kvCacheThreshold": "kv_cache_threshold",
+    "queueLengthThreshold": "queue_length_threshold",
+    "kvSpareTrigger": "kv_spare_trigger",
+    "queueSpareTrigger": "queue_spare_trigger",
+    "reconcileSeconds": "reconcile_s",
+    "scrapeSeconds": "scrape_s",
+}
+_DYNAMO_KEYS = {
+    "targetKvLoad": "target_kv_load",
+    "scaleUpRatio": "scale_up_ratio",
+    "scaleDownRatio": "scale_down_ratio",
+    "adjustmentIntervalSeconds": "adjustment_interval_s",
+    "maxStep": "max_step",
+}
+_CPU_KEYS = {
+    "cpuRequest": "cpu_request_cores",
+    "targetUtilization": "target_utilization",
+    "tokenizerTokensPerSecond": "tokenizer_tokens_per_second",
+}
+
+
+def _fields(name: str, mine: Mapping[str, str], keys: Mapping[str, str]) -> dict[str, Any]:
+    """Overrides mapped to dataclass fields; an unknown key is an error naming it."""
+    values: dict[str, Any] = {}
+    for key, text in mine.items():
+        if key not in keys:
+            raise ValueError(f"{PREFIXES[name]}{key}: unknown key, known: {', '.join(keys)}")
+        value = _number(key, text)
+        values[keys[key]] = int(value) if key == "maxStep" else value
+    return values
 
 
 def _number(key: str, text: str) -> float:
@@ -440,6 +485,23 @@ def build(
         return KnativeConcurrency(dataclasses.replace(base, **kpa_values))
     if name == "static":
         return Static()
+    if name in ("llmd-saturation", "dynamo-reactive", "hpa-cpu-busy"):
+        # Imported here: kvscale.simulate.peer builds on this module's View and Scale.
+        from kvscale.simulate import peer
+
+        bounds = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+        if name == "llmd-saturation":
+            return peer.LlmdSaturation(
+                peer.LlmdSettings(**_fields(name, mine, _LLMD_KEYS)), **bounds
+            )
+        if name == "dynamo-reactive":
+            return peer.DynamoReactive(
+                peer.DynamoSettings(**_fields(name, mine, _DYNAMO_KEYS)), **bounds
+            )
+        hpa_part = {k: v for k, v in mine.items() if k in _HPA_KEYS}
+        cpu_part = {k: v for k, v in mine.items() if k not in _HPA_KEYS}
+        config = dataclasses.replace(hpa.Settings(**bounds), **_fields(name, hpa_part, _HPA_KEYS))
+        return peer.HpaCpuBusy(config, peer.CpuModel(**_fields(name, cpu_part, _CPU_KEYS)))
     raise ValueError(f"policy = {name!r}, must be one of {', '.join((*NAMES, 'static'))}")
 
 
@@ -483,4 +545,6 @@ def describe(policy: Policy) -> str:
         )
     if isinstance(policy, Static):
         return "no autoscaling"
-    return policy.name
+    # The peers and the oracle describe themselves.
+    line = getattr(policy, "describe", None)
+    return str(line()) if callable(line) else policy.name

@@ -98,6 +98,8 @@ class Result:
     num_preemptions: int
     num_scale_ups: int
     num_scale_downs: int
+    num_direction_changes: int
+    """Scale actions in the other direction than the one before (up then down, or back)."""
     max_replicas: int
     """The most pods wanted at once."""
     max_ready: int
@@ -118,6 +120,11 @@ def fit(req: trace.TraceRequest, max_model_len: int) -> tuple[int, int]:
     if output >= max_model_len:
         return 1, max_model_len - 1
     return max(1, max_model_len - output), output
+
+
+def count_cut(requests: Sequence[trace.TraceRequest], max_model_len: int) -> int:
+    """How many of `requests` `fit` cuts to the context."""
+    return sum(1 for req in requests if req.prompt_tokens + req.output_tokens > max_model_len)
 
 
 class _Run:
@@ -147,6 +154,8 @@ class _Run:
         self.num_preemptions = 0
         self.num_scale_ups = 0
         self.num_scale_downs = 0
+        self.num_direction_changes = 0
+        self._last_direction = 0
         self.max_wanted = 0
         self.last_finish = 0.0
         self.timeline: list[Point] = []
@@ -163,6 +172,11 @@ class _Run:
         wanted = self.fleet.wanted()
         current = len(wanted)
         desired = min(max(scale.desired, s.min_replicas), s.max_replicas)
+        direction = (desired > current) - (desired < current)
+        if direction and self._last_direction and direction != self._last_direction:
+            self.num_direction_changes += 1
+        if direction:
+            self._last_direction = direction
         if desired > current:
             self.num_scale_ups += 1
             for _ in range(desired - current):
@@ -315,6 +329,7 @@ class _Run:
             num_preemptions=self.num_preemptions,
             num_scale_ups=self.num_scale_ups,
             num_scale_downs=self.num_scale_downs,
+            num_direction_changes=self.num_direction_changes,
             max_replicas=self.max_wanted,
             max_ready=max((point.ready for point in self.timeline), default=initial),
             timeline=tuple(self.timeline),

@@ -18,8 +18,28 @@ COLUMNS = (
     "ITL p99",
     "preempt",
     "scale up/down",
+    "actions/h",
+    "reversals/h",
     "max pods",
+    "GPU-h / oracle",
 )
+ORACLE = "oracle"  # the result every other one is compared with, when the run has it
+
+
+def per_hour(count: int, result: simulation.Result) -> float:
+    """`count` events per hour of the run."""
+    return 3600.0 * count / result.duration_s if result.duration_s > 0 else math.nan
+
+
+def over_oracle(result: simulation.Result, oracle_gpu_hours: float | None) -> float:
+    """GPU-hours over the oracle's (nan without an oracle run)."""
+    if oracle_gpu_hours is None or oracle_gpu_hours <= 0:
+        return math.nan
+    return result.gpu_hours / oracle_gpu_hours
+
+
+def oracle_gpu_hours(results: Sequence[simulation.Result]) -> float | None:
+    return next((r.gpu_hours for r in results if r.policy == ORACLE), None)
 
 
 def _seconds(value: float) -> str:
@@ -28,8 +48,10 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def row(result: simulation.Result) -> tuple[str, ...]:
+def row(result: simulation.Result, oracle: float | None = None) -> tuple[str, ...]:
     lat = result.latency
+    ratio = over_oracle(result, oracle)
+    actions = per_hour(result.num_scale_ups + result.num_scale_downs, result)
     return (
         result.policy,
         f"{result.gpu_hours:.2f}",
@@ -40,13 +62,17 @@ def row(result: simulation.Result) -> tuple[str, ...]:
         _seconds(lat.itl_p99_s),
         str(result.num_preemptions),
         f"{result.num_scale_ups}/{result.num_scale_downs}",
+        f"{actions:.1f}",
+        f"{per_hour(result.num_direction_changes, result):.1f}",
         str(result.max_replicas),
+        "-" if math.isnan(ratio) else f"{ratio:.2f}x",
     )
 
 
 def render(results: Sequence[simulation.Result], *, markdown: bool = False) -> str:
     """The results side by side, one row per policy, then each policy's settings."""
-    rows = [COLUMNS, *(row(result) for result in results)]
+    oracle = oracle_gpu_hours(results)
+    rows = [COLUMNS, *(row(result, oracle) for result in results)]
     if markdown:
         lines = ["| " + " | ".join(cells) + " |" for cells in rows]
         lines.insert(1, "|" + "|".join("---" for _ in COLUMNS) + "|")
@@ -65,8 +91,11 @@ def render(results: Sequence[simulation.Result], *, markdown: bool = False) -> s
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
-def to_data(result: simulation.Result, *, timeline: bool = False) -> dict[str, object]:
+def to_data(
+    result: simulation.Result, *, timeline: bool = False, oracle: float | None = None
+) -> dict[str, object]:
     """A JSON-ready summary of one run (the timeline only when asked: it is long)."""
+    ratio = over_oracle(result, oracle)
     data: dict[str, object] = {
         "policy": result.policy,
         "settings": result.settings,
@@ -82,6 +111,12 @@ def to_data(result: simulation.Result, *, timeline: bool = False) -> dict[str, o
         "num_preemptions": result.num_preemptions,
         "num_scale_ups": result.num_scale_ups,
         "num_scale_downs": result.num_scale_downs,
+        "num_direction_changes": result.num_direction_changes,
+        "scale_actions_per_hour": round(
+            per_hour(result.num_scale_ups + result.num_scale_downs, result), 3
+        ),
+        "direction_changes_per_hour": round(per_hour(result.num_direction_changes, result), 3),
+        "gpu_hours_over_oracle": None if math.isnan(ratio) else round(ratio, 4),
         "max_replicas": result.max_replicas,
         "max_ready": result.max_ready,
         "num_engine_steps": result.num_engine_steps,

@@ -333,10 +333,75 @@ CPU_LOCAL = Gpu(
     serve_defaults=(2048, 128),  # vLLM 0.32's CPU defaults for the OpenAI server
 )
 
-GPUS: Mapping[str, Gpu] = types.MappingProxyType({"h100-sxm": H100_SXM, "a100-80gb": A100_80GB})
-MODELS: Mapping[str, Model] = types.MappingProxyType(
-    {"llama-3-8b": LLAMA_3_8B, "llama-3-70b": LLAMA_3_70B}
+# NVIDIA H200 datasheet (nvidia.com/en-us/data-center/h200/): 141 GB HBM3e at 4.8 TB/s; the
+# same GH100 die and clocks as the H100 SXM, hence the same dense BF16 tensor throughput
+# (989 TFLOPS dense, the datasheet's 1,979 is with sparsity); NVLink 4 and PCIe Gen5.
+# nvidia-smi reports 143,771 MiB.
+H200 = Gpu(
+    name="NVIDIA H200 141GB",
+    peak_flops=989.4e12,
+    memory_bandwidth=4.8e12,
+    memory_bytes=143_771 * 1024**2,
+    host_bandwidth=64e9,  # PCIe Gen5 x16
+    link_bandwidth=450e9,  # NVLink 4: 900 GB/s total, both directions
 )
+
+# NVIDIA L40S datasheet (nvidia.com/en-us/data-center/l40s/, "L40S GPU for AI and Graphics
+# Performance" PDF): 48 GB GDDR6 at 864 GB/s, 362.05 TFLOPS dense BF16 (733 with sparsity),
+# PCIe Gen4 x16 (64 GB/s both directions), no NVLink: tensor parallelism goes over PCIe.
+# nvidia-smi reports 46,068 MiB (ECC on).
+L40S = Gpu(
+    name="NVIDIA L40S 48GB",
+    peak_flops=362.05e12,
+    memory_bandwidth=864e9,
+    memory_bytes=46_068 * 1024**2,
+    host_bandwidth=32e9,
+    link_bandwidth=32e9,
+)
+
+# NVIDIA L4 datasheet (nvidia.com/en-us/data-center/l4/): 24 GB GDDR6 at 300 GB/s, 121 TFLOPS
+# dense BF16 (242 with sparsity), PCIe Gen4 x16, no NVLink. nvidia-smi reports 23,034 MiB.
+L4 = Gpu(
+    name="NVIDIA L4 24GB",
+    peak_flops=121e12,
+    memory_bandwidth=300e9,
+    memory_bytes=23_034 * 1024**2,
+    host_bandwidth=32e9,
+    link_bandwidth=32e9,
+)
+
+# Llama 3.1 (meta-llama/Llama-3.1-8B and -70B config.json): the Llama 3 shapes with RoPE
+# scaling to a 131,072-token context.
+LLAMA_3_1_8B = dataclasses.replace(LLAMA_3_8B, name="Llama-3.1-8B", max_position_embeddings=131_072)
+LLAMA_3_1_70B = dataclasses.replace(
+    LLAMA_3_70B, name="Llama-3.1-70B", max_position_embeddings=131_072
+)
+
+GPUS: Mapping[str, Gpu] = types.MappingProxyType(
+    {"h100-sxm": H100_SXM, "h200": H200, "a100-80gb": A100_80GB, "l40s": L40S, "l4": L4}
+)
+MODELS: Mapping[str, Model] = types.MappingProxyType(
+    {
+        "llama-3-8b": LLAMA_3_8B,
+        "llama-3-70b": LLAMA_3_70B,
+        "llama-3.1-8b": LLAMA_3_1_8B,
+        "llama-3.1-70b": LLAMA_3_1_70B,
+    }
+)
+# The step-time efficiencies per GPU, all in this one place. The defaults were calibrated on
+# an H100 (docs/engine-twin.md); the other GPUs use them until measured on the real device
+# (the H200's step-time constants are to be measured and replace its entry here).
+EFFICIENCY: Mapping[str, Efficiency] = types.MappingProxyType(
+    {
+        "h100-sxm": Efficiency(),
+        "h200": Efficiency(),
+        "a100-80gb": Efficiency(),
+        "l40s": Efficiency(),
+        "l4": Efficiency(),
+    }
+)
+# vLLM's --kv-cache-dtype: "auto" stores K and V in the model's dtype (BF16), "fp8" in one byte.
+KV_CACHE_DTYPES: Mapping[str, int | None] = types.MappingProxyType({"auto": None, "fp8": 1})
 CPU_CALIBRATED = "cpu-calibrated"
 
 
@@ -356,9 +421,15 @@ def cpu_tiny_llama() -> Profile:
     )
 
 
-def get(gpu: str, model: str, tensor_parallel_size: int = 1) -> Profile:
-    """A profile by names (`GPUS` and `MODELS` keys, or `cpu-calibrated` with `tiny-llama`),
-    with a clear error for unknown ones."""
+def get(
+    gpu: str, model: str, tensor_parallel_size: int = 1, kv_cache_dtype: str = "auto"
+) -> Profile:
+    """A profile by names (`GPUS`, `MODELS` and `KV_CACHE_DTYPES` keys, or `cpu-calibrated`
+    with `tiny-llama`), with a clear error for unknown ones."""
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ValueError(
+            f"kv_cache_dtype = {kv_cache_dtype!r}, must be one of {[*KV_CACHE_DTYPES]}"
+        )
     if gpu == CPU_CALIBRATED:
         if model != "tiny-llama":
             raise ValueError(
@@ -368,9 +439,19 @@ def get(gpu: str, model: str, tensor_parallel_size: int = 1) -> Profile:
             raise ValueError(
                 f"tensor_parallel_size = {tensor_parallel_size}, must be 1 on {CPU_CALIBRATED!r}"
             )
+        if kv_cache_dtype != "auto":
+            raise ValueError(f"kv_cache_dtype = {kv_cache_dtype!r}, must be auto on {gpu!r}")
         return cpu_tiny_llama()
     if gpu not in GPUS:
         raise ValueError(f"gpu = {gpu!r}, must be one of {[*sorted(GPUS), CPU_CALIBRATED]}")
     if model not in MODELS:
         raise ValueError(f"model = {model!r}, must be one of {sorted(MODELS)}")
-    return Profile(gpu=GPUS[gpu], model=MODELS[model], tensor_parallel_size=tensor_parallel_size)
+    chosen = MODELS[model]
+    kv_bytes = KV_CACHE_DTYPES[kv_cache_dtype]
+    return Profile(
+        gpu=GPUS[gpu],
+        model=chosen,
+        tensor_parallel_size=tensor_parallel_size,
+        kv_cache_dtype_bytes=chosen.dtype_bytes if kv_bytes is None else kv_bytes,
+        efficiency=EFFICIENCY[gpu],
+    )
