@@ -389,12 +389,14 @@ MODELS: Mapping[str, Model] = types.MappingProxyType(
     }
 )
 # The step-time efficiencies per GPU, all in this one place. The defaults were calibrated on
-# an H100 (docs/engine-twin.md); the other GPUs use them until measured on the real device
-# (the H200's step-time constants are to be measured and replace its entry here).
+# an H100 (docs/engine-twin.md); the H200's bandwidth share was measured on a real H200
+# (benchmarks/results/gpu_calibrate_h200.json): short-context decode reaches 0.62-0.68 of its
+# 4.8 TB/s where the H100 reaches 0.67-0.72 of its 3.35, so the H100's 0.8 scaled by that ratio;
+# prefill's MFU (0.51-0.58) is the H100's. The other GPUs use the defaults until measured.
 EFFICIENCY: Mapping[str, Efficiency] = types.MappingProxyType(
     {
         "h100-sxm": Efficiency(),
-        "h200": Efficiency(),
+        "h200": Efficiency(bandwidth_utilization=0.75),
         "a100-80gb": Efficiency(),
         "l40s": Efficiency(),
         "l4": Efficiency(),
