@@ -47,6 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from kvscale import adapter
 from kvscale.scaling import decision, demand, settings
 from kvscale_operator import (
     collector,
@@ -215,7 +216,7 @@ class Loop:
         """uids of pods this loop marked ready-once."""
         self._read: dict[str, tuple[tuple[str, bool], observation.Pod]] = {}
         """uid -> ((resourceVersion, was ready), the pod as read): read each version once."""
-        self._reports = observation.Reports()
+        self._reports = adapter.Reports()
         self._tick_index = 0
         self._history: list[dict[str, Any]] = []
         """scalingHistory entries not yet written."""
@@ -307,7 +308,7 @@ class Loop:
         autoscaler = self._autoscaler_for(config, manual is not None)
 
         polled = await self._collect(pods, infd.spec.sidecar.port, config, labels)
-        observed = observation.observations(pods, polled, self._reports)
+        observed = adapter.observations(pods, polled, self._reports)
         now = deps.clock()
         result = None
         if manual is None:
@@ -324,7 +325,7 @@ class Loop:
         by_name = {pod.name: pod for pod in pods}
         reports = self._reports
         unreported = tuple(
-            (pod, observation.why_unreported(now, by_name[pod], reports, config))
+            (pod, adapter.why_unreported(now, by_name[pod], reports, config))
             for pod in seen.unreported
         )
         live = [pod for pod in pods if pod.phase is not demand.Phase.TERMINATING]
@@ -430,7 +431,7 @@ class Loop:
         for found in results:
             uid = found.target.uid
             if found.report is not None:
-                self._reports.record(uid, observation.Received(found.report, found.received_at))
+                self._reports.record(uid, adapter.Received(found.report, found.received_at))
             else:
                 self._reports.fail(uid, found.error or "no report")
                 reason = found.failure.value if found.failure else "unknown"
