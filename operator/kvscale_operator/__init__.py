@@ -2,8 +2,10 @@
 
 For every InferenceDeployment it renders and server-side applies a Deployment (engine and
 sidecar containers), a Service and a PodDisruptionBudget owned by the custom resource, puts
-them back when they drift, sets the Deployment's replica count through its scale subresource
-and reports status conditions.
+them back when they drift, and reports status conditions; one autoscale loop per
+InferenceDeployment sets the Deployment's replicas (a patch of the Deployment under its own
+field manager, `kvscale-autoscaler`, not a write to its scale subresource) from the sidecars'
+reports.
 
 Pure modules (no I/O, no kopf or Kubernetes client; an import-linter contract enforces it):
 `engine_args` (vLLM arguments and the combinations the engine cannot run), `render`
@@ -11,11 +13,18 @@ Pure modules (no I/O, no kopf or Kubernetes client; an import-linter contract en
 reconciler owns), `replicas` (the replica count the reconciler asks for), `quantity`
 (Kubernetes quantities) and `config` (settings).
 
-I/O shells: `kube` (a thin lightkube client wrapper), `reconcile` (one reconcile pass, no
-kopf), `handlers` (kopf registrations), `login`, `metrics` and `main` (`kvscale operator`).
+The autoscaler's pure parts: `observation` (Pod objects as the decision sees them; with
+`kvscale.adapter` they become observations), `sampling` (which sidecars to ask), `inventory`
+(each deployment's pods from the pod watch), `outcome` (the autoscaler's status fields and
+conditions); the decision itself is `kvscale.scaling`. Leader election's pure part: `lease`.
 
-The autoscaler (a later component) plugs in beside `reconcile`: it registers its per-resource
-daemon in `handlers.register`, scales through `kube.Kube.scale_deployment` (field manager
+I/O shells: `kube` (a thin lightkube client wrapper), `reconcile` (one reconcile pass, no
+kopf), `autoscale` (one gather -> decide -> act loop per InferenceDeployment, started by the
+watch events `handlers` registers), `collector` (the sidecars' reports over HTTP), `leader`
+(the Lease), `health`, `handlers` (kopf registrations), `login`, `metrics` and `main`
+(`kvscale operator`).
+
+The autoscaler scales through `kube.Kube.scale_deployment` (field manager
 `kvscale-autoscaler`, the same one the reconciler uses for replicas) and writes the status
 fields it owns (`occupancy`, `lastScaleTime`, `scalingHistory`, `desiredReplicas`, its own
 condition types) through `kube.Kube.update_status`, which leaves every other field alone.

@@ -62,17 +62,9 @@ class Tick:
     blocked: Blocked | None = None
     """Set when nothing could be decided (invalid spec, no Deployment, not ours)."""
     decision: decision.Decision | None = None
-    """The autoscaler's decision; None when blocked or in manual mode."""
-    manual_replicas: int | None = None
-    """spec.replicas when set."""
-    desired: int | None = None
-    """The replicas the autoscaler wants the Deployment at."""
+    """The autoscaler's decision (in manual mode too: mode `manual`); None when blocked."""
     min_replicas: int = 1
     max_replicas: int = 1
-    occupancy: float | None = None
-    """Mean occupancy of the ready pods with fresh reports."""
-    num_ready: int = 0
-    """Pods the decision counts as ready."""
     num_fresh: int = 0
     """Ready pods with a fresh report this tick."""
     num_polled: int = 0
@@ -86,17 +78,32 @@ class Tick:
     scale_error: str | None = None
     """The API's answer when the scale failed."""
 
+    @property
+    def manual_replicas(self) -> int | None:
+        """spec.replicas when set."""
+        found = self.decision
+        return found.desired if found is not None and found.mode is decision.Mode.MANUAL else None
+
+    @property
+    def desired(self) -> int | None:
+        """The replicas the autoscaler wants the Deployment at."""
+        return None if self.decision is None else self.decision.desired
+
+    @property
+    def occupancy(self) -> float | None:
+        """Mean occupancy of the ready pods with fresh reports."""
+        return None if self.decision is None else self.decision.occupancy
+
+    @property
+    def num_ready(self) -> int:
+        """Pods the decision counts as ready."""
+        return 0 if self.decision is None else self.decision.ready
+
 
 def _condition(
     tick: Tick, kind: str, status: models.ConditionStatus, reason: str, message: str
 ) -> models.Condition:
-    return models.Condition(
-        type=kind,
-        status=status,
-        reason=reason,
-        message=message,
-        observed_generation=tick.generation,
-    )
+    return conditions.condition(kind, status, reason, message, tick.generation)
 
 
 def _pods(count: int) -> str:

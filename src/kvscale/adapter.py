@@ -145,19 +145,18 @@ def observations(
 
 
 def why_unreported(
-    now: float,
-    pod: Engine,
-    reports: Reports,
-    config: settings.ScalingSettings,
+    reading: demand.Reading, uid: str, reports: Reports, config: settings.ScalingSettings
 ) -> str:
-    """Why a ready pod has no fresh report, in words that do not change every tick."""
-    latest = reports.latest(pod.uid)
-    error = reports.error(pod.uid)
+    """Why a ready pod has no fresh report, in words that do not change every tick.
+
+    `reading` is the decision's own (`decision.Decision.missing`); `uid` finds the pod's
+    latest report and poll error, which say more than the reading can.
+    """
+    latest = reports.latest(uid)
+    error = reports.error(uid)
     polled = f"; last poll: {error}" if error else ""
     if latest is None:
         return f"no report yet{polled}"
-    observed = demand.Observation(pod.name, demand.Phase.READY, sample(latest))
-    reading = demand.read(now, observed, config)
     if reading.freshness is demand.Freshness.UNHEALTHY:
         return f"engine {latest.report.health.value}: {latest.report.reason}"
     if reading.freshness is demand.Freshness.STALE:

@@ -173,7 +173,7 @@ def test_a_failed_poll_keeps_the_last_report_which_then_goes_stale() -> None:
     assert fresh.freshness is demand.Freshness.FRESH
     stale = demand.read(110.0, observed, CONFIG)
     assert stale.freshness is demand.Freshness.STALE
-    why = adapter.why_unreported(110.0, ready, reports, CONFIG)
+    why = adapter.why_unreported(stale, ready.uid, reports, CONFIG)
     assert why == "report stale (older than 5 s); last poll: connection refused"
     reports.record(ready.uid, adapter.Received(occupancy_report(), received_at=111.0))
     assert reports.error(ready.uid) is None
@@ -187,7 +187,8 @@ def test_unpolled_pods_are_marked_and_pods_without_reports_have_no_sample() -> N
     b = observation.read_pod(pod_object("b", ready=True), False)
     found = adapter.observations([a, b], {"uid-a"}, reports)
     assert [(o.pod, o.polled, o.sample) for o in found] == [("a", True, None), ("b", False, None)]
-    assert adapter.why_unreported(1.0, a, reports, CONFIG) == "no report yet"
+    nothing = demand.read(1.0, found[0], CONFIG)
+    assert adapter.why_unreported(nothing, a.uid, reports, CONFIG) == "no report yet"
 
 
 def test_why_unreported_names_an_unhealthy_engine() -> None:
@@ -195,7 +196,8 @@ def test_why_unreported_names_an_unhealthy_engine() -> None:
     a = observation.read_pod(pod_object("a", ready=True), False)
     bad = occupancy_report(health=report.Health.BAD_METRICS, reason="vllm:cache_config_info absent")
     reports.record(a.uid, adapter.Received(bad, received_at=10.0))
-    why = adapter.why_unreported(10.0, a, reports, CONFIG)
+    (observed,) = adapter.observations([a], {a.uid}, reports)
+    why = adapter.why_unreported(demand.read(10.0, observed, CONFIG), a.uid, reports, CONFIG)
     assert why == "engine bad_metrics: vllm:cache_config_info absent"
 
 

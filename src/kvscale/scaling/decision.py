@@ -52,6 +52,10 @@ The algorithm, one tick (Knative's KPA with HPA's tolerance; `demand` explains t
    limited_by_max. The floor is 1 even when minReplicas is 0: with no pod, no report could ask
    for a scale-up again (scale-from-zero needs a request signal from outside the pods).
 
+Manual replicas. `step(..., manual=N)` (the CR's spec.replicas is set) measures as step 1 and
+returns N as it is (mode and reason `manual`, no bounds: a person asked for it); the windows
+and the delay learn nothing from such a tick.
+
 The reason is the last step that changed the number (or the step-5 reason when none did); the
 message says, in words, every step that mattered.
 """
@@ -87,6 +91,7 @@ class Mode(enum.StrEnum):
     NORMAL = "normal"  # the stable window decides, both ways
     PANIC = "panic"  # a burst: the panic window scales up, nothing scales down
     HOLD = "hold"  # nothing to decide on (no ready pod, or no fresh report): the size stays
+    MANUAL = "manual"  # spec.replicas is set: a person's count, measured but not decided
 
 
 class Reason(enum.StrEnum):
@@ -124,6 +129,8 @@ class Reason(enum.StrEnum):
     """Raised to minReplicas (or to 1)."""
     LIMITED_BY_MAX = "limited_by_max"
     """Lowered to maxReplicas."""
+    MANUAL = "manual"
+    """spec.replicas is set: the count is a person's, not clamped, and the windows learn nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,10 +156,15 @@ class Decision:
     """The stable window's demand per ready pod (pressure and missing reports counted full)."""
     panic_occupancy: float | None
     """The panic window's demand per ready pod."""
-    unreported: tuple[str, ...]
-    """Ready pods without a fresh report this tick."""
+    missing: tuple[demand.Reading, ...]
+    """The reading of each ready pod without a fresh report this tick (why: its freshness)."""
     removal_order: tuple[str, ...]
     """Ready pods with a known load, least loaded first (for pod-deletion-cost)."""
+
+    @property
+    def unreported(self) -> tuple[str, ...]:
+        """Ready pods without a fresh report this tick."""
+        return tuple(reading.pod for reading in self.missing)
 
     @property
     def change(self) -> int:
@@ -197,14 +209,25 @@ class Autoscaler:
         return self._last_trigger is not None
 
     def step(
-        self, now: float, observations: Iterable[demand.Observation], current: int
+        self,
+        now: float,
+        observations: Iterable[demand.Observation],
+        current: int,
+        manual: int | None = None,
     ) -> Decision:
-        """Decide at `now` from this tick's observations; `current` is spec.replicas."""
+        """Decide at `now` from this tick's observations; `current` is spec.replicas.
+
+        `manual` is a count a person set (the CR's spec.replicas): the decision is that count,
+        with this tick's measurements, and the windows learn nothing from the tick.
+        """
         if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
             raise ValueError(f"now = {now!r}, must be a finite number of seconds")
-        if isinstance(current, bool) or not isinstance(current, int) or current < 0:
-            raise ValueError(f"current = {current!r}, must be an integer, at least 0")
+        _check_count("current", current)
+        if manual is not None:
+            _check_count("manual", manual)
         measured = demand.measure(now, observations, self.config)
+        if manual is not None:
+            return self._manual(measured, current, manual)
         if not self._seeded and self._delay is not None:
             self._delay.record(now, current)
         self._seeded = True
@@ -216,6 +239,12 @@ class Autoscaler:
         if total is None or by_occupancy is None or by_load is None:
             return self._hold(now, measured, current)
         return self._decide(now, measured, total, by_occupancy, by_load, current)
+
+    @staticmethod
+    def _manual(measured: demand.Signal, current: int, manual: int) -> Decision:
+        """A person's count: no decision, no bounds; the measurements for status and metrics."""
+        message = f"spec.replicas is {manual}"
+        return _made(measured, current, manual, Mode.MANUAL, Reason.MANUAL, message, manual)
 
     def _hold(self, now: float, measured: demand.Signal, current: int) -> Decision:
         """Step 2: nothing to decide on; keep `current`, within the bounds."""
@@ -239,21 +268,17 @@ class Autoscaler:
             self._delay.record(now, current)
         parts = [f"{why}; keeping {current}"]
         desired, reason = self._bounds(current, reason, parts)
-        return Decision(
-            desired=desired,
-            current=current,
-            ready=measured.num_ready,
-            starting=measured.num_starting,
-            pending=measured.num_pending,
-            mode=Mode.HOLD,
-            reason=reason,
-            message="; ".join(parts),
-            wanted=current,
-            occupancy=measured.occupancy,
-            stable_occupancy=self._per_ready(self._stable.average(now), measured.num_ready),
-            panic_occupancy=self._per_ready(self._panic.average(now), measured.num_ready),
-            unreported=tuple(r.pod for r in measured.unreported),
-            removal_order=measured.removal_order,
+        ready = measured.num_ready
+        return _made(
+            measured,
+            current,
+            desired,
+            Mode.HOLD,
+            reason,
+            "; ".join(parts),
+            current,
+            stable=self._per_ready(self._stable.average(now), ready),
+            panic=self._per_ready(self._panic.average(now), ready),
         )
 
     def _decide(
@@ -386,21 +411,18 @@ class Autoscaler:
 
         # 9. Bounds.
         desired, reason = self._bounds(proposed, reason, parts)
-        return Decision(
-            desired=desired,
-            current=current,
-            ready=ready,
-            starting=measured.num_starting,
-            pending=measured.num_pending,
-            mode=Mode.PANIC if self.panicking else Mode.NORMAL,
-            reason=reason,
-            message="; ".join(parts),
-            wanted=wanted,
-            occupancy=measured.occupancy,
-            stable_occupancy=stable_occupancy,
-            panic_occupancy=panic / ready,
-            unreported=tuple(r.pod for r in measured.unreported),
-            removal_order=measured.removal_order,
+        mode = Mode.PANIC if self.panicking else Mode.NORMAL
+        message = "; ".join(parts)
+        return _made(
+            measured,
+            current,
+            desired,
+            mode,
+            reason,
+            message,
+            wanted,
+            stable=stable_occupancy,
+            panic=panic / ready,
         )
 
     def _within_band(self, total: float, ready: int) -> bool:
@@ -453,6 +475,42 @@ class Autoscaler:
     @staticmethod
     def _per_ready(total: float | None, ready: int) -> float | None:
         return None if total is None or ready == 0 else total / ready
+
+
+def _made(
+    measured: demand.Signal,
+    current: int,
+    desired: int,
+    mode: Mode,
+    reason: Reason,
+    message: str,
+    wanted: int,
+    *,
+    stable: float | None = None,
+    panic: float | None = None,
+) -> Decision:
+    """The decision, with what this tick measured (`stable`, `panic`: the windows per pod)."""
+    return Decision(
+        desired=desired,
+        current=current,
+        ready=measured.num_ready,
+        starting=measured.num_starting,
+        pending=measured.num_pending,
+        mode=mode,
+        reason=reason,
+        message=message,
+        wanted=wanted,
+        occupancy=measured.occupancy,
+        stable_occupancy=stable,
+        panic_occupancy=panic,
+        missing=measured.unreported,
+        removal_order=measured.removal_order,
+    )
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} = {value!r}, must be an integer, at least 0")
 
 
 def _unreported(measured: demand.Signal) -> str:
