@@ -25,7 +25,7 @@ def decided(
         pending=0,
         mode=mode,
         reason=reason,
-        message="",
+        steps=(),
         wanted=wanted,
         occupancy=0.5,
         stable_occupancy=0.5,

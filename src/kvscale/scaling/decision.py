@@ -57,7 +57,9 @@ returns N as it is (mode and reason `manual`, no bounds: a person asked for it);
 and the delay learn nothing from such a tick.
 
 The reason is the last step that changed the number (or the step-5 reason when none did); the
-message says, in words, every step that mattered.
+decision records every step that mattered as a value (`Decision.steps`, the records of
+`kvscale.scaling.account`), and `Decision.message` renders them into words; the arithmetic here
+builds no prose.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ import enum
 import math
 from collections.abc import Iterable
 
-from kvscale.scaling import demand, settings, window
+from kvscale.scaling import account, demand, settings, window
 
 GRANULARITY_SECONDS = 1.0
 """Bucket width of every window (Knative's too): ticks are at least 0.25 s apart."""
@@ -146,8 +148,8 @@ class Decision:
     pending: int
     mode: Mode
     reason: Reason
-    message: str
-    """The decision in words, for events, status and logs."""
+    steps: tuple[account.Step, ...]
+    """What each step that mattered found, in order (`message` puts it into words)."""
     wanted: int
     """What step 5 asked for, before the delay, rates, missing data and bounds."""
     occupancy: float | None
@@ -162,6 +164,11 @@ class Decision:
     """Ready pods with a known load, least loaded first (for pod-deletion-cost)."""
 
     @property
+    def message(self) -> str:
+        """The decision in words, for events, status and logs."""
+        return "; ".join(found.words() for found in self.steps)
+
+    @property
     def unreported(self) -> tuple[str, ...]:
         """Ready pods without a fresh report this tick."""
         return tuple(reading.pod for reading in self.missing)
@@ -174,10 +181,6 @@ class Decision:
 
 _OLD_OR_BAD = (demand.Freshness.STALE, demand.Freshness.UNHEALTHY, demand.Freshness.INVALID)
 """Reports that exist but cannot be used: the hold is hold_stale_data, not hold_no_data."""
-
-
-def _pods(count: int) -> str:
-    return f"{count} pod" if count == 1 else f"{count} pods"
 
 
 class Autoscaler:
@@ -243,31 +246,26 @@ class Autoscaler:
     @staticmethod
     def _manual(measured: demand.Signal, current: int, manual: int) -> Decision:
         """A person's count: no decision, no bounds; the measurements for status and metrics."""
-        message = f"spec.replicas is {manual}"
-        return _made(measured, current, manual, Mode.MANUAL, Reason.MANUAL, message, manual)
+        steps = (account.Manual(manual),)
+        return _made(measured, current, manual, Mode.MANUAL, Reason.MANUAL, steps, manual)
 
     def _hold(self, now: float, measured: demand.Signal, current: int) -> Decision:
         """Step 2: nothing to decide on; keep `current`, within the bounds."""
         on_the_way = measured.num_starting + measured.num_pending
         if measured.num_ready == 0 and on_the_way > 0:
-            reason = Reason.HOLD_PODS_STARTING
-            why = f"no ready pod yet, {_pods(on_the_way)} starting or pending"
+            reason, gap = Reason.HOLD_PODS_STARTING, account.Gap.PODS_STARTING
         elif measured.num_ready == 0:
-            reason = Reason.HOLD_NO_DATA
-            why = "no ready pod"
+            reason, gap = Reason.HOLD_NO_DATA, account.Gap.NO_READY_POD
         elif any(r.freshness in _OLD_OR_BAD for r in measured.unreported):
-            reason = Reason.HOLD_STALE_DATA
-            why = "no fresh report: " + _unreported(measured)
+            reason, gap = Reason.HOLD_STALE_DATA, account.Gap.NO_FRESH_REPORT
         elif measured.unreported:
-            reason = Reason.HOLD_NO_DATA
-            why = "no report from any ready pod: " + _unreported(measured)
+            reason, gap = Reason.HOLD_NO_DATA, account.Gap.NO_REPORT
         else:
-            reason = Reason.HOLD_NO_DATA
-            why = "no ready pod was polled this tick"
+            reason, gap = Reason.HOLD_NO_DATA, account.Gap.NOT_POLLED
         if self._delay is not None:
             self._delay.record(now, current)
-        parts = [f"{why}; keeping {current}"]
-        desired, reason = self._bounds(current, reason, parts)
+        steps: list[account.Step] = [account.Held(gap, current, on_the_way, measured.unreported)]
+        desired, reason = self._bounds(current, reason, steps)
         ready = measured.num_ready
         return _made(
             measured,
@@ -275,7 +273,7 @@ class Autoscaler:
             desired,
             Mode.HOLD,
             reason,
-            "; ".join(parts),
+            tuple(steps),
             current,
             stable=self._per_ready(self._stable.average(now), ready),
             panic=self._per_ready(self._panic.average(now), ready),
@@ -317,13 +315,10 @@ class Autoscaler:
             self._last_trigger = None
 
         # 5. Wanted.
-        parts: list[str] = []
+        steps: list[account.Step] = []
         stable_occupancy = stable / ready
-        pressure = self._pressure_note(measured)
-        level = (
-            f"stable occupancy {stable_occupancy:.2f} per ready pod vs target {target:.2f} "
-            f"({_pods(ready)} ready of {current}{pressure})"
-        )
+        pressured = measured.num_pressured
+        level = account.Level(stable_occupancy, target, ready, current, pressured)
         within = self._within_band(stable, ready)
         stable_wanted = current if within else _ceil(stable / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
@@ -332,14 +327,14 @@ class Autoscaler:
         if tick_wanted is not None and tick_wanted > max(current, stable_wanted):
             wanted = tick_wanted
             reason = self._up_reason(occupancy_demand, load_demand, ready, current)
-            parts.append(
-                f"this tick's occupancy {total / ready:.2f} per ready pod vs target "
-                f"{target:.2f} ({_pods(ready)} ready of {current}{pressure}): "
-                f"{_pods(wanted)} wanted"
+            steps.append(
+                account.TickUp(
+                    account.Level(total / ready, target, ready, current, pressured), wanted
+                )
             )
         elif within:
             wanted, reason = current, Reason.WITHIN_TOLERANCE
-            parts.append(f"{level} is within {config.tolerance:.0%} of the target")
+            steps.append(account.Within(level, config.tolerance))
         else:
             wanted = stable_wanted
             if wanted > current:
@@ -350,13 +345,16 @@ class Autoscaler:
                 reason = Reason.HOLD_PODS_STARTING
             else:
                 reason = Reason.STEADY
-            parts.append(f"{level}: {_pods(wanted)} wanted")
+            steps.append(account.Stable(level, wanted))
         if self.panicking:
             panic_wanted = _ceil(panic_pods)
-            parts.append(
-                f"panic: the {config.panic_window_seconds:g} s window wants "
-                f"{_pods(panic_wanted)}, {panic_pods / ready:.1f}x the ready; no scale-down "
-                f"until {config.stable_window_seconds:g} s pass without a burst"
+            steps.append(
+                account.Panicking(
+                    config.panic_window_seconds,
+                    panic_wanted,
+                    panic_pods / ready,
+                    config.stable_window_seconds,
+                )
             )
             normal_wanted = wanted
             wanted = max(panic_wanted, normal_wanted, current)
@@ -367,8 +365,7 @@ class Autoscaler:
             else:
                 reason = Reason.HOLD_PANIC
         if reason is Reason.HOLD_PODS_STARTING:
-            on_the_way = current - ready
-            parts.append(f"already covered by the {_pods(on_the_way)} on the way")
+            steps.append(account.Covered(current - ready))
         proposed = wanted
 
         # 6. Scale-down delay: has demand stayed low for a whole delay?
@@ -379,47 +376,38 @@ class Autoscaler:
                 held = min(current, int(recent))
                 if held > proposed:
                     proposed, reason = held, Reason.SCALE_DOWN_DELAYED
-                    parts.append(
-                        f"scale-down delayed: {held} wanted within the last "
-                        f"{config.scale_down_delay_seconds:g} s"
-                    )
+                    steps.append(account.Delayed(held, config.scale_down_delay_seconds))
 
         # 7. Rates: how far one decision may go.
         up_limit = max(current, _ceil(config.max_scale_up_rate * ready))
         down_limit = min(current, _floor(ready / config.max_scale_down_rate))
         if proposed > up_limit:
             proposed, reason = up_limit, Reason.LIMITED_BY_RATE
-            parts.append(
-                f"limited by maxScaleUpRate {config.max_scale_up_rate:g} to {up_limit} "
-                f"({_pods(ready)} ready)"
+            steps.append(
+                account.RateLimited("maxScaleUpRate", config.max_scale_up_rate, up_limit, ready)
             )
         elif proposed < down_limit:
             proposed, reason = down_limit, Reason.LIMITED_BY_RATE
-            parts.append(
-                f"limited by maxScaleDownRate {config.max_scale_down_rate:g} to {down_limit} "
-                f"({_pods(ready)} ready)"
-            )
+            down_rate = config.max_scale_down_rate
+            steps.append(account.RateLimited("maxScaleDownRate", down_rate, down_limit, ready))
 
         # 8. Missing data never scales down.
-        if proposed < current and measured.unreported:
-            proposed, reason = current, Reason.HOLD_MISSING_DATA
-            parts.append(
-                f"no scale-down while a ready pod has no fresh report ({_unreported(measured)})"
-            )
-        elif measured.unreported:
-            parts.append(f"counted as full: {_unreported(measured)}")
+        if measured.unreported:
+            vetoed = proposed < current
+            if vetoed:
+                proposed, reason = current, Reason.HOLD_MISSING_DATA
+            steps.append(account.Unreported(measured.unreported, vetoed))
 
         # 9. Bounds.
-        desired, reason = self._bounds(proposed, reason, parts)
+        desired, reason = self._bounds(proposed, reason, steps)
         mode = Mode.PANIC if self.panicking else Mode.NORMAL
-        message = "; ".join(parts)
         return _made(
             measured,
             current,
             desired,
             mode,
             reason,
-            message,
+            tuple(steps),
             wanted,
             stable=stable_occupancy,
             panic=panic / ready,
@@ -450,25 +438,15 @@ class Autoscaler:
         outside = not self._within_band(total, ready)
         return outside and _ceil(total / self.config.target_occupancy) > current
 
-    @staticmethod
-    def _pressure_note(measured: demand.Signal) -> str:
-        pressured = measured.num_pressured
-        if not pressured:
-            return ""
-        return f", {pressured} under pressure from queue or preemptions, counted as full"
-
-    def _bounds(self, value: int, reason: Reason, parts: list[str]) -> tuple[int, Reason]:
+    def _bounds(self, value: int, reason: Reason, steps: list[account.Step]) -> tuple[int, Reason]:
         """Step 9: clamp to [max(1, minReplicas), maxReplicas]."""
         config = self.config
         floor = max(1, config.min_replicas)
         if value < floor:
-            why = f"minReplicas {config.min_replicas}"
-            if config.min_replicas < 1:
-                why += " (the autoscaler keeps 1: without pods, no report can ask to scale up)"
-            parts.append(f"raised to {floor} by {why}")
+            steps.append(account.Raised(floor, config.min_replicas))
             return floor, Reason.LIMITED_BY_MIN
         if value > config.max_replicas:
-            parts.append(f"lowered to {config.max_replicas} by maxReplicas")
+            steps.append(account.Lowered(config.max_replicas))
             return config.max_replicas, Reason.LIMITED_BY_MAX
         return value, reason
 
@@ -483,7 +461,7 @@ def _made(
     desired: int,
     mode: Mode,
     reason: Reason,
-    message: str,
+    steps: tuple[account.Step, ...],
     wanted: int,
     *,
     stable: float | None = None,
@@ -498,7 +476,7 @@ def _made(
         pending=measured.num_pending,
         mode=mode,
         reason=reason,
-        message=message,
+        steps=steps,
         wanted=wanted,
         occupancy=measured.occupancy,
         stable_occupancy=stable,
@@ -511,11 +489,3 @@ def _made(
 def _check_count(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} = {value!r}, must be an integer, at least 0")
-
-
-def _unreported(measured: demand.Signal) -> str:
-    """The unreported ready pods and why, briefly (at most three named)."""
-    unreported = measured.unreported
-    named = ", ".join(f"{r.pod}: {r.detail}" for r in unreported[:3])
-    more = len(unreported) - 3
-    return named + (f", and {more} more" if more > 0 else "")
