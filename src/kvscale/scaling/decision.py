@@ -183,6 +183,24 @@ _OLD_OR_BAD = (demand.Freshness.STALE, demand.Freshness.UNHEALTHY, demand.Freshn
 """Reports that exist but cannot be used: the hold is hold_stale_data, not hold_no_data."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Demand:
+    """A demand D in pods' worth of KV cache: all of it, by occupancy alone, by load."""
+
+    total: float
+    by_occupancy: float
+    by_load: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """This tick's demand, the stable window's averages of it, the panic window's average."""
+
+    tick: _Demand
+    stable: _Demand
+    panic: float
+
+
 class Autoscaler:
     """The decision for one InferenceDeployment: its windows, its panic state, its settings."""
 
@@ -289,56 +307,83 @@ class Autoscaler:
         current: int,
     ) -> Decision:
         """Steps 3 to 9."""
-        config = self.config
         ready = measured.num_ready
-        target = config.target_occupancy
+        seen = self._windows(now, _Demand(total, occupancy_demand, load_demand), ready)
+        steps: list[account.Step] = []
+        wanted, reason = self._wanted(measured, seen, current, steps)
+        proposed, reason = self._delay_and_rates(now, wanted, current, ready, reason, steps)
 
-        # 3. Windows.
-        self._stable.record(now, total)
-        self._panic.record(now, total)
-        self._stable_occupancy.record(now, occupancy_demand)
-        self._stable_load.record(now, load_demand)
+        # 8. Missing data never scales down.
+        if measured.unreported:
+            vetoed = proposed < current
+            if vetoed:
+                proposed, reason = current, Reason.HOLD_MISSING_DATA
+            steps.append(account.Unreported(measured.unreported, vetoed))
+
+        # 9. Bounds.
+        desired, reason = self._bounds(proposed, reason, steps)
+        mode = Mode.PANIC if self.panicking else Mode.NORMAL
+        return _made(
+            measured,
+            current,
+            desired,
+            mode,
+            reason,
+            tuple(steps),
+            wanted,
+            stable=seen.stable.total / ready,
+            panic=seen.panic / ready,
+        )
+
+    def _windows(self, now: float, tick: _Demand, ready: int) -> _Seen:
+        """Steps 3 and 4: record this tick's demand in the windows; start or end panic."""
+        config = self.config
+        self._stable.record(now, tick.total)
+        self._panic.record(now, tick.total)
+        self._stable_occupancy.record(now, tick.by_occupancy)
+        self._stable_load.record(now, tick.by_load)
         stable = self._stable.average(now)
         panic = self._panic.average(now)
         by_occupancy = self._stable_occupancy.average(now)
         by_load = self._stable_load.average(now)
         if stable is None or panic is None or by_occupancy is None or by_load is None:
             raise AssertionError("a window is empty right after a value was recorded in it")
-
-        # 4. Panic.
-        panic_pods = panic / target
+        panic_pods = panic / config.target_occupancy
         if panic_pods >= config.panic_threshold * ready * (1 - _EPSILON):
             self._last_trigger = now
         elif self._last_trigger is not None and (
             now - self._last_trigger >= config.stable_window_seconds
         ):
             self._last_trigger = None
+        return _Seen(tick, _Demand(stable, by_occupancy, by_load), panic)
 
-        # 5. Wanted.
-        steps: list[account.Step] = []
-        stable_occupancy = stable / ready
+    def _wanted(
+        self, measured: demand.Signal, seen: _Seen, current: int, steps: list[account.Step]
+    ) -> tuple[int, Reason]:
+        """Step 5: the pods this tick's demand, the stable window and panic want, and why."""
+        config = self.config
+        ready = measured.num_ready
+        target = config.target_occupancy
         pressured = measured.num_pressured
-        level = account.Level(stable_occupancy, target, ready, current, pressured)
-        within = self._within_band(stable, ready)
-        stable_wanted = current if within else _ceil(stable / target)
+        stable, tick = seen.stable, seen.tick
+        level = account.Level(stable.total / ready, target, ready, current, pressured)
+        within = self._within_band(stable.total, ready)
+        stable_wanted = current if within else _ceil(stable.total / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
         # in load scales at the next tick; the stable window only has to agree on the way down.
-        tick_wanted = self._tick_wants(total, ready)
+        tick_wanted = self._tick_wants(tick.total, ready)
         if tick_wanted is not None and tick_wanted > max(current, stable_wanted):
             wanted = tick_wanted
-            reason = self._up_reason(occupancy_demand, load_demand, ready, current)
-            steps.append(
-                account.TickUp(
-                    account.Level(total / ready, target, ready, current, pressured), wanted
-                )
-            )
+            reason = self._up_reason(tick.by_occupancy, tick.by_load, ready, current)
+            tick_level = account.Level(tick.total / ready, target, ready, current, pressured)
+            steps.append(account.TickUp(tick_level, wanted))
         elif within:
             wanted, reason = current, Reason.WITHIN_TOLERANCE
             steps.append(account.Within(level, config.tolerance))
         else:
             wanted = stable_wanted
             if wanted > current:
-                reason = self._up_reason(by_occupancy, by_load, ready, current)
+                reason = self._up_reason(stable.by_occupancy, stable.by_load, ready, current)
             elif wanted < current:
                 reason = Reason.SCALE_DOWN
             elif current > ready and wanted > ready:
@@ -347,6 +392,7 @@ class Autoscaler:
                 reason = Reason.STEADY
             steps.append(account.Stable(level, wanted))
         if self.panicking:
+            panic_pods = seen.panic / target
             panic_wanted = _ceil(panic_pods)
             steps.append(
                 account.Panicking(
@@ -366,8 +412,20 @@ class Autoscaler:
                 reason = Reason.HOLD_PANIC
         if reason is Reason.HOLD_PODS_STARTING:
             steps.append(account.Covered(current - ready))
-        proposed = wanted
+        return wanted, reason
 
+    def _delay_and_rates(
+        self,
+        now: float,
+        wanted: int,
+        current: int,
+        ready: int,
+        reason: Reason,
+        steps: list[account.Step],
+    ) -> tuple[int, Reason]:
+        """Steps 6 and 7: hold a scale-down for the delay, then limit the step's size."""
+        config = self.config
+        proposed = wanted
         # 6. Scale-down delay: has demand stayed low for a whole delay?
         if self._delay is not None:
             self._delay.record(now, proposed)
@@ -390,28 +448,7 @@ class Autoscaler:
             proposed, reason = down_limit, Reason.LIMITED_BY_RATE
             down_rate = config.max_scale_down_rate
             steps.append(account.RateLimited("maxScaleDownRate", down_rate, down_limit, ready))
-
-        # 8. Missing data never scales down.
-        if measured.unreported:
-            vetoed = proposed < current
-            if vetoed:
-                proposed, reason = current, Reason.HOLD_MISSING_DATA
-            steps.append(account.Unreported(measured.unreported, vetoed))
-
-        # 9. Bounds.
-        desired, reason = self._bounds(proposed, reason, steps)
-        mode = Mode.PANIC if self.panicking else Mode.NORMAL
-        return _made(
-            measured,
-            current,
-            desired,
-            mode,
-            reason,
-            tuple(steps),
-            wanted,
-            stable=stable_occupancy,
-            panic=panic / ready,
-        )
+        return proposed, reason
 
     def _within_band(self, total: float, ready: int) -> bool:
         """Is this demand of `ready` pods within 1 +/- tolerance of their target?"""
