@@ -22,7 +22,8 @@ from lightkube import AsyncClient
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
-from kvscale_operator import config, engine_args, kube, login
+from kvscale_operator import config, kube, login
+from kvscale_operator.reconciler import engine_args
 
 pytestmark = pytest.mark.cluster
 

@@ -18,7 +18,9 @@ import pytest
 from lightkube.core.exceptions import ApiError
 
 from kvscale import report
-from kvscale_operator import autoscale, collector, conditions, kube, metrics, outcome, status
+from kvscale_operator import kube, metrics
+from kvscale_operator.autoscaler import autoscale, collector, outcome
+from kvscale_operator.reconciler import conditions, status
 
 NAMESPACE, NAME = "ns", "llama"
 UID = "11111111-2222-4333-8444-555555555555"
@@ -355,7 +357,7 @@ def test_load_removed_scales_down_after_the_delay_least_loaded_pods_first() -> N
 
 
 def test_deletion_costs_reset_stale_marks_and_leave_positive_costs_alone() -> None:
-    from kvscale_operator import observation
+    from kvscale_operator.autoscaler import observation
 
     pods = [
         observation.read_pod(pod("a", cost="-1"), False),

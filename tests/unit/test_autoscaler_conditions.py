@@ -8,7 +8,7 @@ import datetime
 import pytest
 
 from kvscale.scaling import decision
-from kvscale_operator import outcome
+from kvscale_operator.autoscaler import outcome
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, 0, tzinfo=datetime.UTC)
 UNSCHEDULABLE = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."

@@ -9,7 +9,7 @@ import pytest
 
 from kvscale import adapter, report
 from kvscale.scaling import demand, settings
-from kvscale_operator import inventory, observation
+from kvscale_operator.autoscaler import inventory, observation
 
 CONFIG = settings.ScalingSettings(stale_after_seconds=5)
 LABEL = "kvscale.dev/inference-deployment"

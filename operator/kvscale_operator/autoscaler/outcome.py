@@ -5,8 +5,8 @@ The autoscaler owns these status fields: `desiredReplicas`, `occupancy`, `lastSc
 
 - ScalingActive: True (`Active`) while the decision works from fresh reports. False with the
   reason it does not: `ManualReplicas` (spec.replicas is set: the count is a person's, see
-  `kvscale_operator.autoscale`), `WaitingForReadyPods`, `NoFreshMetrics` (the size is held:
-  missing data never scales down), `InvalidSpec`, `DeploymentMissing`, `ResourceConflict`
+  `kvscale_operator.autoscaler.autoscale`), `WaitingForReadyPods`, `NoFreshMetrics` (the size
+  is held: missing data never scales down), `InvalidSpec`, `DeploymentMissing`, `ResourceConflict`
   (the Deployment of that name belongs to another controller), `ScaleFailed` (the API refused
   the scale).
 - ScalingLimited: True when something keeps the count from what demand asks:
@@ -30,7 +30,7 @@ from typing import Any
 
 from kvscale.api import models
 from kvscale.scaling import decision
-from kvscale_operator import conditions
+from kvscale_operator.reconciler import conditions
 
 SCALING_ACTIVE = models.ConditionType.SCALING_ACTIVE.value
 SCALING_LIMITED = models.ConditionType.SCALING_LIMITED.value

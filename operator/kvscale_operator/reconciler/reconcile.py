@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import pydantic
 
 from kvscale.api import models
-from kvscale_operator import conditions, kube, render, replicas, status
+from kvscale_operator import kube
+from kvscale_operator.reconciler import conditions, render, replicas, status
 
 Clock = Callable[[], datetime.datetime]
 

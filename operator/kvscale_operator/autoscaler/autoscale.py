@@ -54,19 +54,9 @@ from typing import Any, Protocol
 
 from kvscale import adapter
 from kvscale.scaling import decision, demand, settings
-from kvscale_operator import (
-    collector,
-    conditions,
-    inventory,
-    kube,
-    metrics,
-    observation,
-    outcome,
-    reconcile,
-    render,
-    sampling,
-    status,
-)
+from kvscale_operator import kube, metrics
+from kvscale_operator.autoscaler import collector, inventory, observation, outcome, sampling
+from kvscale_operator.reconciler import conditions, reconcile, render, status
 
 log = logging.getLogger("kvscale_operator.autoscale")
 
