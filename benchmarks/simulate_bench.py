@@ -21,7 +21,7 @@ Every run starts with the pods the first minute needs at 70% of capacity.
     .venv/bin/python benchmarks/simulate_bench.py [--jobs N] [--out benchmarks/results]
 
 Prints the tables and the speed figure; writes simulate_bench.md and .json (and one PNG per
-scenario, not committed) under --out. Needs ../shared/traces beside the checkout.
+scenario, not committed) under --out. Reads the Azure traces shipped with kvscale.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from kvscale import trace
+from kvscale import trace, tracefile
 from kvscale.simulate import calibrate, fleet, latency, simulation, table
 from kvscale.simulate import policy as policy_
 from kvscale.twin import profile
@@ -88,12 +88,12 @@ def fleet_settings() -> fleet.Settings:
 
 
 def calibrate_trace(name: str, utilization: float = UTILIZATION) -> tuple[str, calibrate.Capacity]:
-    requests = trace.load(trace.resolve(name))
+    requests = tracefile.load(tracefile.resolve(name))
     return name, calibrate.capacity(requests, fleet_settings(), SLO, utilization=utilization)
 
 
 def scenario_requests(name: str, load: int) -> list[trace.TraceRequest]:
-    requests = trace.load(trace.resolve(name))
+    requests = tracefile.load(tracefile.resolve(name))
     return trace.amplify(requests, load) if load > 1 else requests
 
 
@@ -152,7 +152,7 @@ def run_job(job: Job) -> tuple[Job, simulation.Result, float]:
 def speed(minimum: int) -> tuple[float, float, int, int, int]:
     """One hour of the conversation trace under kvscale's decision core, up to 16 replicas
     (at least `minimum` of them, to time a run that spreads the trace over many engines)."""
-    requests = trace.load(trace.resolve("conv"))
+    requests = tracefile.load(tracefile.resolve("conv"))
     settings = simulation.Settings(
         fleet_settings(), min_replicas=minimum, max_replicas=MAX_REPLICAS
     )
@@ -194,7 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    trace.shared_traces_dir()  # a clear error naming the path when the traces are missing
 
     variants = list(VARIANTS)
     if args.variant:

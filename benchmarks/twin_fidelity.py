@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/twin_fidelity.py --raw-in benchmarks/results/twin_fidelity_run.json
 
 1. The request sequence: consecutive rows of the Azure LLM 2023 conversation trace
-   (/work/shared/traces, or --trace), scaled down to the tiny engine: prompt = context / 4
+   (shipped with kvscale, or --trace), scaled down to the tiny engine: prompt = context / 4
    (capped at 600 tokens), output = generated / 2 (capped at 200), the trace's inter-arrival
    gaps compressed to a mean rate (`--rate`, default 40 requests/s, about 2.5 times what the
    engine serves) so that the 64-block cache saturates and a queue builds.
@@ -72,10 +72,11 @@ from typing import Any
 import aiohttp
 import realengine
 
+from kvscale import tracefile
 from kvscale.twin import engine, profile, request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TRACE = pathlib.Path("/work/shared/traces/azure_llm_2023_conv.csv")
+TRACE = tracefile.resolve("conv")
 HOST = "127.0.9.3"
 SAMPLE_INTERVAL_S = 0.25
 MAX_PROMPT = 600
@@ -105,8 +106,8 @@ class Sample:
 def load_trace(path: pathlib.Path, start: int, count: int) -> list[tuple[float, int, int]]:
     if not path.is_file():
         raise SystemExit(
-            f"the trace {path} is missing: it ships in the project's shared/ folder "
-            "(traces/azure_llm_2023_conv.csv); pass --trace"
+            f"the trace {path} is missing (the default ships with kvscale in "
+            "kvscale/data/traces/); pass --trace"
         )
     rows: list[tuple[float, int, int]] = []
     with path.open() as handle:

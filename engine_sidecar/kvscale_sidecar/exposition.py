@@ -135,4 +135,35 @@ def _engine(current: report.OccupancyReport) -> list[metrics_core.Metric]:
             if value is not None:
                 tokens.add_metric([kind], value)
         result.append(tokens)
+    result.extend(_latency(current))
     return result
+
+
+def _latency(current: report.OccupancyReport) -> list[metrics_core.Metric]:
+    """The engine's latency quantiles over the sidecar's window, by signal and quantile."""
+    signals = (
+        ("time_to_first_token", current.time_to_first_token),
+        ("inter_token_latency", current.inter_token_latency),
+        ("request_queue_time", current.request_queue_time),
+    )
+    present = [(name, window) for name, window in signals if window is not None]
+    if not present:
+        return []
+    quantiles = core.GaugeMetricFamily(
+        "kvscale_engine_latency_seconds",
+        "The engine's latency quantiles over the sidecar's latency window, from the increase "
+        "of vLLM's histograms (as histogram_quantile computes them); no series while the "
+        "window holds no observation.",
+        labels=["signal", "quantile"],
+    )
+    observations = core.GaugeMetricFamily(
+        "kvscale_engine_latency_observations",
+        "Observations in the sidecar's latency window, by signal.",
+        labels=["signal"],
+    )
+    for name, window in present:
+        observations.add_metric([name], float(window.count))
+        for label, value in (("0.5", window.p50), ("0.9", window.p90), ("0.99", window.p99)):
+            if value is not None:
+                quantiles.add_metric([name, label], value)
+    return [quantiles, observations]

@@ -60,6 +60,7 @@ async def start(config: settings.Settings, clock: Callable[[], float] = time.tim
         sampler.Identity(config.pod, config.namespace, config.model, config.engine_url),
         config.rate_window,
         config.throughput_window,
+        config.latency_window,
     )
     metrics = registry.CollectorRegistry()
     durations = prom_metrics.Histogram(

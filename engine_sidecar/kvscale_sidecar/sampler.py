@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from kvscale import rate, report
+from kvscale import histogram, rate, report
 from kvscale_sidecar import settings, vllm_metrics
 
 
@@ -91,6 +91,7 @@ class Sampler:
     - `_sample`, `_sampled_at`: the last good sample and when it was taken;
     - `_checked_at`: when the latest outcome, of any kind, arrived;
     - one `rate.CounterWindow` per counter the report turns into a rate;
+    - one `histogram.Window` per latency histogram the report turns into windowed quantiles;
     - `outcome_counts`: how many scrapes ended each way (for the sidecar's own metrics).
     """
 
@@ -99,6 +100,7 @@ class Sampler:
         identity: Identity,
         rate_window_seconds: float,
         throughput_window_seconds: float = settings.DEFAULT_THROUGHPUT_WINDOW,
+        latency_window_seconds: float = settings.DEFAULT_LATENCY_WINDOW,
     ) -> None:
         self.identity = identity
         self._health = report.Health.STARTING
@@ -114,6 +116,9 @@ class Sampler:
         self._offload_loads = rate.CounterWindow(rate_window_seconds)
         self._prompt_tokens = rate.CounterWindow(throughput_window_seconds)
         self._generation_tokens = rate.CounterWindow(throughput_window_seconds)
+        self._time_to_first_token = histogram.Window(latency_window_seconds)
+        self._inter_token_latency = histogram.Window(latency_window_seconds)
+        self._request_queue_time = histogram.Window(latency_window_seconds)
         self.outcome_counts = dict.fromkeys(OUTCOME_LABELS, 0)
 
     @property
@@ -168,6 +173,9 @@ class Sampler:
         _observe_optional(self._offload_loads, now, sample.offload_load_bytes, restarted)
         _observe_optional(self._prompt_tokens, now, sample.prompt_tokens, restarted)
         _observe_optional(self._generation_tokens, now, sample.generation_tokens, restarted)
+        _observe_histogram(self._time_to_first_token, now, sample.time_to_first_token, restarted)
+        _observe_histogram(self._inter_token_latency, now, sample.inter_token_latency, restarted)
+        _observe_histogram(self._request_queue_time, now, sample.request_queue_time, restarted)
         self._sample = sample
         self._sampled_at = now
         self._set("ok", report.Health.OK, "")
@@ -226,6 +234,9 @@ class Sampler:
             prompt_tokens_per_second=_per_second(prompt_tokens),
             generation_tokens_per_second=_per_second(generation_tokens),
             throughput_window_seconds=None if token_window is None else token_window.window_seconds,
+            time_to_first_token=_latency(self._time_to_first_token),
+            inter_token_latency=_latency(self._inter_token_latency),
+            request_queue_time=_latency(self._request_queue_time),
         )
 
     def _hit_ratio(self) -> float | None:
@@ -245,6 +256,20 @@ def _observe_optional(
         window.clear()
     else:
         window.observe(now, value, restarted=restarted)
+
+
+def _observe_histogram(
+    window: histogram.Window, now: float, value: histogram.Histogram | None, restarted: bool
+) -> None:
+    if value is None:
+        window.clear()
+    else:
+        window.observe(now, value, restarted=restarted)
+
+
+def _latency(window: histogram.Window) -> report.LatencyWindow | None:
+    change = window.change()
+    return None if change is None else report.LatencyWindow.of(change)
 
 
 def _per_second(found: rate.Rate | None) -> float | None:

@@ -20,6 +20,12 @@ DEFAULT_RATE_WINDOW = 5.0
 # load step. `kvscale simulate` on the Azure traces: 5 s windows bought 15-20% more GPU-hours
 # for the same SLO attainment than 15 s windows (docs/simulation.md).
 DEFAULT_THROUGHPUT_WINDOW = 15.0
+# Latency quantiles need observations: at 2 requests/s a 30 s window holds about 60 first
+# tokens, enough for a p90 (six above it); shorter windows make p90 the largest of a handful.
+# Without the flag a slow poll stretches the window to four polls: the operator renders no
+# --latency-window, and a pod must not fail on the sidecar's own default.
+DEFAULT_LATENCY_WINDOW = 30.0
+LATENCY_WINDOW_POLLS = 4
 DEFAULT_LISTEN = "127.0.0.1:8081"
 # vLLM's /metrics is ~50 KB; anything near this limit is not a vLLM engine's.
 MAX_BODY_BYTES = 8 << 20
@@ -50,6 +56,8 @@ class Settings:
     """Seconds of samples that rates (preemptions, prefix hits, offload) are computed over."""
     throughput_window: float = DEFAULT_THROUGHPUT_WINDOW
     """Seconds of samples that token throughput (prompt and generated tokens/s) is over."""
+    latency_window: float = DEFAULT_LATENCY_WINDOW
+    """Seconds of histogram snapshots that latency quantiles (TTFT, ITL, queue) are over."""
     max_body_bytes: int = MAX_BODY_BYTES
 
     @property
@@ -93,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THROUGHPUT_WINDOW,
         help="seconds of samples token throughput is computed over (%(default)s)",
     )
+    parser.add_argument(
+        "--latency-window",
+        type=float,
+        default=None,
+        help=f"seconds of samples latency quantiles are computed over (default: "
+        f"{DEFAULT_LATENCY_WINDOW:g}, or {LATENCY_WINDOW_POLLS} poll intervals if longer)",
+    )
     parser.add_argument("--pod", default=None, help="pod name (default: $POD_NAME, else host)")
     parser.add_argument("--namespace", default=None, help="namespace (default: $POD_NAMESPACE)")
     parser.add_argument(
@@ -117,6 +132,11 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str], hostname: str) -
         timeout=_positive("--timeout", args.timeout),
         rate_window=_positive("--rate-window", args.rate_window),
         throughput_window=_positive("--throughput-window", args.throughput_window),
+        latency_window=(
+            max(DEFAULT_LATENCY_WINDOW, LATENCY_WINDOW_POLLS * args.poll_interval)
+            if args.latency_window is None
+            else _positive("--latency-window", args.latency_window)
+        ),
     )
     if settings.timeout > settings.poll_interval:
         raise SettingsError(
@@ -128,11 +148,15 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str], hostname: str) -
             f"--rate-window = {settings.rate_window:g} must be at least twice --poll-interval "
             f"= {settings.poll_interval:g}, or a rate never has two samples"
         )
-    if settings.throughput_window < 2 * settings.poll_interval:
-        raise SettingsError(
-            f"--throughput-window = {settings.throughput_window:g} must be at least twice "
-            f"--poll-interval = {settings.poll_interval:g}, or a rate never has two samples"
-        )
+    for flag, window in (
+        ("--throughput-window", settings.throughput_window),
+        ("--latency-window", settings.latency_window),
+    ):
+        if window < 2 * settings.poll_interval:
+            raise SettingsError(
+                f"{flag} = {window:g} must be at least twice --poll-interval = "
+                f"{settings.poll_interval:g}, or a window never has two samples"
+            )
     return settings
 
 

@@ -7,7 +7,8 @@ engine exposes an old name instead.
 
 The text is parsed by prometheus_client's exposition parser. vLLM's /metrics is about 600 lines
 (mostly latency histograms); parsing all of it costs about 8 ms of CPU, parsing the dozen lines
-kvscale reads about 1 ms, which is what keeps a 250 ms poll under 2% of a core. So `parse` first
+kvscale reads about 1 ms without the three latency histograms and about 3 ms with them (measured
+on the loaded capture in tests/data), which keeps a 250 ms poll near 1% of a core. So `parse` first
 keeps only the lines of the metrics it reads (HELP/TYPE comments and samples, chosen by the
 metric name that starts the line) and hands those to the parser. The values, labels and escapes
 of every line kvscale uses are still parsed and checked by the real parser; lines of metrics it
@@ -23,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import parser
 from prometheus_client import samples as prom_samples
+
+from kvscale import histogram
 
 # Required: without each of these there is no occupancy report.
 KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
@@ -55,14 +58,29 @@ PROCESS_START_TIME = "process_start_time_seconds"
 OPTIONAL = (PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, OFFLOAD_CPU_USAGE, OFFLOAD_STORE_BYTES,
             OFFLOAD_LOAD_BYTES, PROMPT_TOKENS, GENERATION_TOKENS, PROCESS_START_TIME)  # fmt: skip
 
+# Latency histograms (vllm/v1/metrics/loggers.py in vLLM 0.32). Optional: an engine without them
+# still reports occupancy, and its latency is unknown, never zero. But one exposed under an old
+# name fails the parse (see RENAMED), so a rename cannot silently turn the SLO signal off.
+TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"  # observed at each first token
+INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"  # observed at each later token
+# Observed when a request finishes: from queued to first scheduled (preemptions not counted).
+REQUEST_QUEUE_TIME = "vllm:request_queue_time_seconds"
+HISTOGRAMS = (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, REQUEST_QUEUE_TIME)
+_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+_LE_LABEL = "le"
+
 # Old names vLLM used for what kvscale reads today: old name -> current name.
 RENAMED = {
     "vllm:gpu_cache_usage_perc": KV_CACHE_USAGE,
     "vllm:gpu_prefix_cache_queries_total": PREFIX_CACHE_QUERIES,
     "vllm:gpu_prefix_cache_hits_total": PREFIX_CACHE_HITS,
+    # vLLM 0.11 renamed the per-token histogram; 0.32 has only the new name.
+    "vllm:time_per_output_token_seconds": INTER_TOKEN_LATENCY,
 }
 
-_WANTED = frozenset(REQUIRED + OPTIONAL)
+_WANTED = frozenset(REQUIRED + OPTIONAL + HISTOGRAMS)
+# Sample names: a histogram's samples carry suffixes its HELP/TYPE lines do not.
+_WANTED_SAMPLES = _WANTED | {name + suffix for name in HISTOGRAMS for suffix in _HISTOGRAM_SUFFIXES}
 # The label that tells data-parallel engines apart within one server.
 _ENGINE_LABEL = "engine"
 _MODEL_LABEL = "model_name"
@@ -115,6 +133,12 @@ class EngineSample:
     """Cumulative prompt tokens the engine processed; restarts at 0 with the engine."""
     generation_tokens: int | None
     """Cumulative tokens the engine generated; restarts at 0 with the engine."""
+    time_to_first_token: histogram.Histogram | None = None
+    """Cumulative TTFT histogram (seconds) since the engine started; None if not exported."""
+    inter_token_latency: histogram.Histogram | None = None
+    """Cumulative inter-token latency histogram (seconds); None if not exported."""
+    request_queue_time: histogram.Histogram | None = None
+    """Cumulative queue time histogram (seconds) of finished requests; None if not exported."""
 
     @property
     def num_used_blocks(self) -> int:
@@ -178,6 +202,9 @@ def parse(text: str) -> EngineSample:
         offload_load_bytes=_optional_sum(by_name, OFFLOAD_LOAD_BYTES),
         prompt_tokens=_optional_count(by_name, PROMPT_TOKENS),
         generation_tokens=_optional_count(by_name, GENERATION_TOKENS),
+        time_to_first_token=_optional_histogram(by_name, TIME_TO_FIRST_TOKEN, text),
+        inter_token_latency=_optional_histogram(by_name, INTER_TOKEN_LATENCY, text),
+        request_queue_time=_optional_histogram(by_name, REQUEST_QUEUE_TIME, text),
     )
 
 
@@ -190,7 +217,7 @@ def _select(text: str) -> str:
             parts = line.split(None, 3)
             if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") and parts[2] in _WANTED:
                 kept.append(line)
-        elif _sample_name(line) in _WANTED:
+        elif _sample_name(line) in _WANTED_SAMPLES:
             kept.append(line)
     kept.append("")
     return "\n".join(kept)
@@ -360,6 +387,61 @@ def _optional_count(by_name: Mapping[str, Sequence[prom_samples.Sample]], name: 
     if not total.is_integer():
         raise BadMetricsError(f"{name}: {total} is not a whole number >= 0", name)
     return int(total)
+
+
+def _optional_histogram(
+    by_name: Mapping[str, Sequence[prom_samples.Sample]], name: str, text: str
+) -> histogram.Histogram | None:
+    """The histogram `name` from its `_bucket`, `_count` and `_sum` samples; None if absent.
+
+    Absent under its name but present under an old one is a rename: that fails loudly, as a
+    missing required metric does, rather than leaving the latency signal off unnoticed.
+    """
+    buckets = by_name.get(name + "_bucket")
+    if not buckets:
+        declared, sampled = _names_in(text)
+        for old, new in RENAMED.items():
+            if new == name and (old in declared or old + "_bucket" in sampled):
+                raise BadMetricsError(
+                    f"{name}: missing from the engine's /metrics, which has {old} instead "
+                    f"(the name vLLM used before renaming it to {name}); kvscale reads only "
+                    "the current name: run a vLLM that exposes it",
+                    name,
+                )
+        return None
+    series = {_labels_text({k: v for k, v in b.labels.items() if k != _LE_LABEL}) for b in buckets}
+    if len(series) != 1:
+        raise BadMetricsError(
+            f"{name}: {len(series)} series ({'; '.join(sorted(series)[:3])}), expected one", name
+        )
+    bounds: list[tuple[float, float]] = []
+    infinite: float | None = None
+    for bucket in buckets:
+        raw = bucket.labels.get(_LE_LABEL)
+        try:
+            bound = float(raw) if raw is not None else math.nan
+        except ValueError:
+            bound = math.nan
+        if math.isnan(bound):
+            raise BadMetricsError(f"{name}_bucket: le={raw!r} is not a bucket bound", name)
+        count = float(bucket.value)
+        if bound == math.inf:
+            infinite = count
+        else:
+            bounds.append((bound, count))
+    if infinite is None:
+        raise BadMetricsError(f'{name}_bucket: no le="+Inf" bucket', name)
+    bounds.sort()
+    total = _optional_sum(by_name, name + "_sum")
+    try:
+        return histogram.Histogram(
+            tuple(b for b, _ in bounds),
+            tuple(c for _, c in bounds),
+            infinite,
+            0.0 if total is None else total,
+        )
+    except ValueError as error:
+        raise BadMetricsError(f"{name}: {error}", name) from None
 
 
 def _optional_max(by_name: Mapping[str, Sequence[prom_samples.Sample]], name: str) -> float | None:

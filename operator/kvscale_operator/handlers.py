@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
 import socket
 import time
@@ -30,7 +29,7 @@ import kopf
 from lightkube.config.kubeconfig import SingleConfig
 
 from kvscale.api import models
-from kvscale_operator import config, kube, login, metrics
+from kvscale_operator import config, kube, login, metrics, utc
 from kvscale_operator.autoscaler import autoscale
 from kvscale_operator.reconciler import reconcile, render
 
@@ -47,10 +46,6 @@ OWNED = (
 _REPAIR_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 
 log = logging.getLogger("kvscale_operator")
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +168,7 @@ async def reconcile_infd(
     result = "error"
     try:
         plain = _plain(body)
-        lines = await reconcile.reconcile(context.api, plain, context.events_for(plain), now)
+        lines = await reconcile.reconcile(context.api, plain, context.events_for(plain), utc.now)
         context.metrics.count_changes(lines)
         result = "ok"
         where = _where(plain)
@@ -206,7 +201,7 @@ async def owned_changed(
     fixed: list[str] = []
     for delay in (*delays, None):
         try:
-            fixed = await reconcile.repair(context.api, live, deleted, context.events_for, now)
+            fixed = await reconcile.repair(context.api, live, deleted, context.events_for, utc.now)
             break
         except kube.ApiError as error:
             if kube.is_forbidden(error):
@@ -233,7 +228,7 @@ async def engine_pod_changed(
     if not owner or not namespace:
         return
     try:
-        await reconcile.refresh_status(context.api, namespace, owner, now)
+        await reconcile.refresh_status(context.api, namespace, owner, utc.now)
     except kube.ApiError as error:
         logger.warning(f"status of {namespace}/{owner} not refreshed: {error}")
 

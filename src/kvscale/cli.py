@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--trace",
         default="conv",
-        help="trace: 'conv' or 'code' (in ../shared/traces/) or a .csv/.jsonl path "
+        help="trace: 'conv' or 'code' (Azure traces shipped with kvscale) or a .csv/.jsonl path "
         "(default: %(default)s)",
     )
     replay.add_argument(

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from kvscale import trace
+from kvscale import trace, tracefile
 from kvscale.loadgen import driver, plot, replayer, summary, watcher, workload
 from kvscale.localstack import binaries, engine_env, paths
 from kvscale.localstack import cluster as local
@@ -205,8 +205,8 @@ def _requests(args: argparse.Namespace, spec: dict[str, Any]) -> list[trace.Trac
         max_prompt=max_len - max_output,
         max_output=max_output,
     )
-    path = trace.resolve(args.trace)
-    reqs = workload.requests(trace.load(path), plan)
+    path = tracefile.resolve(args.trace)
+    reqs = workload.requests(tracefile.load(path), plan)
     shape = workload.shape(reqs, plan.duration_s)
     _say(
         f"  trace {path.name}: {plan.trace_span_s:.0f}s of it from {plan.start_s:.0f}s, played "
@@ -292,7 +292,7 @@ def _load(
         out / f"demo-{stamp}.png",
         title=(
             f"kvscale demo: {name} on real vLLM (CPU), {len(reqs)} requests from "
-            f"{trace.resolve(args.trace).name} ({args.time_factor:g}x time, "
+            f"{tracefile.resolve(args.trace).name} ({args.time_factor:g}x time, "
             f"x{args.token_factor:g} tokens)"
         ),
         load_end_s=result.load_s,

@@ -31,6 +31,8 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from kvscale import histogram, problem
+
 SCHEMA_GROUP = "kvscale.dev/occupancy"
 MAJOR_VERSION = "v1"
 SCHEMA_VERSION = f"{SCHEMA_GROUP}/{MAJOR_VERSION}"
@@ -59,6 +61,69 @@ _Count = Annotated[int, Field(ge=0)]
 _Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 _Seconds = Annotated[float, Field(ge=0.0)]
 _Rate = Annotated[float, Field(ge=0.0)]
+
+
+class LatencyWindow(BaseModel):
+    """One engine latency histogram's change over the sidecar's latency window (added in v1).
+
+    The quantiles are Prometheus' `histogram_quantile` of the window's bucket increases; the
+    buckets themselves are carried too, so a reader can take another percentile or merge pods
+    (`as_histogram`, then `histogram.merge`: a fleet's p90 is the p90 of its summed buckets,
+    not an average of pods' p90s). A quantile past the highest finite bound reads as that
+    bound ("at least").
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    window_seconds: Annotated[float, Field(gt=0.0)] = Field(
+        description="The span of the two snapshots the increase is taken between."
+    )
+    count: _Count = Field(description="Observations in the window.")
+    sum_seconds: _Seconds = Field(description="Sum of the observations in the window.")
+    p50: _Seconds | None = Field(default=None, description="Median; None when count is 0.")
+    p90: _Seconds | None = Field(default=None, description="90th percentile; None when count is 0.")
+    p99: _Seconds | None = Field(default=None, description="99th percentile; None when count is 0.")
+    bucket_bounds: list[float] = Field(
+        description="The engine's finite bucket upper bounds (le), seconds, strictly increasing."
+    )
+    bucket_counts: list[_Count] = Field(
+        description="Observations in the window <= each bound (cumulative, like le buckets)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> LatencyWindow:
+        try:
+            self.as_histogram()
+        except ValueError as error:
+            raise ValueError(f"bucket_bounds, bucket_counts, count: {error}") from None
+        if self.count == 0 and any(q is not None for q in (self.p50, self.p90, self.p99)):
+            raise ValueError("p50, p90, p99: set, but count is 0")
+        return self
+
+    def as_histogram(self) -> histogram.Histogram:
+        """The window's increase as a histogram, for `histogram.quantile` and `merge`."""
+        return histogram.Histogram(
+            tuple(self.bucket_bounds),
+            tuple(float(c) for c in self.bucket_counts),
+            float(self.count),
+            self.sum_seconds,
+        )
+
+    @classmethod
+    def of(cls, change: histogram.Change) -> LatencyWindow:
+        """The report's form of a histogram window's change."""
+        increase = change.histogram
+        return cls(
+            window_seconds=change.window_seconds,
+            count=round(increase.count),
+            sum_seconds=increase.total,
+            p50=histogram.quantile(0.5, increase),
+            p90=histogram.quantile(0.9, increase),
+            p99=histogram.quantile(0.99, increase),
+            bucket_bounds=list(increase.bounds),
+            bucket_counts=[round(c) for c in increase.cumulative],
+        )
+
 
 # The numbers a good sample always has; all of them are None together when there is none.
 REQUIRED_SAMPLE_FIELDS = (
@@ -176,6 +241,22 @@ class OccupancyReport(BaseModel):
         "than rate_window_seconds: throughput is a load level, not an alarm).",
     )
 
+    # Latency from the engine's histograms (added within v1, so optional): None where the
+    # engine exports no such histogram or the window has fewer than two snapshots yet.
+    time_to_first_token: LatencyWindow | None = Field(
+        default=None,
+        description="vllm:time_to_first_token_seconds over the latency window (seconds).",
+    )
+    inter_token_latency: LatencyWindow | None = Field(
+        default=None,
+        description="vllm:inter_token_latency_seconds over the latency window (seconds).",
+    )
+    request_queue_time: LatencyWindow | None = Field(
+        default=None,
+        description="vllm:request_queue_time_seconds over the latency window (seconds): queued "
+        "to first scheduled, observed when a request finishes.",
+    )
+
     # KV offloading to CPU memory (vLLM V1's form of swap); None where the engine exposes none.
     offload_backend: str | None = None
     offload_capacity_bytes: _Count | None = None
@@ -246,12 +327,4 @@ def from_json(data: str | bytes) -> OccupancyReport:
         # Strict JSON validation: "5" is not a count and 5.0 is not an integer on this wire.
         return OccupancyReport.model_validate_json(data, strict=True)
     except pydantic.ValidationError as error:
-        raise ReportError(_describe(error)) from None
-
-
-def _describe(error: pydantic.ValidationError) -> str:
-    problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "report"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
+        raise ReportError(problem.describe(error, whole="report")) from None

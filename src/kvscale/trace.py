@@ -1,16 +1,16 @@
-"""Request traces: parse, load and transform. Pure, except `load` and `shared_traces_dir`.
+"""Request traces: parse and transform. Pure (reading files is `kvscale.tracefile`'s job).
 
 A trace is a list of `TraceRequest`s sorted by arrival time, times relative to the first
 request. Two formats are read:
 
 - CSV in the Azure LLM inference trace schema, `TIMESTAMP,ContextTokens,GeneratedTokens`, with
-  timestamps like `2023-11-16 18:15:46.6805900` (the shared traces in `../shared/traces/`);
+  timestamps like `2023-11-16 18:15:46.6805900` (the traces shipped in `kvscale/data/traces/`);
 - JSONL, one object per line: `arrival_s`, `prompt_tokens`, `output_tokens` and an optional
   `prefix_block_hashes` (a list of integers, one per full KV block of the prompt's shared prefix).
 
 The transforms (`window`, `compress`, `amplify`, `steady`, `scale_tokens`) return new lists and
-never touch their input. `kvscale simulate` and the demo's load generator read traces through
-this module only.
+never touch their input. `kvscale simulate` and the demo's load generator read trace files
+through `kvscale.tracefile`, which parses them here.
 """
 
 from __future__ import annotations
@@ -19,17 +19,9 @@ import dataclasses
 import datetime
 import json
 import math
-import os
-import pathlib
 from collections.abc import Iterable, Sequence
 
 CSV_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
-# Where the checkout's shared traces live unless this environment variable says otherwise.
-TRACES_DIR_ENV = "KVSCALE_SHARED_TRACES"
-NAMED_TRACES = {
-    "conv": "azure_llm_2023_conv.csv",
-    "code": "azure_llm_2023_code.csv",
-}
 
 
 class TraceError(ValueError):
@@ -265,45 +257,3 @@ def scale_tokens(
         )
         for req in reqs
     ]
-
-
-def shared_traces_dir() -> pathlib.Path:
-    """The checkout's `../shared/traces` (or `$KVSCALE_SHARED_TRACES`); an error when missing."""
-    override = os.environ.get(TRACES_DIR_ENV)
-    if override:
-        path = pathlib.Path(override)
-    else:
-        # src/kvscale/trace.py -> the checkout is two levels above the package.
-        checkout = pathlib.Path(__file__).resolve().parents[2]
-        path = checkout.parent / "shared" / "traces"
-    if not path.is_dir():
-        raise TraceError(
-            f"the shared traces directory {path} is missing: put the shared/ folder (with "
-            f"traces/azure_llm_2023_conv.csv and azure_llm_2023_code.csv) beside the checkout, "
-            f"or point ${TRACES_DIR_ENV} at a folder holding them"
-        )
-    return path
-
-
-def resolve(name_or_path: str) -> pathlib.Path:
-    """A trace name (`conv`, `code`) in the shared traces directory, or a path as given."""
-    if name_or_path in NAMED_TRACES:
-        return shared_traces_dir() / NAMED_TRACES[name_or_path]
-    return pathlib.Path(name_or_path)
-
-
-def load(path: pathlib.Path) -> list[TraceRequest]:
-    """Read a trace file: `.csv` (Azure schema) or `.jsonl`/`.json` (JSON lines)."""
-    suffix = path.suffix.lower()
-    if suffix not in {".csv", ".jsonl", ".json"}:
-        raise TraceError(f"{path}: unknown trace format {suffix!r}, must be .csv or .jsonl")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise TraceError(f"{path}: not UTF-8 text") from None
-    try:
-        return parse_csv(text) if suffix == ".csv" else parse_jsonl(text)
-    except TraceError as exc:
-        raise TraceError(f"{path}: {exc}") from None

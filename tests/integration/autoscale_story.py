@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
+from tests.support import wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
@@ -62,6 +62,39 @@ class Story:
     def events(self, reason: str) -> list[dict[str, Any]]:
         items = self.get("events", "--field-selector", f"reason={reason}")["items"]
         return [item for item in items if item["involvedObject"]["kind"] == models.KIND]
+
+    def scaled(self, replicas: int, reason: str, timeout_s: float) -> list[dict[str, Any]]:
+        """Wait for the engine Deployment at `replicas`, then for an Event of `reason`
+        (ScaledUp, ScaledDown); return the Events of that reason."""
+        wait.eventually(
+            lambda: self.replicas()[0] == replicas,
+            f"the scaling to {replicas}",
+            timeout_s=timeout_s,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        events: list[dict[str, Any]] = wait.eventually(
+            lambda: self.events(reason) or None,
+            f"a {reason} Event",
+            timeout_s=90,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        return events
+
+    def recorded(self, replicas: int) -> dict[str, Any]:
+        """The CR's status once its scaling history ends with a scaling to `replicas` (the
+        history is written just after the scale, in the same tick)."""
+
+        def status() -> dict[str, Any] | None:
+            found: dict[str, Any] = self.infd()["status"]
+            history = found.get("scalingHistory") or []
+            return found if history and history[-1]["toReplicas"] == replicas else None
+
+        return wait.eventually(
+            status,
+            f"the scaling to {replicas} in status.scalingHistory",
+            timeout_s=90,
+            retry_on=wait.NOT_MADE_YET,
+        )
 
     def pid_file(self, pod: dict[str, Any], container: str) -> pathlib.Path:
         """The node agent's record of a running container (`<state>/node-agent/pods/...`)."""
@@ -146,14 +179,12 @@ def hold(
     not_before: float | None = None,
 ) -> None:
     """Polls until `until()`, checking the Deployment's count at every poll (`Watch`)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def checked() -> bool:
         watch.check(not_before, f"while waiting for {what}")
-        if until():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s")
-        time.sleep(1.0)
+        return until()
+
+    wait.eventually(checked, what, timeout_s=timeout_s, interval_s=1.0)
 
 
 class Load:

@@ -16,14 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Generator, Iterator
-from typing import TypeVar
 
 import pytest
 from tests.integration import chartrbac
+from tests.support import wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -31,7 +30,6 @@ from kvscale.localstack import cluster as local
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KVSCALE = ROOT / ".venv" / "bin" / "kvscale"
 
-T = TypeVar("T")
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -44,29 +42,6 @@ def pytest_runtest_makereport(
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     return report
-
-
-def eventually(
-    probe: Callable[[], T | None],
-    what: str,
-    timeout_s: float = 90.0,
-    interval_s: float = 0.5,
-) -> T:
-    """Polls `probe` until it returns something other than None or False; fails with `what`
-    and the last value or error after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value is not None and value is not False:
-                return value
-            last = value
-        except (subprocess.CalledProcessError, KeyError, IndexError, ValueError) as error:
-            last = error
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(interval_s)
 
 
 def _free_port() -> int:
@@ -127,7 +102,9 @@ class Operator:
             except (urllib.error.URLError, OSError):
                 return False
 
-        eventually(alive, "the operator's liveness endpoint", timeout_s=60)
+        wait.eventually(
+            alive, "the operator's liveness endpoint", timeout_s=60, retry_on=wait.NOT_MADE_YET
+        )
 
     def stop(self) -> int:
         """SIGTERM, then the exit code (SIGKILL after 30 s, which the caller sees as -9)."""

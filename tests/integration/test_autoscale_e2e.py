@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 from tests.integration.autoscale_story import Load, Story, Watch, hold, is_ready
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import manifest, wait
 
-from kvscale.api import models
 from kvscale.localstack import cluster as local
 from kvscale.localstack import engine_env
 
@@ -52,32 +52,21 @@ MAX_TOKENS = 400
 CONCURRENCY = 10
 
 
-def manifest(gpus_per_node: int) -> dict[str, Any]:
-    return {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": engine_env.TINY_MODEL},
-            "engine": {
-                "blockSize": 32,
-                # 63 usable blocks x 32 = 2,016 tokens: the longest sequence must fit in them.
-                "maxModelLen": 1536,
-                "shutdownGraceSeconds": 2,
-                "extraArgs": ["--num-gpu-blocks-override", "64"],
-            },
-            # A whole node's GPUs per replica: two replicas fit, the third stays pending.
-            "resources": {"gpusPerReplica": gpus_per_node, "cpu": "1", "memory": "2Gi"},
-            "scaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "stableWindowSeconds": STABLE_S,
-                "panicWindowSeconds": 4,
-                "scaleDownDelaySeconds": DELAY_S,
-                "tickSeconds": 1,
-            },
+def infd(gpus_per_node: int) -> dict[str, Any]:
+    spec = {
+        "model": {"name": engine_env.TINY_MODEL},
+        "engine": {
+            "blockSize": 32,
+            # 63 usable blocks x 32 = 2,016 tokens: the longest sequence must fit in them.
+            "maxModelLen": 1536,
+            "shutdownGraceSeconds": 2,
+            "extraArgs": ["--num-gpu-blocks-override", "64"],
         },
+        # A whole node's GPUs per replica: two replicas fit, the third stays pending.
+        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "1", "memory": "2Gi"},
+        "scaling": manifest.autoscaling(STABLE_S, DELAY_S),
     }
+    return manifest.inference_deployment(NAME, spec)
 
 
 @pytest.fixture
@@ -98,16 +87,21 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
 ) -> None:
     story.cluster.kubectl(
         "apply", "-n", story.namespace, "-f", "-",
-        input=json.dumps(manifest(cluster.gpus_per_node)),
+        input=json.dumps(infd(cluster.gpus_per_node)),
     )  # fmt: skip
     # (`eventually` returns the first value that is not None or False: an empty list is one.)
-    first = eventually(
-        lambda: story.ready_ips() or None, "one ready replica", ENGINE_START_TIMEOUT_S
+    first = wait.eventually(
+        lambda: story.ready_ips() or None,
+        "one ready replica",
+        timeout_s=ENGINE_START_TIMEOUT_S,
+        retry_on=wait.NOT_MADE_YET,
     )
     (first_ip,) = first
-    eventually(
+    wait.eventually(
         lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
         "MetricsAvailable=True",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert story.replicas()[0] == 1
 
@@ -118,24 +112,15 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     load.targets = [first_ip]
     load.start()
     try:
-        eventually(lambda: story.replicas()[0] == 3, "the scale-up to 3", timeout_s=120)
-        ups = eventually(lambda: story.events("ScaledUp") or None, "a ScaledUp Event")
+        ups = story.scaled(3, "ScaledUp", timeout_s=120)
         assert any(event["message"].startswith("scaled from 1 to ") for event in ups)
-        # The history is written just after the scale (same tick): wait for it.
-        history = eventually(
-            lambda: (
-                (h := story.infd()["status"].get("scalingHistory"))
-                and h[-1]["toReplicas"] == 3
-                and h
-            ),
-            "the scale-up in status.scalingHistory",
-        )
+        history = story.recorded(3)["scalingHistory"]
         assert history[0]["fromReplicas"] == 1
         assert all(h["toReplicas"] > h["fromReplicas"] for h in history)
-        limited = eventually(
+        limited = wait.eventually(
             lambda: (c := story.condition("ScalingLimited")) and c["reason"] == "PodsUnschedulable"
             and c,
-            "ScalingLimited=True for the pending replica",
+            "ScalingLimited=True for the pending replica", timeout_s=90, retry_on=wait.NOT_MADE_YET,
         )  # fmt: skip
         assert limited["status"] == "True"
         assert limited["message"].startswith("1 of 3 replicas pending: ")
@@ -146,7 +131,12 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
             load.targets = ips
             return ips if len(ips) == 2 else None
 
-        eventually(second_ready, "the second replica to be ready", ENGINE_START_TIMEOUT_S)
+        wait.eventually(
+            second_ready,
+            "the second replica to be ready",
+            timeout_s=ENGINE_START_TIMEOUT_S,
+            retry_on=wait.NOT_MADE_YET,
+        )
     finally:
         load.stop()
     assert load.completed > 0, f"no completion succeeded ({load.failed} failed)"
@@ -162,12 +152,14 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     hold(watch, lambda: story.names(second_name, "engine "),
          "MetricsAvailable to name the dead engine", 60)  # fmt: skip
     mark = operator.log_size()
+    # Taken before the restart, so the new autoscaler's delay starts after it: "not before
+    # restarted + DELAY_S" below is an order a slow machine can only make easier to meet.
+    restarted = time.monotonic()
     operator.restart()
     hold(watch, lambda: f"{story.namespace}/{NAME}: autoscaler started" in operator.log(mark),
          "the restarted operator's autoscaler", 60)  # fmt: skip
     # A restarted operator waits a whole delay before it scales down, and the dead engine's
     # unknown load holds any scale-down until its reports are fresh again: watch both.
-    restarted = time.monotonic()
 
     def engine_back() -> bool:
         condition = story.condition("MetricsAvailable")
@@ -192,13 +184,9 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
     assert named, "MetricsAvailable never named the pod whose sidecar was down"
 
     # 4. Left alone, the idle deployment scales down after the delay.
-    eventually(lambda: story.replicas()[0] == 1, "the scale-down to 1", timeout_s=180)
-    downs = eventually(lambda: story.events("ScaledDown") or None, "a ScaledDown Event")
+    downs = story.scaled(1, "ScaledDown", timeout_s=180)
     assert any(event["message"].startswith("scaled from 3 to ") for event in downs)
-    status = eventually(
-        lambda: (s := story.infd()["status"]) and s["scalingHistory"][-1]["toReplicas"] == 1 and s,
-        "the scale-down in status.scalingHistory",
-    )
+    status = story.recorded(1)
     history = status["scalingHistory"]
     assert any(h["fromReplicas"] == 3 and h["toReplicas"] < 3 for h in history)
     assert status["lastScaleTime"] == history[-1]["time"]

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient
 from tests.integration.autoscale_story import Load, Story, Watch, is_ready
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import manifest, wait
 
-from kvscale.api import models
 from kvscale.localstack import cluster as local
 from kvscale_operator import config, kube, login
 
@@ -42,31 +42,20 @@ DELAY_S = 15
 STABLE_S = 8
 
 
-def manifest(gpus_per_node: int) -> dict[str, Any]:
-    return {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": MODEL},
-            "engine": {
-                "image": "ghcr.io/kvscale/engine-twin:0.1.0",
-                "blockSize": 16,
-                "maxModelLen": 4096,
-                "shutdownGraceSeconds": 1,
-                "extraArgs": ["--num-gpu-blocks-override", "512"],
-            },
-            "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
-            "scaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "stableWindowSeconds": STABLE_S,
-                "panicWindowSeconds": 4,
-                "scaleDownDelaySeconds": DELAY_S,
-                "tickSeconds": 1,
-            },
+def infd(gpus_per_node: int) -> dict[str, Any]:
+    spec = {
+        "model": {"name": MODEL},
+        "engine": {
+            "image": "ghcr.io/kvscale/engine-twin:0.1.0",
+            "blockSize": 16,
+            "maxModelLen": 4096,
+            "shutdownGraceSeconds": 1,
+            "extraArgs": ["--num-gpu-blocks-override", "512"],
         },
+        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
+        "scaling": manifest.autoscaling(STABLE_S, DELAY_S),
     }
+    return manifest.inference_deployment(NAME, spec)
 
 
 @pytest.fixture
@@ -80,25 +69,26 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     story: Story, cluster: local.Cluster, operator: Operator
 ) -> None:
     cluster.kubectl(
-        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(manifest(cluster.gpus_per_node))
+        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd(cluster.gpus_per_node))
     )
     (first_ip,) = wait_ready(story, 1)
-    eventually(
+    wait.eventually(
         lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
         "MetricsAvailable=True",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
 
     load = Load({"model": MODEL, "prompt": [7] * 3000, "max_tokens": 400}, ENGINE_PORT, 8)
     load.targets = [first_ip]
     load.start()
     try:
-        eventually(lambda: story.replicas()[0] == 3, "the scale-up to 3", timeout_s=60)
-        ups = eventually(lambda: story.events("ScaledUp") or None, "a ScaledUp Event")
+        ups = story.scaled(3, "ScaledUp", timeout_s=60)
         assert any(event["message"].startswith("scaled from 1 to ") for event in ups)
-        limited = eventually(
+        limited = wait.eventually(
             lambda: (c := story.condition("ScalingLimited")) and c["reason"] == "PodsUnschedulable"
             and c,
-            "ScalingLimited=True for the pending replica",
+            "ScalingLimited=True for the pending replica", timeout_s=90, retry_on=wait.NOT_MADE_YET,
         )  # fmt: skip
         assert limited["message"].startswith("1 of 3 replicas pending: ")
         assert "Insufficient nvidia.com/gpu" in limited["message"]
@@ -107,11 +97,13 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     finally:
         load.stop()
     assert load.completed > 0, f"no completion succeeded ({load.failed} failed)"
-    history = eventually(
+    history = wait.eventually(
         lambda: (
             (h := story.infd()["status"].get("scalingHistory")) and h[-1]["toReplicas"] == 3 and h
         ),
         "the scale-up in status.scalingHistory",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert history[0]["fromReplicas"] == 1
 
@@ -137,29 +129,37 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
     assert story.events("MetricsMissing"), "no MetricsMissing Event"
 
     # Left alone, the idle deployment scales down after the delay, least loaded first.
-    eventually(lambda: story.replicas()[0] == 1, "the scale-down to 1", timeout_s=120)
-    downs = eventually(lambda: story.events("ScaledDown") or None, "a ScaledDown Event")
+    downs = story.scaled(1, "ScaledDown", timeout_s=120)
     assert any(event["message"].startswith("scaled from 3 to ") for event in downs)
-    status = eventually(
-        lambda: (s := story.infd()["status"]) and s["scalingHistory"][-1]["toReplicas"] == 1 and s,
-        "the scale-down in status.scalingHistory",
-    )
+    status = story.recorded(1)
     assert status["desiredReplicas"] == 1
-    eventually(lambda: len(story.pods()) == 1 or None, "one pod left", timeout_s=60)
+    wait.eventually(
+        lambda: len(story.pods()) == 1 or None,
+        "one pod left",
+        timeout_s=60,
+        retry_on=wait.NOT_MADE_YET,
+    )
 
 
 def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
     story: Story, cluster: local.Cluster
 ) -> None:
     cluster.kubectl(
-        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(manifest(cluster.gpus_per_node))
+        "apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd(cluster.gpus_per_node))
     )
     wait_ready(story, 1)
     cluster.kubectl("scale", "infd", NAME, "-n", story.namespace, "--replicas", "2")
-    eventually(lambda: story.replicas()[0] == 2, "the Deployment held at 2")
-    active = eventually(
+    wait.eventually(
+        lambda: story.replicas()[0] == 2,
+        "the Deployment held at 2",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    active = wait.eventually(
         lambda: (c := story.condition("ScalingActive")) and c["reason"] == "ManualReplicas" and c,
         "ScalingActive=False, ManualReplicas",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert active["status"] == "False"
     assert "remove spec.replicas to resume autoscaling" in active["message"]
@@ -167,20 +167,28 @@ def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
         "patch", "infd", NAME, "-n", story.namespace, "--type", "merge",
         "-p", '{"spec":{"replicas":null}}',
     )  # fmt: skip
-    eventually(
+    wait.eventually(
         lambda: (c := story.condition("ScalingActive")) and c["reason"] != "ManualReplicas",
         "autoscaling to resume",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
     )
     # Idle: back to one replica once a whole delay has passed.
-    eventually(lambda: story.replicas()[0] == 1, "the idle scale-down to 1", timeout_s=90)
+    wait.eventually(
+        lambda: story.replicas()[0] == 1,
+        "the idle scale-down to 1",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
 
 
 def wait_ready(story: Story, count: int) -> list[str]:
     try:
-        found: list[str] = eventually(
+        found: list[str] = wait.eventually(
             lambda: ((ips := story.ready_ips()) and len(ips) == count and ips) or None,
             f"{count} ready replica(s)",
             timeout_s=120,
+            retry_on=wait.NOT_MADE_YET,
         )
     except pytest.fail.Exception:
         print(story.diagnostics())

@@ -11,35 +11,22 @@ import base64
 import json
 import pathlib
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
+from tests.support import wait
 
 from kvscale.localstack import binaries
 from kvscale.localstack import cluster as local
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 
 # Generous: the machine may be busy with a build or engines; these are not timing assertions.
 WAIT_S = 90.0
-
-
-def _eventually(probe: Callable[[], T | None], what: str, timeout_s: float = WAIT_S) -> T:
-    """Poll `probe` until it returns something other than None."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"gave up after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -56,7 +43,7 @@ def namespace(cluster: local.Cluster) -> Iterator[str]:
         found = cluster.kubectl("get", "sa", "default", "-n", name, check=False)
         return True if found.returncode == 0 else None
 
-    _eventually(default_account, f"service account default in {name}")
+    wait.eventually(default_account, f"service account default in {name}", timeout_s=WAIT_S)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -96,7 +83,7 @@ def test_deployment_gets_a_replicaset_and_pods(cluster: local.Cluster, namespace
         items = _json(cluster.kubectl("get", "rs", "-n", namespace, "-l", "app=web", "-o", "json"))
         return items["items"][0] if items["items"] else None
 
-    rs = _eventually(replica_set, "the Deployment's ReplicaSet")
+    rs = wait.eventually(replica_set, "the Deployment's ReplicaSet", timeout_s=WAIT_S)
     assert [o["uid"] for o in rs["metadata"]["ownerReferences"]] == [uid]
 
     def pods() -> list[dict[str, Any]] | None:
@@ -105,7 +92,10 @@ def test_deployment_gets_a_replicaset_and_pods(cluster: local.Cluster, namespace
         )
         return items["items"] if len(items["items"]) == 2 else None
 
-    owners = {p["metadata"]["ownerReferences"][0]["uid"] for p in _eventually(pods, "2 pods")}
+    owners = {
+        p["metadata"]["ownerReferences"][0]["uid"]
+        for p in wait.eventually(pods, "2 pods", timeout_s=WAIT_S)
+    }
     assert owners == {rs["metadata"]["uid"]}
 
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import pytest
 import yaml
+from tests.support import manifest, wait
 
 from kvscale.localstack import cluster as local
 
@@ -36,8 +35,6 @@ pytestmark = pytest.mark.cluster
 
 GITOPS = "argocd-controller"
 NAME = "chat"
-TESTBOX = "kvscale.local/testbox:1"
-T = TypeVar("T")
 
 
 class Operator(Protocol):
@@ -46,45 +43,13 @@ class Operator(Protocol):
     def log(self, since: int = 0) -> str: ...
 
 
-def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 90.0) -> T:
-    """Polls `probe` until it returns something other than None or False; fails with `what`
-    and the last value after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value is not None and value is not False:
-                return value  # type: ignore[return-value]
-            last = value
-        except local.KubectlError as error:  # not made yet
-            last = error
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.5)
-
-
-def manifest(namespace: str, min_replicas: int = 1, max_num_seqs: int = 256) -> str:
+def in_git(namespace: str, min_replicas: int = 1, max_num_seqs: int = 256) -> str:
     """The CR as it sits in Git: no spec.replicas (the autoscaler's), no status."""
-    return yaml.safe_dump(
-        {
-            "apiVersion": "kvscale.dev/v1alpha1",
-            "kind": "InferenceDeployment",
-            "metadata": {"name": NAME, "namespace": namespace},
-            "spec": {
-                "model": {"name": "kvscale/tiny-llama"},
-                "engine": {
-                    "image": TESTBOX,
-                    "blockSize": 32,
-                    "maxNumSeqs": max_num_seqs,
-                    "shutdownGraceSeconds": 1,
-                },
-                "sidecar": {"image": TESTBOX},
-                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-                "scaling": {"minReplicas": min_replicas, "maxReplicas": 4},
-            },
-        }
+    spec = manifest.testbox_spec(
+        engine={"maxNumSeqs": max_num_seqs},
+        scaling={"minReplicas": min_replicas, "maxReplicas": 4},
     )
+    return yaml.safe_dump(manifest.inference_deployment(NAME, spec, namespace))
 
 
 def sync(cluster: local.Cluster, text: str, manager: str = GITOPS) -> None:
@@ -128,26 +93,41 @@ def engine_args(cluster: local.Cluster, namespace: str) -> list[str]:
 def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace))
-    eventually(lambda: replicas(cluster, namespace) == 1, "the engine Deployment at 1 replica")
+    sync(cluster, in_git(namespace))
+    wait.eventually(
+        lambda: replicas(cluster, namespace) == 1,
+        "the engine Deployment at 1 replica",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     # Git raises the floor: the operator scales to it, under its scale field manager.
-    sync(cluster, manifest(namespace, min_replicas=3))
-    eventually(lambda: replicas(cluster, namespace) == 3, "the operator to scale to 3")
+    sync(cluster, in_git(namespace, min_replicas=3))
+    wait.eventually(
+        lambda: replicas(cluster, namespace) == 3,
+        "the operator to scale to 3",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     deployment = get(cluster, namespace, "deployment")
     assert owners(deployment, ("f:spec", "f:replicas")) == {"kvscale-autoscaler"}
     assert owners(deployment, ("f:spec", "f:template")) == {"kvscale-operator"}
 
     # Git lowers the floor again, and syncs (twice, as a tool does): the count the operator
     # holds (3; nothing in Git) stays, while the change itself is taken.
-    sync(cluster, manifest(namespace, min_replicas=1))
-    sync(cluster, manifest(namespace, min_replicas=1))
+    sync(cluster, in_git(namespace, min_replicas=1))
+    sync(cluster, in_git(namespace, min_replicas=1))
 
     def floor_seen() -> bool:
         cr = get(cluster, namespace, "infd")
         observed = (cr.get("status") or {}).get("observedGeneration")
         return bool(observed == cr["metadata"]["generation"])
 
-    eventually(floor_seen, "the operator to reconcile the new generation")
+    wait.eventually(
+        floor_seen,
+        "the operator to reconcile the new generation",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert replicas(cluster, namespace) == 3
     cr = get(cluster, namespace, "infd")
     assert owners(cr, ("f:spec", "f:scaling", "f:minReplicas")) == {GITOPS}
@@ -163,22 +143,34 @@ def test_resyncing_the_cr_from_git_never_resets_the_operators_replicas(
 def test_a_change_in_git_reaches_the_engine_deployment(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace, max_num_seqs=256))
-    eventually(lambda: "256" in engine_args(cluster, namespace), "the engine Deployment")
-    sync(cluster, manifest(namespace, max_num_seqs=32))
+    sync(cluster, in_git(namespace, max_num_seqs=256))
+    wait.eventually(
+        lambda: "256" in engine_args(cluster, namespace),
+        "the engine Deployment",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    sync(cluster, in_git(namespace, max_num_seqs=32))
 
     def applied() -> bool:
         args = engine_args(cluster, namespace)
         return args[args.index("--max-num-seqs") + 1] == "32"
 
-    eventually(applied, "the new maxNumSeqs in the engine's args")
+    wait.eventually(
+        applied, "the new maxNumSeqs in the engine's args", timeout_s=90, retry_on=wait.NOT_MADE_YET
+    )
 
 
 def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace))
-    eventually(lambda: replicas(cluster, namespace) == 1, "the engine Deployment")
+    sync(cluster, in_git(namespace))
+    wait.eventually(
+        lambda: replicas(cluster, namespace) == 1,
+        "the engine Deployment",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     # The user's own field, applied under the user's own manager.
     label = {
         "apiVersion": "apps/v1",
@@ -187,8 +179,13 @@ def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
     }
     sync(cluster, yaml.safe_dump(label), manager="platform-team")
     # Make the operator apply the Deployment again (a change in Git), and wait for it.
-    sync(cluster, manifest(namespace, max_num_seqs=48))
-    eventually(lambda: "48" in engine_args(cluster, namespace), "the operator's next apply")
+    sync(cluster, in_git(namespace, max_num_seqs=48))
+    wait.eventually(
+        lambda: "48" in engine_args(cluster, namespace),
+        "the operator's next apply",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     deployment = get(cluster, namespace, "deployment")
     assert deployment["metadata"]["labels"]["team"] == "ml-platform"
     assert owners(deployment, ("f:metadata", "f:labels", "f:team")) == {"platform-team"}
@@ -198,13 +195,23 @@ def test_a_field_the_user_owns_on_the_engine_deployment_survives_the_operator(
 def test_a_tool_applying_the_engine_replicas_is_refused_with_a_conflict(
     cluster: local.Cluster, namespace: str, operator: Operator
 ) -> None:
-    sync(cluster, manifest(namespace))
-    eventually(lambda: replicas(cluster, namespace) == 1, "the engine Deployment")
+    sync(cluster, in_git(namespace))
+    wait.eventually(
+        lambda: replicas(cluster, namespace) == 1,
+        "the engine Deployment",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     cluster.kubectl(
         "patch", "infd", NAME, "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"scaling": {"minReplicas": 2}}}),
     )  # fmt: skip
-    eventually(lambda: replicas(cluster, namespace) == 2, "the operator to scale to 2")
+    wait.eventually(
+        lambda: replicas(cluster, namespace) == 2,
+        "the operator to scale to 2",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
     rendered_by_a_tool = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -27,13 +27,13 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
 from tests.integration import chartrbac
+from tests.support import manifest, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -48,32 +48,12 @@ ACCOUNT = chartrbac.ACCOUNT
 KUBE_VERSION = "1.36.3"
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 APPS = "chart-apps"  # where the test's InferenceDeployment lives
-TESTBOX = "kvscale.local/testbox:1"
 # `helm template` flags that make the chart see the Prometheus Operator's CRDs.
 MONITORING_API_VERSIONS = [
     arg
     for kind in MONITORING_KINDS
     for arg in ("--api-versions", f"monitoring.coreos.com/v1/{kind}")
 ]
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 120.0) -> T:
-    """Polls `probe` until it returns something other than None or False; fails with `what`
-    and the last value after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value is not None and value is not False:
-                return value  # type: ignore[return-value]
-            last = value
-        except (subprocess.CalledProcessError, KeyError, IndexError, ValueError) as error:
-            last = error
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.5)
 
 
 def tool(name: str) -> pathlib.Path:
@@ -348,19 +328,7 @@ def lease_holder(cluster: local.Cluster) -> str:
 
 
 def infd(name: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "kvscale.dev/v1alpha1",
-            "kind": "InferenceDeployment",
-            "metadata": {"name": name, "namespace": APPS},
-            "spec": {
-                "model": {"name": "kvscale/tiny-llama"},
-                "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-                "sidecar": {"image": TESTBOX},
-                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-            },
-        }
-    )
+    return json.dumps(manifest.inference_deployment(name, manifest.testbox_spec(), APPS))
 
 
 def exists(cluster: local.Cluster, kind: str, name: str, namespace: str = APPS) -> bool:
@@ -412,18 +380,30 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
     assert "STATUS: deployed" in found.stdout
     # Helm created the CRD from crds/.
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
-    pods = eventually(
+    pods = wait.eventually(
         lambda: (
             len([p for p in operator_pods(cluster) if ready(p)]) == 2 and operator_pods(cluster)
         ),
         "two ready operator replicas",
+        timeout_s=120,
+        retry_on=wait.NOT_MADE_YET,
     )
-    holder = eventually(lambda: lease_holder(cluster), "a replica to take the Lease")
+    holder = wait.eventually(
+        lambda: lease_holder(cluster),
+        "a replica to take the Lease",
+        timeout_s=120,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert any(holder.startswith(pod["metadata"]["name"]) for pod in pods), holder
 
     cluster.kubectl("apply", "-f", "-", input=infd("served"))
     for kind in ("deployment", "service", "poddisruptionbudget"):
-        eventually(lambda kind=kind: exists(cluster, kind, "served"), f"the {kind} of the CR")  # type: ignore[misc]
+        wait.eventually(
+            lambda kind=kind: exists(cluster, kind, "served"),  # type: ignore[misc]
+            f"the {kind} of the CR",
+            timeout_s=120,
+            retry_on=wait.NOT_MADE_YET,
+        )
 
     def reconciled() -> dict[str, Any] | None:
         found = cluster.kubectl("get", "infd", "served", "-n", APPS, "-o", "json")
@@ -432,14 +412,18 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
             status if status.get("observedGeneration") == 1 and status.get("conditions") else None
         )
 
-    status = eventually(reconciled, "the leader to write the CR's status")
+    status = wait.eventually(
+        reconciled, "the leader to write the CR's status", timeout_s=120, retry_on=wait.NOT_MADE_YET
+    )
     assert {condition["type"] for condition in status["conditions"]} >= {"Ready"}
     leader = next(
         pod for pod in operator_pods(cluster) if holder.startswith(pod["metadata"]["name"])
     )
-    log = eventually(
+    log = wait.eventually(
         lambda: "served: reconciled" in pod_log(cluster, leader) and pod_log(cluster, leader),
         "the leader's log line",
+        timeout_s=120,
+        retry_on=wait.NOT_MADE_YET,
     )
     assert not chartrbac.denials(log)
     (standby,) = (
@@ -577,7 +561,9 @@ def test_upgrade_changes_a_value_and_rolls_the_operator(
         names = {pod["metadata"]["name"] for pod in pods}
         return names if len(pods) == 2 and all(map(ready, pods)) and not names & before else None
 
-    after = eventually(rolled, "two new ready operator replicas", timeout_s=240)
+    after = wait.eventually(
+        rolled, "two new ready operator replicas", timeout_s=240, retry_on=wait.NOT_MADE_YET
+    )
 
     def new_leader() -> dict[str, Any] | None:
         # Read holder and duration together: on a loaded machine a new leader can restart (its
@@ -591,7 +577,9 @@ def test_upgrade_changes_a_value_and_rolls_the_operator(
         holder = str(spec.get("holderIdentity") or "")
         return spec if holder and any(holder.startswith(n) for n in after) else None
 
-    spec = eventually(new_leader, "a new replica to lead")
+    spec = wait.eventually(
+        new_leader, "a new replica to lead", timeout_s=120, retry_on=wait.NOT_MADE_YET
+    )
     holder = spec["holderIdentity"]
     assert spec["leaseDurationSeconds"] == 20
     # The new leader reconciles: an edit of the CR reaches its Deployment.
@@ -605,7 +593,12 @@ def test_upgrade_changes_a_value_and_rolls_the_operator(
         args = json.loads(found.stdout)["spec"]["template"]["spec"]["containers"][0]["args"]
         return bool(args[args.index("--max-num-seqs") + 1] == "64")
 
-    eventually(applied, f"the new leader ({holder}) to apply the edit")
+    wait.eventually(
+        applied,
+        f"the new leader ({holder}) to apply the edit",
+        timeout_s=120,
+        retry_on=wait.NOT_MADE_YET,
+    )
     revision = run_helm(helm_bin, "history", RELEASE, "-n", NAMESPACE, "-o", "json", env=helm_env)
     assert [entry["revision"] for entry in json.loads(revision.stdout)] == [1, 2]
 
@@ -616,7 +609,12 @@ def test_uninstall_removes_the_operator_and_keeps_the_crd_and_the_inference_depl
 ) -> None:
     assert exists(cluster, "infd", "served"), "the install test must have run first"
     run_helm(helm_bin, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", env=helm_env)
-    eventually(lambda: not operator_pods(cluster), "the operator pods to go")
+    wait.eventually(
+        lambda: not operator_pods(cluster),
+        "the operator pods to go",
+        timeout_s=120,
+        retry_on=wait.NOT_MADE_YET,
+    )
     for kind, name in (
         ("deployment", RELEASE), ("serviceaccount", ACCOUNT), ("service", f"{RELEASE}-metrics"),
         ("role", f"{RELEASE}-leader-election"),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import pytest
+from tests.support import manifest, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -32,8 +32,6 @@ TIMING = (
     "--leader-elect-renew-deadline", "3",
     "--leader-elect-retry-period", "0.5",
 )  # fmt: skip
-TESTBOX = "kvscale.local/testbox:1"
-T = TypeVar("T")
 
 
 class Operator(Protocol):
@@ -46,24 +44,6 @@ class Operator(Protocol):
     def stop(self) -> int: ...
 
     def log(self, since: int = 0) -> str: ...
-
-
-def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 60.0) -> T:
-    """Polls `probe` until it returns something other than None or False (or raises
-    ValueError); fails with `what` after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value is not None and value is not False:
-                return value  # type: ignore[return-value]
-            last = value
-        except ValueError as error:
-            last = error
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.25)
 
 
 def holder(cluster: local.Cluster) -> str:
@@ -87,19 +67,7 @@ def leader_of(replicas: list[Operator]) -> Operator:
 
 
 def cr(name: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "kvscale.dev/v1alpha1",
-            "kind": "InferenceDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {"name": "kvscale/tiny-llama"},
-                "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-                "sidecar": {"image": TESTBOX},
-                "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-            },
-        }
-    )
+    return json.dumps(manifest.inference_deployment(name, manifest.testbox_spec()))
 
 
 @pytest.fixture
@@ -142,12 +110,19 @@ def healthy(replica: Operator) -> bool:
 def test_only_the_leader_reconciles_and_a_clean_stop_hands_over(
     cluster: local.Cluster, replicas: list[Operator]
 ) -> None:
-    eventually(lambda: holder(cluster), "a replica to take the lease")
-    first = eventually(lambda: leader_of(replicas), "the leader's log line")
+    wait.eventually(
+        lambda: holder(cluster), "a replica to take the lease", timeout_s=60, retry_on=(ValueError,)
+    )
+    first = wait.eventually(
+        lambda: leader_of(replicas), "the leader's log line", timeout_s=60, retry_on=(ValueError,)
+    )
     standby = next(replica for replica in replicas if replica is not first)
     assert holder(cluster).startswith(first.log().split("leader election: ")[1].split(" ")[0])
-    assert "waiting" in eventually(
-        lambda: "waiting" in standby.log() and standby.log(), "the standby to wait"
+    assert "waiting" in wait.eventually(
+        lambda: "waiting" in standby.log() and standby.log(),
+        "the standby to wait",
+        timeout_s=60,
+        retry_on=(ValueError,),
     )
     assert all(healthy(replica) for replica in replicas)
 
@@ -155,17 +130,42 @@ def test_only_the_leader_reconciles_and_a_clean_stop_hands_over(
     cluster.kubectl("create", "namespace", namespace)
     try:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=cr("one"))
-        eventually(lambda: deployment_exists(cluster, namespace, "one"), "the leader's reconcile")
-        eventually(lambda: f"{namespace}/one: reconciled" in first.log(), "the leader's log")
+        wait.eventually(
+            lambda: deployment_exists(cluster, namespace, "one"),
+            "the leader's reconcile",
+            timeout_s=60,
+            retry_on=(ValueError,),
+        )
+        wait.eventually(
+            lambda: f"{namespace}/one: reconciled" in first.log(),
+            "the leader's log",
+            timeout_s=60,
+            retry_on=(ValueError,),
+        )
         assert "reconciled" not in standby.log(), "the standby must not act"
 
         # A clean stop releases the Lease: the standby takes it at its next retry.
         assert first.stop() == 0
         assert "released lease" in first.log()
-        eventually(lambda: leader_of(replicas) is standby, "the standby to take over")
+        wait.eventually(
+            lambda: leader_of(replicas) is standby,
+            "the standby to take over",
+            timeout_s=60,
+            retry_on=(ValueError,),
+        )
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=cr("two"))
-        eventually(lambda: deployment_exists(cluster, namespace, "two"), "the new leader's work")
-        eventually(lambda: f"{namespace}/two: reconciled" in standby.log(), "its log line")
+        wait.eventually(
+            lambda: deployment_exists(cluster, namespace, "two"),
+            "the new leader's work",
+            timeout_s=60,
+            retry_on=(ValueError,),
+        )
+        wait.eventually(
+            lambda: f"{namespace}/two: reconciled" in standby.log(),
+            "its log line",
+            timeout_s=60,
+            retry_on=(ValueError,),
+        )
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -173,8 +173,12 @@ def test_only_the_leader_reconciles_and_a_clean_stop_hands_over(
 def test_a_leader_that_loses_the_lease_stops_with_an_error(
     cluster: local.Cluster, replicas: list[Operator]
 ) -> None:
-    eventually(lambda: holder(cluster), "a replica to take the lease")
-    first = eventually(lambda: leader_of(replicas), "the leader's log line")
+    wait.eventually(
+        lambda: holder(cluster), "a replica to take the lease", timeout_s=60, retry_on=(ValueError,)
+    )
+    first = wait.eventually(
+        lambda: leader_of(replicas), "the leader's log line", timeout_s=60, retry_on=(ValueError,)
+    )
     standby = next(replica for replica in replicas if replica is not first)
     # Someone else writes itself into the Lease (a partitioned peer, a manual edit).
     cluster.kubectl(
@@ -188,7 +192,12 @@ def test_a_leader_that_loses_the_lease_stops_with_an_error(
     assert code == 1, first.log()
     assert "lost leadership: the lease is now held by intruder" in first.log()
     # The intruder never renews: after its duration the standby takes over.
-    eventually(lambda: leader_of(replicas) is standby, "the standby to take the expired lease")
+    wait.eventually(
+        lambda: leader_of(replicas) is standby,
+        "the standby to take the expired lease",
+        timeout_s=60,
+        retry_on=(ValueError,),
+    )
     assert holder(cluster) != "intruder"
 
 

@@ -18,39 +18,24 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 from kvscale.localstack.nodeagent import process
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 WAIT_S = 90.0
 TESTBOX = "kvscale.local/testbox:1"
 TAINT_KEY = "kvscale.dev/node-agent-test"
 Json = dict[str, Any]
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout_s: float = WAIT_S) -> T:
-    """Poll `probe` until it returns something other than None or False."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        last = value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.3)
 
 
 @dataclasses.dataclass
@@ -81,7 +66,9 @@ class Agent:
             self.process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env()
             )
-        eventually(lambda: self.node_ready() is True, f"node {self.node} Ready")
+        wait.eventually(
+            lambda: self.node_ready() is True, f"node {self.node} Ready", timeout_s=WAIT_S
+        )
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         running, self.process = self.process, None
@@ -245,7 +232,7 @@ def test_a_deployments_pods_run_and_become_ready_with_their_own_pod_ips(
         found = _get(cluster, namespace, "deployment", "web")
         return bool(found and found.get("status", {}).get("readyReplicas") == 2)
 
-    eventually(all_ready, "2 ready replicas")
+    wait.eventually(all_ready, "2 ready replicas", timeout_s=WAIT_S)
     pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
     addresses = [pod["status"]["podIP"] for pod in pods]
     assert len(set(addresses)) == 2
@@ -290,15 +277,16 @@ def test_the_readiness_probe_gates_ready(
             return status
         return None
 
-    first = eventually(running_unready, "the pod running")
+    first = wait.eventually(running_unready, "the pod running", timeout_s=WAIT_S)
     assert _condition(first, "Ready")["status"] == "False"
     assert _condition(first, "ContainersReady")["reason"] == "ContainersNotReady"
     assert _container(first)["ready"] is False
-    ready = eventually(
+    ready = wait.eventually(
         lambda: (
             _condition(_pod_status(cluster, namespace, "slow"), "Ready").get("status") == "True"
         ),
         "Ready",
+        timeout_s=WAIT_S,
     )
     assert ready
 
@@ -321,7 +309,7 @@ def test_a_crashing_container_restarts_with_growing_backoff(
             seen_backoff.append(container)
         return container.get("restartCount", 0) >= 3 and bool(seen_backoff)
 
-    eventually(restarted_thrice, "three restarts and a CrashLoopBackOff")
+    wait.eventually(restarted_thrice, "three restarts and a CrashLoopBackOff", timeout_s=WAIT_S)
     container = seen_backoff[-1]
     assert container["lastState"]["terminated"]["exitCode"] == 3
     assert container["lastState"]["terminated"]["reason"] == "Error"
@@ -340,9 +328,10 @@ def test_a_pod_that_does_not_restart_ends_succeeded_or_failed(
         initContainers=[{"name": "setup", "image": TESTBOX, "command": ["sh", "-c", "exit 0"]}],
     )
     _apply(cluster, namespace, _pod("once", spec))
-    status = eventually(
+    status = wait.eventually(
         lambda: (s := _pod_status(cluster, namespace, "once")).get("phase") == phase and s,
         f"phase {phase}",
+        timeout_s=WAIT_S,
     )
     assert _container(status)["state"]["terminated"]["exitCode"] == code
     init = status["initContainerStatuses"][0]
@@ -363,17 +352,22 @@ def test_deletion_runs_prestop_then_sigterm_then_sigkill_and_removes_the_pod(
     _apply(
         cluster, namespace, _pod("stubborn", _pod_spec(agent, box, terminationGracePeriodSeconds=3))
     )
-    status = eventually(
+    status = wait.eventually(
         lambda: (
             (s := _pod_status(cluster, namespace, "stubborn"))
             and _condition(s, "Ready").get("status") == "True"
             and s
         ),
         "the pod Ready",
+        timeout_s=WAIT_S,
     )
     pid = _pid(_container(status))
     cluster.kubectl("delete", "pod", "stubborn", "-n", namespace, "--wait=false")
-    eventually(lambda: _get(cluster, namespace, "pod", "stubborn") is None, "the pod gone")
+    wait.eventually(
+        lambda: _get(cluster, namespace, "pod", "stubborn") is None,
+        "the pod gone",
+        timeout_s=WAIT_S,
+    )
     lines = events.read_text().splitlines()
     assert lines.index("prestop") < lines.index("sigterm")
     assert "exiting" not in lines  # it ignored SIGTERM, so SIGKILL ended it
@@ -386,13 +380,16 @@ def test_a_force_deleted_pods_processes_are_stopped(
     cluster: local.Cluster, agent: Agent, namespace: str
 ) -> None:
     _apply(cluster, namespace, _pod("forced", _pod_spec(agent, _box("--spawn-child"))))
-    status = eventually(
+    status = wait.eventually(
         lambda: (s := _pod_status(cluster, namespace, "forced")).get("phase") == "Running" and s,
         "the pod running",
+        timeout_s=WAIT_S,
     )
     pid = _pid(_container(status))
     cluster.kubectl("delete", "pod", "forced", "-n", namespace, "--grace-period=0", "--force")
-    eventually(lambda: process.start_ticks(pid) is None, "its process stopped")
+    wait.eventually(
+        lambda: process.start_ticks(pid) is None, "its process stopped", timeout_s=WAIT_S
+    )
 
 
 def test_more_gpus_than_the_node_has_leave_the_pod_pending_unschedulable(
@@ -414,7 +411,9 @@ def test_more_gpus_than_the_node_has_leave_the_pod_pending_unschedulable(
         ]
         return statuses if phases == ["Pending", "Running"] and blocked else None
 
-    statuses = eventually(one_runs_one_waits, "one pod running on the GPU, the other unschedulable")
+    statuses = wait.eventually(
+        one_runs_one_waits, "one pod running on the GPU, the other unschedulable", timeout_s=WAIT_S
+    )
     waiting = next(s for s in statuses if s["phase"] == "Pending")
     assert "Insufficient nvidia.com/gpu" in _condition(waiting, "PodScheduled")["message"]
     assert "podIP" not in waiting
@@ -431,7 +430,7 @@ def test_an_unknown_image_waits_in_err_image_pull(
         waiting: Json | None = state.get("waiting")
         return waiting if waiting and waiting.get("reason") == "ErrImagePull" else None
 
-    waiting = eventually(pulled, "ErrImagePull")
+    waiting = wait.eventually(pulled, "ErrImagePull", timeout_s=WAIT_S)
     assert "nginx:1.27" in waiting["message"]
     assert _pod_status(cluster, namespace, "nginx")["phase"] == "Pending"
 
@@ -453,7 +452,7 @@ def test_an_agent_restart_adopts_live_pods_and_leaves_no_orphans(
             return statuses
         return None
 
-    before = eventually(both_running, "both pods Ready")
+    before = wait.eventually(both_running, "both pods Ready", timeout_s=WAIT_S)
     kept_pid, dropped_pid = _pid(_container(before["kept"])), _pid(_container(before["dropped"]))
 
     # The agent dies without cleaning up; meanwhile one pod object goes away for good.
@@ -462,15 +461,18 @@ def test_an_agent_restart_adopts_live_pods_and_leaves_no_orphans(
     assert process.start_ticks(dropped_pid) is not None  # still running: nobody stopped it
     agent.start()
 
-    eventually(lambda: process.start_ticks(dropped_pid) is None, "the orphan stopped")
+    wait.eventually(
+        lambda: process.start_ticks(dropped_pid) is None, "the orphan stopped", timeout_s=WAIT_S
+    )
     assert process.start_ticks(kept_pid) is not None  # adopted, not restarted
-    after = eventually(
+    after = wait.eventually(
         lambda: (
             (s := _pod_status(cluster, namespace, "kept"))
             and _condition(s, "Ready").get("status") == "True"
             and s
         ),
         "the kept pod Ready",
+        timeout_s=WAIT_S,
     )
     container = _container(after)
     assert (_pid(container), container["restartCount"]) == (kept_pid, 0)
@@ -481,7 +483,7 @@ def test_an_agent_restart_adopts_live_pods_and_leaves_no_orphans(
     assert process.start_ticks(kept_pid) is None
     assert agent.node_ready() is False
     agent.start()
-    restarted = eventually(
+    restarted = wait.eventually(
         lambda: (
             (s := _pod_status(cluster, namespace, "kept"))
             and _container(s).get("restartCount") == 1
@@ -489,6 +491,7 @@ def test_an_agent_restart_adopts_live_pods_and_leaves_no_orphans(
             and s
         ),
         "the kept pod restarted and Ready",
+        timeout_s=WAIT_S,
     )
     assert restarted["podIP"] == before["kept"]["podIP"]
     with contextlib.suppress(ProcessLookupError):

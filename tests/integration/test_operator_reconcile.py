@@ -9,16 +9,15 @@ refuses vLLM's flags and exits, so the engine pods never become ready here.)
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import pytest
 from lightkube import AsyncClient
+from tests.support import manifest, wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
@@ -26,8 +25,6 @@ from kvscale_operator import config, kube, login
 from kvscale_operator.reconciler import engine_args
 
 pytestmark = pytest.mark.cluster
-
-T = TypeVar("T")
 
 
 class Operator(Protocol):
@@ -42,49 +39,13 @@ class Operator(Protocol):
     def log_size(self) -> int: ...
 
 
-def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 90.0) -> T:
-    """Polls `probe` until it returns something other than None or False; fails with `what`
-    and the last value after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value  # type: ignore[return-value]
-        last = value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.5)
-
-
-TESTBOX = "kvscale.local/testbox:1"
 NAME = "llama"
 OWNED_KINDS = ("deployment", "service", "poddisruptionbudget")
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def manifest(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "model": {"name": "kvscale/tiny-llama"},
-        "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-        "sidecar": {"image": TESTBOX},
-        "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
-    }
-    return {
-        "apiVersion": models.API_VERSION,
-        "kind": models.KIND,
-        "metadata": {"name": NAME},
-        "spec": merge(base, spec),
-    }
+def resource(**spec: Any) -> dict[str, Any]:
+    """The CR: the testbox spec with `spec`'s parts merged over it."""
+    return manifest.inference_deployment(NAME, manifest.testbox_spec(**spec))
 
 
 class Kube:
@@ -147,7 +108,7 @@ def k8s(cluster: local.Cluster, namespace: str, operator: Operator) -> Kube:
 
 def wait_for_objects(k8s: Kube) -> dict[str, dict[str, Any]]:
     return {
-        kind: eventually(lambda kind=kind: k8s.get(kind), f"the {kind} {NAME}")  # type: ignore[misc]
+        kind: wait.eventually(lambda kind=kind: k8s.get(kind), f"the {kind} {NAME}", timeout_s=90)  # type: ignore[misc]
         for kind in OWNED_KINDS
     }
 
@@ -164,7 +125,7 @@ def managers_of_replicas(deployment: dict[str, Any]) -> set[str]:
 
 
 def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: Kube) -> None:
-    k8s.apply(manifest(scaling={"minReplicas": 2, "maxReplicas": 3}))
+    k8s.apply(resource(scaling={"minReplicas": 2, "maxReplicas": 3}))
     objects = wait_for_objects(k8s)
     infd = k8s.must("infd")
     for kind, obj in objects.items():
@@ -183,14 +144,15 @@ def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: 
     assert "--host" in engine["args"]
 
     # Replicas: minReplicas, set through the scale subresource, never by the operator's apply.
-    deployment = eventually(
+    deployment = wait.eventually(
         lambda: (d := k8s.get("deployment")) and d["spec"]["replicas"] == 2 and d,
         "the Deployment at minReplicas",
+        timeout_s=90,
     )
     assert managers_of_replicas(deployment) <= {config.SCALE_FIELD_MANAGER}
 
     # Both writers' fields: the reconciler's (Ready, selector) and the autoscaler's.
-    status = eventually(
+    status = wait.eventually(
         lambda: (
             (s := k8s.must("infd").get("status"))
             and {"Ready", "ScalingLimited"} <= {item["type"] for item in s.get("conditions", [])}
@@ -198,11 +160,14 @@ def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: 
             and s
         ),
         "the CR's status",
+        timeout_s=90,
     )
     assert status["selector"] == "kvscale.dev/inference-deployment=llama"
     assert status["desiredReplicas"] == 2
     assert status["observedGeneration"] == infd["metadata"]["generation"]
-    created = eventually(lambda: k8s.events("Created"), "Created events on the CR")
+    created = wait.eventually(
+        lambda: k8s.events("Created"), "Created events on the CR", timeout_s=90
+    )
     assert {event["message"] for event in created} >= {
         f"created Deployment {NAME}",
         f"created Service {NAME}",
@@ -211,23 +176,26 @@ def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: 
 
 
 def test_a_deleted_deployment_service_or_pdb_comes_back(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     objects = wait_for_objects(k8s)
     for kind, obj in objects.items():
         old_uid = obj["metadata"]["uid"]
         k8s.run("delete", kind, NAME, "--wait=false")
-        eventually(
+        wait.eventually(
             lambda kind=kind, old_uid=old_uid: (  # type: ignore[misc]
                 (new := k8s.get(kind)) is not None and new["metadata"]["uid"] != old_uid
             ),
             f"the {kind} to be recreated",
+            timeout_s=90,
         )
-    drift = eventually(lambda: k8s.events("DriftCorrected"), "a DriftCorrected event")
+    drift = wait.eventually(
+        lambda: k8s.events("DriftCorrected"), "a DriftCorrected event", timeout_s=90
+    )
     assert any("was deleted; recreated it" in event["message"] for event in drift)
 
 
 def test_an_edited_owned_field_is_restored_and_replicas_are_left_alone(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     rendered = k8s.must("deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     k8s.run("scale", "deployment", NAME, "--replicas", "2")
@@ -249,7 +217,7 @@ def test_an_edited_owned_field_is_restored_and_replicas_are_left_alone(k8s: Kube
             ]
         ),
     )
-    restored = eventually(
+    restored = wait.eventually(
         lambda: (
             (d := k8s.get("deployment"))
             and d["spec"]["template"]["spec"]["containers"][0]["args"] == rendered
@@ -257,31 +225,37 @@ def test_an_edited_owned_field_is_restored_and_replicas_are_left_alone(k8s: Kube
             and d
         ),
         "the edited args and label to be restored",
+        timeout_s=90,
     )
     assert restored["spec"]["replicas"] == 2  # not the operator's field
     edit = [{"op": "replace", "path": "/spec/ports/0/port", "value": 1}]
     k8s.run("patch", "service", NAME, "--type", "json", "-p", json.dumps(edit))
-    eventually(
+    wait.eventually(
         lambda: (s := k8s.get("service")) and s["spec"]["ports"][0]["port"] == 8000,
         "the Service's port to be restored",
+        timeout_s=90,
     )
-    drift = eventually(lambda: k8s.events("DriftCorrected"), "a DriftCorrected event")
+    drift = wait.eventually(
+        lambda: k8s.events("DriftCorrected"), "a DriftCorrected event", timeout_s=90
+    )
     assert any("restored" in event["message"] for event in drift)
     assert k8s.must("deployment")["spec"]["replicas"] == 2
 
 
 def test_kubectl_scale_infd_sets_the_deployment_replicas(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     k8s.run("scale", "infd", NAME, "--replicas", "3")
-    deployment = eventually(
+    deployment = wait.eventually(
         lambda: (d := k8s.get("deployment")) and d["spec"]["replicas"] == 3 and d,
         "the Deployment scaled to 3",
+        timeout_s=90,
     )
     assert managers_of_replicas(deployment) <= {config.SCALE_FIELD_MANAGER}
-    eventually(
+    wait.eventually(
         lambda: (k8s.must("infd").get("status") or {}).get("desiredReplicas") == 3,
         "status.desiredReplicas 3",
+        timeout_s=90,
     )
     # The scale subresource reads the selector the operator writes into status.
     path = f"/apis/{models.API_VERSION}/namespaces/{k8s.namespace}/{models.PLURAL}/{NAME}/scale"
@@ -295,14 +269,15 @@ def test_more_replicas_than_free_gpus_leave_pods_pending_and_the_cr_says_why(
 ) -> None:
     # Each replica takes a whole node's GPUs, and there is one replica more than nodes.
     k8s.apply(
-        manifest(
+        resource(
             replicas=cluster.nodes + 1,
             resources={"gpusPerReplica": cluster.gpus_per_node},
         )
     )
-    limited = eventually(
+    limited = wait.eventually(
         lambda: (c := k8s.condition("ScalingLimited")) and c["status"] == "True" and c,
         "ScalingLimited=True",
+        timeout_s=90,
     )
     assert limited["reason"] == "PodsUnschedulable"
     assert f"of {cluster.nodes + 1} replicas pending: " in limited["message"]
@@ -327,29 +302,31 @@ def settled(k8s: Kube) -> dict[str, tuple[str, int | None]]:
 def test_an_operator_restart_makes_no_duplicates_and_no_changes(
     k8s: Kube, operator: Operator
 ) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
-    eventually(
+    wait.eventually(
         lambda: (
             (d := k8s.get("deployment"))
             and d["status"].get("observedGeneration") == d["metadata"]["generation"]
             and d["status"].get("replicas") == 1
         ),
         "the Deployment to settle at one replica",
+        timeout_s=90,
     )
-    eventually(lambda: k8s.condition("Ready"), "the Ready condition")
+    wait.eventually(lambda: k8s.condition("Ready"), "the Ready condition", timeout_s=90)
     before = settled(k8s)
     generation = k8s.must("infd")["metadata"]["generation"]
 
     operator.stop()
     mark = operator.log_size()
     operator.start()
-    eventually(
+    wait.eventually(
         lambda: (
             f"{k8s.namespace}/{NAME}: reconciled generation {generation}, 0 change(s)"
             in operator.log(mark)
         ),
         "the restarted operator's resume pass",
+        timeout_s=90,
     )
     # Give the watch handlers' first listing time to act, had it anything to do.
     time.sleep(5)
@@ -362,42 +339,53 @@ def test_an_operator_restart_makes_no_duplicates_and_no_changes(
 
 
 def test_deleting_the_cr_garbage_collects_its_objects(k8s: Kube) -> None:
-    k8s.apply(manifest())
+    k8s.apply(resource())
     wait_for_objects(k8s)
     k8s.run("delete", "infd", NAME, "--wait=false")
     for kind in OWNED_KINDS:
-        eventually(lambda kind=kind: k8s.get(kind) is None, f"the {kind} to be collected")  # type: ignore[misc]
-    eventually(
+        wait.eventually(
+            lambda kind=kind: k8s.get(kind) is None,  # type: ignore[misc]
+            f"the {kind} to be collected",
+            timeout_s=90,
+        )
+    wait.eventually(
         lambda: k8s.items("pods", "kvscale.dev/inference-deployment=llama") == [],
         "the engine pods to be collected",
+        timeout_s=90,
     )
 
 
 def test_an_engine_config_problem_is_a_condition_with_a_clear_message(k8s: Kube) -> None:
-    k8s.apply(manifest(engine={"extraArgs": ["--swap-space", "4", "--block-size=64"]}))
-    ready = eventually(
+    k8s.apply(resource(engine={"extraArgs": ["--swap-space", "4", "--block-size=64"]}))
+    ready = wait.eventually(
         lambda: (c := k8s.condition("Ready")) and c["reason"] == "EngineConfigInvalid" and c,
         "Ready=False with reason EngineConfigInvalid",
+        timeout_s=90,
     )
     assert ready["status"] == "False"
     assert "spec.engine.extraArgs[0] '--swap-space': vLLM V1 removed it" in ready["message"]
     assert "spec.engine.extraArgs[2] '--block-size=64' duplicates --block-size" in ready["message"]
     assert k8s.get("deployment") is None
-    assert eventually(lambda: k8s.events("EngineConfigInvalid"), "an EngineConfigInvalid event")
+    assert wait.eventually(
+        lambda: k8s.events("EngineConfigInvalid"), "an EngineConfigInvalid event", timeout_s=90
+    )
     # Fixing the spec rolls it out.
     k8s.run("patch", "infd", NAME, "--type", "merge", "-p", '{"spec":{"engine":{"extraArgs":[]}}}')
-    eventually(lambda: k8s.get("deployment"), "the Deployment once the spec is fixed")
-    eventually(
+    wait.eventually(
+        lambda: k8s.get("deployment"), "the Deployment once the spec is fixed", timeout_s=90
+    )
+    wait.eventually(
         lambda: (c := k8s.condition("Ready")) and c["reason"] != "EngineConfigInvalid",
         "the EngineConfigInvalid condition to clear",
+        timeout_s=90,
     )
 
 
 def test_a_status_write_that_meets_a_concurrent_writer_is_retried(
     k8s: Kube, cluster: local.Cluster
 ) -> None:
-    k8s.apply(manifest())
-    eventually(lambda: k8s.condition("Ready"), "the operator's first status")
+    k8s.apply(resource())
+    wait.eventually(lambda: k8s.condition("Ready"), "the operator's first status", timeout_s=90)
     seen: list[str] = []
     conflicts: list[int] = []
 

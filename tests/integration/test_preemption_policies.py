@@ -15,7 +15,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import manifest, wait
 
 from kvscale.localstack import cluster as local
 
@@ -25,22 +26,18 @@ TWIN_IMAGE = "ghcr.io/kvscale/engine-twin:0.1.0"
 
 
 def _manifest(name: str, preemption: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kvscale.dev/v1alpha1",
-        "kind": "InferenceDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
-            "engine": {
-                "image": TWIN_IMAGE,
-                "maxModelLen": 4096,
-                "preemption": preemption,
-                "extraArgs": ["--num-gpu-blocks-override", "1024"],
-            },
-            "resources": {"gpusPerReplica": 1, "cpu": "100m", "memory": "8Gi"},
-            "scaling": {"minReplicas": 1, "maxReplicas": 1},
+    spec = {
+        "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+        "engine": {
+            "image": TWIN_IMAGE,
+            "maxModelLen": 4096,
+            "preemption": preemption,
+            "extraArgs": ["--num-gpu-blocks-override", "1024"],
         },
+        "resources": {"gpusPerReplica": 1, "cpu": "100m", "memory": "8Gi"},
+        "scaling": {"minReplicas": 1, "maxReplicas": 1},
     }
+    return manifest.inference_deployment(name, spec)
 
 
 def _get(cluster: local.Cluster, namespace: str, *args: str) -> Any:
@@ -75,7 +72,7 @@ def test_each_preemption_policy_runs_on_the_local_stack(
                 return dict(infd)
         return None
 
-    eventually(ready, f"{name} to report Ready", timeout_s=180)
+    wait.eventually(ready, f"{name} to report Ready", timeout_s=180, retry_on=wait.NOT_MADE_YET)
     pods = _get(cluster, namespace, "pods", "-l", f"kvscale.dev/inference-deployment={name}")
     pod = pods["items"][0]
     args = next(c["args"] for c in pod["spec"]["containers"] if c["name"] == "engine")

@@ -8,39 +8,23 @@ import base64
 import json
 import pathlib
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "sa-credentials"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 90.0) -> T:
-    """Polls `probe` until it returns something other than None or False; fails with `what`
-    after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value  # type: ignore[return-value]
-        last = value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def namespace(cluster: local.Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", NAMESPACE)
-    eventually(
+    wait.eventually(
         lambda: (
             cluster.kubectl(
                 "get", "serviceaccount", "default", "-n", NAMESPACE, check=False
@@ -48,6 +32,7 @@ def namespace(cluster: local.Cluster) -> Iterator[str]:
             == 0
         ),
         "the namespace's default ServiceAccount",
+        timeout_s=90,
     )
     yield NAMESPACE
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
@@ -83,7 +68,7 @@ def test_a_pod_gets_a_token_of_its_service_account_bound_to_it(
     cluster: local.Cluster, namespace: str
 ) -> None:
     cluster.kubectl("apply", "-f", "-", input=pod("with-token", automount=True))
-    obj = eventually(lambda: running(cluster, "with-token"), "the pod to run")
+    obj = wait.eventually(lambda: running(cluster, "with-token"), "the pod to run", timeout_s=90)
     files = directory(cluster, obj)
     token = (files / "token").read_text()
     payload = token.split(".")[1]
@@ -105,5 +90,5 @@ def test_a_pod_gets_a_token_of_its_service_account_bound_to_it(
 
 def test_a_pod_that_opts_out_gets_no_credentials(cluster: local.Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=pod("no-token", automount=False))
-    obj = eventually(lambda: running(cluster, "no-token"), "the pod to run")
+    obj = wait.eventually(lambda: running(cluster, "no-token"), "the pod to run", timeout_s=90)
     assert not directory(cluster, obj).exists()

@@ -398,8 +398,10 @@ def test_idle_then_saturated_engine(engine: Engine, sidecar: Sidecar) -> None:
         assert saturated.usage_ratio is not None
         assert saturated.num_used_blocks == round(saturated.usage_ratio * (NUM_GPU_BLOCKS - 1))
 
-        # Sandwich the report between two direct reads of vLLM's /metrics: its counters lie
-        # between theirs, and its sample was taken within one poll (plus scrape) of the first.
+        # Sandwich the report between two direct reads of vLLM's /metrics: the report follows
+        # the engine. Shown by order, never by a deadline (a busy machine only makes it slower):
+        # its sample was taken after the first read and before the report reached us, and its
+        # counters lie between the two reads'.
         before = engine.metrics()
         before_at = time.time()
         fresh = sidecar.until(
@@ -411,11 +413,13 @@ def test_idle_then_saturated_engine(engine: Engine, sidecar: Sidecar) -> None:
             "a sample newer than the direct read",
             every=0.02,
         )
+        received_at = time.time()
         after = engine.metrics()
         assert fresh.sampled_at is not None
+        assert before_at < fresh.sampled_at <= received_at
         lag = fresh.sampled_at - before_at
+        # A figure, not a bound: about one poll (POLL) plus a scrape on an idle machine.
         print(f"report sample came {lag * 1000:.0f} ms after the direct read of vLLM's /metrics")
-        assert lag <= POLL + SCRAPE_TIMEOUT
         assert fresh.preemptions_total is not None
         assert (
             before["vllm:num_preemptions_total"]
@@ -426,3 +430,47 @@ def test_idle_then_saturated_engine(engine: Engine, sidecar: Sidecar) -> None:
         assert fresh.block_size == before["block_size"]
     finally:
         load.stop()
+
+
+def test_latency_windows_come_from_the_engines_own_histograms(
+    engine: Engine, sidecar: Sidecar
+) -> None:
+    # The names kvscale reads exist in this vLLM: a rename would fail here (and the sidecar's
+    # parse would fail loudly, naming it, rather than leave the latency signal off).
+    if not engine.running():
+        engine.start()
+    names = {
+        "vllm:time_to_first_token_seconds": "time_to_first_token",
+        "vllm:inter_token_latency_seconds": "inter_token_latency",
+        "vllm:request_queue_time_seconds": "request_queue_time",
+    }
+    before = engine.metrics()
+    for name in names:
+        assert name + "_count" in before, f"{name}: missing from vLLM's /metrics"
+    load = Load(engine.url, CONCURRENT_REQUESTS // 4)
+    try:
+        busy = sidecar.until(
+            lambda r: all(
+                (getattr(r, field) is not None and getattr(r, field).count > 0)
+                for field in names.values()
+            ),
+            "observations of all three histograms in the latency window",
+            every=0.25,
+        )
+    finally:
+        load.stop()
+    after = engine.metrics()
+    for name, field in names.items():
+        window = getattr(busy, field)
+        assert isinstance(window, report.LatencyWindow)
+        # The window holds what the engine observed since the window's first snapshot: some of
+        # this load's observations, never more than the engine counted in all its life (an
+        # earlier test's requests may still have finished inside the window).
+        assert after[name + "_count"] > before[name + "_count"], name
+        assert 0 < window.count <= after[name + "_count"], (name, window.count)
+        assert window.p50 is not None
+        assert window.p90 is not None
+        assert window.p50 <= window.p90
+        assert window.bucket_counts[-1] <= window.count
+        print(f"{field}: {window.count} in {window.window_seconds:.1f} s, p50 "
+              f"{window.p50:.3f} s, p90 {window.p90:.3f} s")  # fmt: skip

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import time
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import pytest
 import yaml
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
@@ -21,28 +20,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KVSCALE = ROOT / ".venv" / "bin" / "kvscale"
 EXAMPLE = ROOT / "examples" / "twin-llama3-8b.yaml"
-T = TypeVar("T")
 
 
 class Operator(Protocol):
     """The `operator` fixture (tests/integration/conftest.py): running for the test."""
 
     def log(self, since: int = 0) -> str: ...
-
-
-def eventually(probe: Callable[[], T | bool | None], what: str, timeout_s: float = 180.0) -> T:
-    """Polls `probe` until it returns something other than None or False; fails with `what`
-    and the last value after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value  # type: ignore[return-value]
-        last = value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(1.0)
 
 
 def status(cluster: local.Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,7 +56,9 @@ def test_status_shows_the_live_report_of_a_serving_pod(
         ready = item["replicas"]["ready"] == 1
         return item if item["reports"]["reporting"] == 1 and ready else None
 
-    item = eventually(reporting, "a report read through the pod proxy and one ready replica")
+    item = wait.eventually(
+        reporting, "a report read through the pod proxy and one ready replica", timeout_s=180
+    )
     assert item["replicas"]["max"] == 2
     assert item["requests"] == {"waiting": 0, "running": 0}  # idle
     assert item["reports"]["missing"] == []

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.integration.conftest import Operator, eventually
+from tests.integration.conftest import Operator
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
@@ -59,7 +60,12 @@ def test_the_example_serves_the_tiny_model_on_real_vllm(
         condition = _condition(infd, "Ready")
         return infd if condition is not None and condition["status"] == "True" else None
 
-    infd = eventually(ready, f"{name} to report Ready", timeout_s=ENGINE_START_TIMEOUT_S)
+    infd = wait.eventually(
+        ready,
+        f"{name} to report Ready",
+        timeout_s=ENGINE_START_TIMEOUT_S,
+        retry_on=wait.NOT_MADE_YET,
+    )
     assert infd["status"]["readyReplicas"] == 1
     assert infd["status"]["observedGeneration"] == infd["metadata"]["generation"]
 
@@ -104,7 +110,12 @@ def test_the_example_serves_the_tiny_model_on_real_vllm(
         left = _get(cluster, namespace, "pods", "-l", f"kvscale.dev/inference-deployment={name}")
         return not left["items"]
 
-    eventually(gone, "the engine pod to be garbage-collected and stopped", timeout_s=180)
+    wait.eventually(
+        gone,
+        "the engine pod to be garbage-collected and stopped",
+        timeout_s=180,
+        retry_on=wait.NOT_MADE_YET,
+    )
     listening = subprocess.run(
         ["pgrep", "-f", "--", f"--host {re.escape(ip)}( |$)"],
         capture_output=True,

@@ -10,44 +10,24 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 import yaml
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-T = TypeVar("T")
 
 
 class Operator(Protocol):
     """The `operator` fixture (tests/integration/conftest.py): running for the test."""
 
     def log(self, since: int = 0) -> str: ...
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout_s: float) -> T:
-    """Polls `probe` until it returns something other than None; fails with `what` and the last
-    value or error after `timeout_s` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value is not None:
-                return value
-        except (OSError, urllib.error.URLError, KeyError, ValueError) as error:
-            last = error
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f}s; last: {last!r}")
-        time.sleep(0.5)
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -114,7 +94,12 @@ def test_a_twin_deployment_becomes_ready_and_its_sidecar_reports_the_twins_block
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
 
     try:
-        eventually(lambda: _ready(cluster, namespace, name), f"{name} Ready", timeout_s=180)
+        wait.eventually(
+            lambda: _ready(cluster, namespace, name),
+            f"{name} Ready",
+            timeout_s=180,
+            retry_on=(OSError, urllib.error.URLError, KeyError, ValueError),
+        )
     except pytest.fail.Exception:
         print(_diagnostics(cluster, namespace, name))
         raise
@@ -131,7 +116,12 @@ def test_a_twin_deployment_becomes_ready_and_its_sidecar_reports_the_twins_block
         report = _get_json(occupancy_url)
         return report if report["health"] == "ok" else None
 
-    idle = eventually(healthy_report, "a healthy occupancy report", timeout_s=60)
+    idle = wait.eventually(
+        healthy_report,
+        "a healthy occupancy report",
+        timeout_s=60,
+        retry_on=(OSError, urllib.error.URLError, KeyError, ValueError),
+    )
     assert idle["block_size"] == block_size
     assert idle["num_gpu_blocks"] == blocks
     assert idle["kv_capacity_tokens"] == (blocks - 1) * block_size

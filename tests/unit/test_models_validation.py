@@ -146,7 +146,7 @@ def _cel_failures(model: type[models._Model], wire: dict[str, Any]) -> list[str]
     activation = {"self": adapter.json_to_cel(seen)}
     environment = celpy.Environment()
     failed = []
-    for rule, message, _ in model.cel_rules:
+    for rule, message, _ in crd.cel_rules(model):
         result = environment.program(environment.compile(rule)).evaluate(activation)
         assert isinstance(result, celpy.celtypes.BoolType), f"{rule!r} gave {result!r}"
         if not result:
@@ -177,7 +177,7 @@ def test_cel_rules_and_pydantic_agree(
 def _models_with_rules() -> set[type[models._Model]]:
     found = set()
     for value in vars(models).values():
-        if isinstance(value, type) and issubclass(value, models._Model) and value.cel_rules:
+        if isinstance(value, type) and issubclass(value, models._Model) and value.rules:
             found.add(value)
     return found
 
@@ -185,7 +185,7 @@ def _models_with_rules() -> set[type[models._Model]]:
 def test_every_cel_rule_has_a_case_that_fails_it_alone() -> None:
     assert {model for model, _, _ in CEL_CASES} == _models_with_rules()
     for model in _models_with_rules():
-        for _, message, _ in model.cel_rules:
+        for _, message, _ in crd.cel_rules(model):
             alone = [
                 wire
                 for case_model, wire, _ in CEL_CASES

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from tests.support import fleet
 
 from kvscale.scaling import decision, demand, settings
 
-CAPACITY = 100
+CAPACITY = fleet.CAPACITY
 STABLE, PANIC = 10, 2
 CONFIG = settings.ScalingSettings(
     max_replicas=100,
@@ -26,28 +27,11 @@ CONFIG = settings.ScalingSettings(
 TARGET = CONFIG.target_occupancy
 
 
-def spread(now: float, total_blocks: int, num_pods: int) -> list[demand.Observation]:
-    """`num_pods` ready pods sharing `total_blocks` of demand as evenly as blocks allow."""
-    share, extra = divmod(total_blocks, num_pods)
-    observations = []
-    for index in range(num_pods):
-        blocks = share + (1 if index < extra else 0)
-        used = min(blocks, CAPACITY)
-        sample = demand.Sample(
-            time=now,
-            num_gpu_blocks=CAPACITY + 1,
-            num_used_blocks=used,
-            num_waiting_blocks=blocks - used,
-        )
-        observations.append(demand.Observation(f"p{index}", demand.Phase.READY, sample))
-    return observations
-
-
 def run(current: int, load: list[int]) -> list[decision.Decision]:
     autoscaler = decision.Autoscaler(CONFIG)
     decisions = []
     for tick, total_blocks in enumerate(load):
-        result = autoscaler.step(float(tick), spread(tick, total_blocks, current), current)
+        result = autoscaler.step(float(tick), fleet.spread(tick, total_blocks, current), current)
         decisions.append(result)
         current = result.desired
     return decisions
@@ -124,7 +108,7 @@ def test_a_new_trigger_extends_panic() -> None:
     ],
 )
 def test_panic_threshold_is_inclusive(blocks_per_pod: int, mode: decision.Mode) -> None:
-    result = decision.Autoscaler(CONFIG).step(0.0, spread(0, 2 * blocks_per_pod, 2), 2)
+    result = decision.Autoscaler(CONFIG).step(0.0, fleet.spread(0, 2 * blocks_per_pod, 2), 2)
     assert result.mode is mode
     assert result.desired == 4
 
@@ -132,7 +116,7 @@ def test_panic_threshold_is_inclusive(blocks_per_pod: int, mode: decision.Mode) 
 def test_panic_compares_with_ready_pods_and_keeps_the_ones_starting() -> None:
     # 2 ready at 1.4 (4 pods wanted, 2x the ready: panic) while 4 more are starting: the six
     # asked for already cover it; panic neither adds more nor takes starting ones away.
-    observations = spread(0, 280, 2) + [
+    observations = fleet.spread(0, 280, 2) + [
         demand.Observation(f"s{index}", demand.Phase.STARTING) for index in range(4)
     ]
     result = decision.Autoscaler(CONFIG).step(0.0, observations, 6)

@@ -1,56 +1,29 @@
 """Preemption by recompute in the engine twin (vLLM V1's only mode), with exact block ids.
 
-Pool: 7 blocks of 4 tokens (block 0 reserved: 6 usable). A and B each have an 8-token prompt
-(2 blocks). After 5 steps each holds 3 blocks and the pool is full; in step 6 A needs its 4th
-block, so the last running request, B, is preempted.
+The setting (`tests.support.preemption`): 7 blocks of 4 tokens (block 0 reserved: 6 usable);
+A and B each have an 8-token prompt (2 blocks). After 5 steps each holds 3 blocks and the pool
+is full; in step 6 A needs its 4th block, so the last running request, B, is preempted.
 """
 
 from __future__ import annotations
 
-from kvscale.twin import engine, profile, request, scheduler
+from tests.support import preemption
 
-PROFILE = profile.get("h100-sxm", "llama-3-8b")
+from kvscale.twin import request, scheduler
 
-
-def tiny_engine(num_gpu_blocks: int = 7) -> engine.EngineTwin:
-    config = engine.EngineConfig(
-        block_size=4,
-        num_gpu_blocks_override=num_gpu_blocks,
-        max_model_len=(num_gpu_blocks - 1) * 4,
-        max_num_batched_tokens=64,
-        max_num_seqs=4,
-        preemption_mode=scheduler.PreemptionMode.RECOMPUTE,
-    )
-    return engine.EngineTwin(config, PROFILE)
-
-
-def run_steps(twin: engine.EngineTwin, count: int) -> list[engine.StepResult]:
-    results = []
-    for _ in range(count):
-        start = twin.next_event_time()
-        assert start is not None
-        results.append(twin.step(start))
-    return results
-
-
-def two_requests(twin: engine.EngineTwin) -> tuple[request.Request, request.Request]:
-    a = request.Request("a", num_prompt_tokens=8, max_tokens=9)
-    b = request.Request("b", num_prompt_tokens=8, max_tokens=10)
-    twin.add_request(a, 0.0)
-    twin.add_request(b, 0.0)
-    return a, b
+RECOMPUTE = scheduler.PreemptionMode.RECOMPUTE
 
 
 def test_the_last_running_request_is_preempted_and_its_blocks_freed() -> None:
-    twin = tiny_engine()
-    a, b = two_requests(twin)
+    twin = preemption.tiny_engine(RECOMPUTE)
+    a, b = preemption.two_requests(twin)
     pool = twin.scheduler.kv.gpu_pool
-    run_steps(twin, 5)
+    preemption.run_steps(twin, 5)
     assert a.block_table == [1, 2, 5]
     assert b.block_table == [3, 4, 6]
     assert pool.free_block_ids() == []
 
-    (result,) = run_steps(twin, 1)
+    (result,) = preemption.run_steps(twin, 1)
 
     assert result.preempted == [b]
     assert b.status is request.RequestStatus.PREEMPTED
@@ -67,26 +40,26 @@ def test_the_last_running_request_is_preempted_and_its_blocks_freed() -> None:
 
 
 def test_a_preempted_request_goes_to_the_front_of_the_waiting_queue() -> None:
-    twin = tiny_engine()
-    _, b = two_requests(twin)
-    run_steps(twin, 5)
+    twin = preemption.tiny_engine(RECOMPUTE)
+    _, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 5)
     late = request.Request("late", num_prompt_tokens=4, max_tokens=1)
     twin.add_request(late, twin.clock)
-    run_steps(twin, 1)
+    preemption.run_steps(twin, 1)
     assert list(twin.scheduler.waiting) == [b, late]
 
 
 def test_a_recomputed_request_reuses_its_cached_prefix_when_it_resumes() -> None:
-    twin = tiny_engine()
-    a, b = two_requests(twin)
+    twin = preemption.tiny_engine(RECOMPUTE)
+    a, b = preemption.two_requests(twin)
     pool = twin.scheduler.kv.gpu_pool
-    run_steps(twin, 8)  # B cannot come back while A holds 4 blocks
+    preemption.run_steps(twin, 8)  # B cannot come back while A holds 4 blocks
     assert list(twin.scheduler.waiting) == [b]
-    (finish_a,) = run_steps(twin, 1)
+    (finish_a,) = preemption.run_steps(twin, 1)
     assert finish_a.finished == [a]
     assert pool.free_block_ids() == [4, 3, 6, 5, 2, 1]
 
-    (resume,) = run_steps(twin, 1)
+    (resume,) = preemption.run_steps(twin, 1)
 
     # B's first two blocks were still cached (3, 4); its third was evicted when A took
     # block 6. B recomputes 13 - 8 = 5 tokens into two new blocks from the head.
@@ -103,19 +76,19 @@ def test_a_recomputed_request_reuses_its_cached_prefix_when_it_resumes() -> None
 
 
 def test_the_gap_of_a_preemption_shows_in_the_inter_token_latency() -> None:
-    twin = tiny_engine()
-    _, b = two_requests(twin)
-    run_steps(twin, 9)
+    twin = preemption.tiny_engine(RECOMPUTE)
+    _, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 9)
     last_token_before = b.last_token_time
-    (resume,) = run_steps(twin, 1)
+    (resume,) = preemption.run_steps(twin, 1)
     assert last_token_before is not None
     assert resume.itl == [(resume.end - last_token_before, 1)]
     assert resume.first_tokens == []  # not a first token again
 
 
 def test_everything_finishes_and_every_block_returns() -> None:
-    twin = tiny_engine()
-    a, b = two_requests(twin)
+    twin = preemption.tiny_engine(RECOMPUTE)
+    a, b = preemption.two_requests(twin)
     result = twin.advance_until(float("inf"))
     assert [req.request_id for req in result.finished] == ["a", "b"]
     assert (a.num_output_tokens, b.num_output_tokens) == (9, 10)
@@ -125,16 +98,16 @@ def test_everything_finishes_and_every_block_returns() -> None:
 
 
 def test_a_request_preempts_itself_when_it_is_the_last_one() -> None:
-    twin = tiny_engine(num_gpu_blocks=6)  # 5 usable blocks
+    twin = preemption.tiny_engine(RECOMPUTE, num_gpu_blocks=6)  # 5 usable blocks
     first = request.Request("first", num_prompt_tokens=6, max_tokens=12)  # 2 blocks
     second = request.Request("second", num_prompt_tokens=12, max_tokens=4)  # 3 blocks
     twin.add_request(first, 0.0)
     twin.add_request(second, 0.0)
-    run_steps(twin, 1)
+    preemption.run_steps(twin, 1)
     assert twin.metrics().num_free_blocks == 0
     # Step 2: first's 7th token still fits in its 2 blocks; second needs a 4th block for
     # its 13th token and is the last running request, so it preempts itself.
-    (result,) = run_steps(twin, 1)
+    (result,) = preemption.run_steps(twin, 1)
     assert result.preempted == [second]
     assert first.block_table == [1, 2]
     assert second.status is request.RequestStatus.PREEMPTED

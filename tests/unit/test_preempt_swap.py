@@ -1,55 +1,26 @@
 """Preemption by swap in the engine twin: KV blocks to a bounded CPU pool and back.
 
-Same setting as test_preempt_recompute: 7 GPU blocks of 4 tokens, A and B with 8-token
-prompts; in step 6 A needs a block and B, the last running request, is preempted.
+Same setting as test_preempt_recompute (`tests.support.preemption`): 7 GPU blocks of 4
+tokens, A and B with 8-token prompts; in step 6 A needs a block and B, the last running
+request, is preempted.
 """
 
 from __future__ import annotations
 
-from kvscale.twin import engine, profile, request, scheduler
+from tests.support import preemption
 
-PROFILE = profile.get("h100-sxm", "llama-3-8b")
-BLOCK_SIZE = 4
+from kvscale.twin import request, scheduler
 
-
-def swap_engine(num_cpu_blocks: int, enable_prefix_caching: bool = True) -> engine.EngineTwin:
-    config = engine.EngineConfig(
-        block_size=BLOCK_SIZE,
-        num_gpu_blocks_override=7,
-        max_model_len=24,
-        max_num_batched_tokens=64,
-        max_num_seqs=4,
-        enable_prefix_caching=enable_prefix_caching,
-        preemption_mode=scheduler.PreemptionMode.SWAP,
-        num_cpu_blocks_override=num_cpu_blocks,
-    )
-    return engine.EngineTwin(config, PROFILE)
-
-
-def run_steps(twin: engine.EngineTwin, count: int) -> list[engine.StepResult]:
-    results = []
-    for _ in range(count):
-        start = twin.next_event_time()
-        assert start is not None
-        results.append(twin.step(start))
-    return results
-
-
-def two_requests(twin: engine.EngineTwin) -> tuple[request.Request, request.Request]:
-    a = request.Request("a", num_prompt_tokens=8, max_tokens=9)
-    b = request.Request("b", num_prompt_tokens=8, max_tokens=10)
-    twin.add_request(a, 0.0)
-    twin.add_request(b, 0.0)
-    return a, b
+SWAP = scheduler.PreemptionMode.SWAP
 
 
 def test_swap_out_moves_the_computed_blocks_to_cpu_and_frees_the_gpu_blocks() -> None:
-    twin = swap_engine(num_cpu_blocks=8)
-    a, b = two_requests(twin)
-    run_steps(twin, 5)
+    twin = preemption.tiny_engine(SWAP, num_cpu_blocks=8)
+    a, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 5)
     assert b.num_computed_tokens == 12
 
-    (result,) = run_steps(twin, 1)
+    (result,) = preemption.run_steps(twin, 1)
 
     assert result.preempted == [b]
     assert b.status is request.RequestStatus.SWAPPED
@@ -68,24 +39,26 @@ def test_swap_out_moves_the_computed_blocks_to_cpu_and_frees_the_gpu_blocks() ->
 
 
 def test_the_step_that_swaps_out_pays_for_the_transfer() -> None:
-    twin = swap_engine(num_cpu_blocks=8)
-    two_requests(twin)
-    run_steps(twin, 5)
-    (result,) = run_steps(twin, 1)
+    twin = preemption.tiny_engine(SWAP, num_cpu_blocks=8)
+    preemption.two_requests(twin)
+    preemption.run_steps(twin, 5)
+    (result,) = preemption.run_steps(twin, 1)
     # The batch is A's decode of its 13th token: 13 attended tokens, KV of 13 tokens.
-    expected = PROFILE.step_time(1, 1, 13, 13) + PROFILE.swap_time(3, BLOCK_SIZE)
+    expected = preemption.PROFILE.step_time(1, 1, 13, 13) + preemption.PROFILE.swap_time(
+        3, preemption.BLOCK_SIZE
+    )
     assert result.busy_s == expected
-    assert PROFILE.swap_time(3, BLOCK_SIZE) > 0
+    assert preemption.PROFILE.swap_time(3, preemption.BLOCK_SIZE) > 0
 
 
 def test_a_swapped_request_resumes_from_its_cpu_copy_without_recomputing() -> None:
-    twin = swap_engine(num_cpu_blocks=8)
-    a, b = two_requests(twin)
-    run_steps(twin, 9)
+    twin = preemption.tiny_engine(SWAP, num_cpu_blocks=8)
+    a, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 9)
     assert a.status is request.RequestStatus.FINISHED
     assert b.status is request.RequestStatus.SWAPPED
 
-    (resume,) = run_steps(twin, 1)
+    (resume,) = preemption.run_steps(twin, 1)
 
     # Blocks 3 and 4 still hold B's first 8 tokens on the GPU (prefix hit); its third block
     # was evicted, so it is loaded from the CPU copy into a new block, plus one for token 13.
@@ -96,26 +69,28 @@ def test_a_swapped_request_resumes_from_its_cpu_copy_without_recomputing() -> No
     assert b.num_output_tokens == 6
     assert b.cpu_blocks == []
     assert twin.metrics().num_cpu_blocks_used == 0
-    expected = PROFILE.step_time(1, 1, 13, 13) + PROFILE.swap_time(1, BLOCK_SIZE)
+    expected = preemption.PROFILE.step_time(1, 1, 13, 13) + preemption.PROFILE.swap_time(
+        1, preemption.BLOCK_SIZE
+    )
     assert resume.busy_s == expected
 
 
 def test_without_prefix_caching_every_swapped_block_is_loaded_back() -> None:
-    twin = swap_engine(num_cpu_blocks=8, enable_prefix_caching=False)
-    _, b = two_requests(twin)
-    run_steps(twin, 9)
-    (resume,) = run_steps(twin, 1)
+    twin = preemption.tiny_engine(SWAP, num_cpu_blocks=8, enable_prefix_caching=False)
+    _, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 9)
+    (resume,) = preemption.run_steps(twin, 1)
     assert resume.num_swapped_in_blocks == 3
     assert resume.num_computed_tokens == 1
     assert len(b.block_table) == 4
 
 
 def test_a_full_cpu_pool_falls_back_to_recompute() -> None:
-    twin = swap_engine(num_cpu_blocks=2)  # B needs 3
-    _, b = two_requests(twin)
-    run_steps(twin, 5)
+    twin = preemption.tiny_engine(SWAP, num_cpu_blocks=2)  # B needs 3
+    _, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 5)
 
-    (result,) = run_steps(twin, 1)
+    (result,) = preemption.run_steps(twin, 1)
 
     assert result.preempted == [b]
     assert result.num_swap_fallbacks == 1
@@ -131,8 +106,8 @@ def test_a_full_cpu_pool_falls_back_to_recompute() -> None:
 
 def test_swap_and_recompute_both_finish_everything_without_leaks() -> None:
     for num_cpu_blocks in (2, 8):
-        twin = swap_engine(num_cpu_blocks=num_cpu_blocks)
-        a, b = two_requests(twin)
+        twin = preemption.tiny_engine(SWAP, num_cpu_blocks=num_cpu_blocks)
+        a, b = preemption.two_requests(twin)
         twin.advance_until(float("inf"))
         assert (a.num_output_tokens, b.num_output_tokens) == (9, 10)
         metrics = twin.metrics()
@@ -141,9 +116,9 @@ def test_swap_and_recompute_both_finish_everything_without_leaks() -> None:
 
 
 def test_aborting_a_swapped_request_frees_its_cpu_blocks() -> None:
-    twin = swap_engine(num_cpu_blocks=8)
-    _, b = two_requests(twin)
-    run_steps(twin, 6)
+    twin = preemption.tiny_engine(SWAP, num_cpu_blocks=8)
+    _, b = preemption.two_requests(twin)
+    preemption.run_steps(twin, 6)
     assert twin.metrics().num_cpu_blocks_used == 3
     twin.abort("b")
     assert b.status is request.RequestStatus.ABORTED

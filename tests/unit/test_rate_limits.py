@@ -11,28 +11,11 @@ import dataclasses
 import math
 
 import pytest
+from tests.support import fleet
 
 from kvscale.scaling import decision, demand, settings
 
-CAPACITY = 100
 CONFIG = settings.ScalingSettings(max_replicas=100, scale_down_delay_seconds=0)
-
-
-def spread(now: float, total_blocks: int, num_pods: int) -> list[demand.Observation]:
-    """`num_pods` ready pods sharing `total_blocks` of demand as evenly as blocks allow."""
-    share, extra = divmod(total_blocks, num_pods)
-    observations = []
-    for index in range(num_pods):
-        blocks = share + (1 if index < extra else 0)
-        used = min(blocks, CAPACITY)
-        sample = demand.Sample(
-            time=now,
-            num_gpu_blocks=CAPACITY + 1,
-            num_used_blocks=used,
-            num_waiting_blocks=blocks - used,
-        )
-        observations.append(demand.Observation(f"p{index}", demand.Phase.READY, sample))
-    return observations
 
 
 def pending(count: int) -> list[demand.Observation]:
@@ -58,7 +41,7 @@ def test_rate_table(
     up: float, down: float, ready: int, current: int, blocks: int, desired: int
 ) -> None:
     config = dataclasses.replace(CONFIG, max_scale_up_rate=up, max_scale_down_rate=down)
-    observations = spread(0, blocks, ready) + pending(max(0, current - ready))
+    observations = fleet.spread(0, blocks, ready) + pending(max(0, current - ready))
     result = decision.Autoscaler(config).step(0.0, observations, current)
     assert result.desired == desired, result.message
     assert result.reason is decision.Reason.LIMITED_BY_RATE
@@ -69,7 +52,9 @@ def _sequence(start: int, total_blocks: int, ticks: int) -> list[int]:
     autoscaler = decision.Autoscaler(CONFIG)
     current, history = start, []
     for tick in range(ticks):
-        current = autoscaler.step(float(tick), spread(tick, total_blocks, current), current).desired
+        current = autoscaler.step(
+            float(tick), fleet.spread(tick, total_blocks, current), current
+        ).desired
         history.append(current)
     return history
 

@@ -7,7 +7,22 @@ from typing import Any
 
 import pytest
 
-from kvscale import report
+from kvscale import histogram, report
+
+
+def _latency_window(**changes: Any) -> dict[str, Any]:
+    window: dict[str, Any] = {
+        "window_seconds": 29.75,
+        "count": 20,
+        "sum_seconds": 9.5,
+        "p50": 0.4,
+        "p90": 0.9,
+        "p99": 0.99,
+        "bucket_bounds": [0.25, 0.5, 1.0],
+        "bucket_counts": [4, 15, 20],
+    }
+    window.update(changes)
+    return window
 
 
 def _ok_document(**changes: Any) -> dict[str, Any]:
@@ -41,6 +56,11 @@ def _ok_document(**changes: Any) -> dict[str, Any]:
         "prompt_tokens_per_second": 4_100.0,
         "generation_tokens_per_second": 950.5,
         "throughput_window_seconds": 15.0,
+        "time_to_first_token": _latency_window(),
+        "inter_token_latency": None,
+        "request_queue_time": _latency_window(
+            p50=None, p90=None, p99=None, count=0, sum_seconds=0.0, bucket_counts=[0, 0, 0]
+        ),
         "offload_backend": None,
         "offload_capacity_bytes": None,
         "offload_usage_ratio": None,
@@ -156,6 +176,59 @@ REFUSED = [
         id="bad-health-without-reason",
     ),
 ]
+
+
+REFUSED += [
+    pytest.param(
+        json.dumps(_ok_document(time_to_first_token=_latency_window(bucket_counts=[4, 3, 20]))),
+        "time_to_first_token: Value error, bucket_bounds, bucket_counts, count",
+        id="latency-counts-not-cumulative",
+    ),
+    pytest.param(
+        json.dumps(_ok_document(time_to_first_token=_latency_window(count=19))),
+        "time_to_first_token",
+        id="latency-count-below-buckets",
+    ),
+    pytest.param(
+        json.dumps(_ok_document(time_to_first_token=_latency_window(bucket_counts=[4, 15]))),
+        "one per bound",
+        id="latency-buckets-short",
+    ),
+    pytest.param(
+        json.dumps(
+            _ok_document(inter_token_latency=_latency_window(count=0, bucket_counts=[0] * 3))
+        ),
+        "p50, p90, p99: set, but count is 0",
+        id="latency-quantiles-without-observations",
+    ),
+    pytest.param(
+        json.dumps(_ok_document(request_queue_time=_latency_window(window_seconds=0.0))),
+        "request_queue_time.window_seconds",
+        id="latency-empty-window",
+    ),
+]
+
+
+def test_a_latency_window_reads_back_as_the_histogram_it_came_from() -> None:
+    increase = histogram.Histogram.of((0.1, 0.5, 1.0), [0.05, 0.2, 0.3, 0.7, 3.0])
+    window = report.LatencyWindow.of(histogram.Change(increase, 30.0))
+    assert window.as_histogram() == increase
+    assert window.count == 5
+    assert window.p50 == histogram.quantile(0.5, increase)
+    assert window.p99 == 1.0  # past the last bound: "at least 1 s"
+    document = _ok_document(time_to_first_token=json.loads(window.model_dump_json()))
+    assert report.from_json(json.dumps(document)).time_to_first_token == window
+
+
+def test_a_report_from_before_the_latency_fields_still_reads() -> None:
+    older = {
+        k: v
+        for k, v in _ok_document().items()
+        if k not in ("time_to_first_token", "inter_token_latency", "request_queue_time")
+    }
+    parsed = report.from_json(json.dumps(older))
+    assert parsed.time_to_first_token is None
+    assert parsed.request_queue_time is None
 
 
 @pytest.mark.parametrize(("text", "says"), REFUSED)

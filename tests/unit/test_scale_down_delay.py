@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from kvscale.scaling import decision, demand, settings
+from tests.support import fleet
 
-CAPACITY = 100
+from kvscale.scaling import decision, settings
+
+CAPACITY = fleet.CAPACITY
 DELAY = 30
 CONFIG = settings.ScalingSettings(
     max_replicas=20,
@@ -21,23 +23,6 @@ CONFIG = settings.ScalingSettings(
     scale_down_delay_seconds=DELAY,
     max_scale_down_rate=1000,
 )
-
-
-def spread(now: float, total_blocks: int, num_pods: int) -> list[demand.Observation]:
-    """`num_pods` ready pods sharing `total_blocks` of demand as evenly as blocks allow."""
-    share, extra = divmod(total_blocks, num_pods)
-    observations = []
-    for index in range(num_pods):
-        blocks = share + (1 if index < extra else 0)
-        used = min(blocks, CAPACITY)
-        sample = demand.Sample(
-            time=now,
-            num_gpu_blocks=CAPACITY + 1,
-            num_used_blocks=used,
-            num_waiting_blocks=blocks - used,
-        )
-        observations.append(demand.Observation(f"p{index}", demand.Phase.READY, sample))
-    return observations
 
 
 def wants(total_blocks: int) -> int:
@@ -52,7 +37,7 @@ def run(
     decisions = []
     for offset, total_blocks in enumerate(load):
         result = autoscaler.step(
-            float(start + offset), spread(start + offset, total_blocks, current), current
+            float(start + offset), fleet.spread(start + offset, total_blocks, current), current
         )
         decisions.append(result)
         current = result.desired

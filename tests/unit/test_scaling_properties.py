@@ -16,11 +16,12 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support import fleet
 
 from kvscale.scaling import decision, demand
 from kvscale.scaling import settings as scaling_settings
 
-CAPACITY = 100
+CAPACITY = fleet.CAPACITY
 
 
 @st.composite
@@ -158,25 +159,6 @@ def test_decisions_stay_within_the_rate_limits(
         assert result.desired >= lowest, result.message
 
 
-def spread(now: float, total_blocks: int, names: list[str]) -> list[demand.Observation]:
-    """Ready pods sharing `total_blocks` of demand as evenly as blocks allow."""
-    if not names:
-        return []
-    share, extra = divmod(total_blocks, len(names))
-    observations = []
-    for index, name in enumerate(names):
-        blocks = share + (1 if index < extra else 0)
-        used = min(blocks, CAPACITY)
-        sample = demand.Sample(
-            time=now,
-            num_gpu_blocks=CAPACITY + 1,
-            num_used_blocks=used,
-            num_waiting_blocks=blocks - used,
-        )
-        observations.append(demand.Observation(name, demand.Phase.READY, sample))
-    return observations
-
-
 def simulate(
     config: scaling_settings.ScalingSettings,
     total_blocks: int,
@@ -199,7 +181,9 @@ def simulate(
             for index, age in enumerate(ages)
             if age < startup_ticks
         ]
-        result = autoscaler.step(float(tick), spread(tick, total_blocks, names) + waiting, current)
+        result = autoscaler.step(
+            float(tick), fleet.spread(tick, total_blocks, names) + waiting, current
+        )
         history.append(result.desired)
         if result.desired > len(ages):
             ages += [0] * (result.desired - len(ages))
@@ -257,9 +241,9 @@ def test_a_step_above_the_band_scales_up_at_the_next_tick(
     names = [f"p{index}" for index in range(ready)]
     autoscaler = decision.Autoscaler(config)
     for tick in range(calm_ticks):
-        calm_result = autoscaler.step(float(tick), spread(tick, calm, names), ready)
+        calm_result = autoscaler.step(float(tick), fleet.spread(tick, calm, names), ready)
         assert calm_result.desired == ready, calm_result.message
-    result = autoscaler.step(float(calm_ticks), spread(calm_ticks, stepped, names), ready)
+    result = autoscaler.step(float(calm_ticks), fleet.spread(calm_ticks, stepped, names), ready)
     if ready < config.max_replicas:
         assert result.desired > ready, result.message
     else:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvscale import trace
+from kvscale import trace, tracefile
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 
@@ -169,29 +169,32 @@ def test_scale_tokens_refuses_bad_bounds() -> None:
 def test_load_reads_by_extension_and_names_the_file(tmp_path: pathlib.Path) -> None:
     good = tmp_path / "t.jsonl"
     good.write_text('{"arrival_s": 1, "prompt_tokens": 2, "output_tokens": 3}\n')
-    assert trace.load(good) == [trace.TraceRequest(0.0, 2, 3)]
+    assert tracefile.load(good) == [trace.TraceRequest(0.0, 2, 3)]
     bad = tmp_path / "t.csv"
     bad.write_text(HEADER + "2023-11-16 18:15:46.0,1\n")
     with pytest.raises(trace.TraceError, match=r"t\.csv: line 2: 2 fields"):
-        trace.load(bad)
+        tracefile.load(bad)
     with pytest.raises(trace.TraceError, match=r"unknown trace format '\.txt'"):
-        trace.load(tmp_path / "t.txt")
+        tracefile.load(tmp_path / "t.txt")
     with pytest.raises(trace.TraceError, match="cannot read"):
-        trace.load(tmp_path / "missing.csv")
+        tracefile.load(tmp_path / "missing.csv")
 
 
-def test_a_missing_shared_traces_dir_is_named(
+def test_a_shipped_trace_missing_from_the_install_is_named(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(trace.TRACES_DIR_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(trace.TraceError, match="nowhere is missing"):
-        trace.resolve("conv")
+    monkeypatch.setattr(tracefile, "BUNDLED_DIR", tmp_path / "nowhere")
+    with pytest.raises(trace.TraceError, match=r"nowhere/azure_llm_2023_conv\.csv"):
+        tracefile.resolve("conv")
 
 
-def test_the_shared_azure_traces_parse() -> None:
-    # Needs ../shared/traces beside the checkout; fails with the path when it is missing.
-    conv = trace.load(trace.resolve("conv"))
-    code = trace.load(trace.resolve("code"))
+def test_any_other_name_is_a_path() -> None:
+    assert tracefile.resolve("my/trace.jsonl") == pathlib.Path("my/trace.jsonl")
+
+
+def test_the_shipped_azure_traces_parse() -> None:
+    conv = tracefile.load(tracefile.resolve("conv"))
+    code = tracefile.load(tracefile.resolve("code"))
     assert (len(conv), len(code)) == (19_366, 8_819)
     assert conv[0].arrival_s == 0.0
     assert 3_500 < conv[-1].arrival_s < 3_700

@@ -37,6 +37,10 @@ REQUIRED = (
     "vllm:time_to_first_token_seconds",
     "vllm:inter_token_latency_seconds",
     "vllm:e2e_request_latency_seconds",
+    "vllm:request_queue_time_seconds",
+    "vllm:request_inference_time_seconds",
+    "vllm:request_prefill_time_seconds",
+    "vllm:request_decode_time_seconds",
 )
 
 
@@ -172,6 +176,38 @@ def test_counters_and_histograms_follow_the_engine(loaded: driver.Twin) -> None:
     # One ITL per output token after a request's first.
     itl = "vllm:inter_token_latency_seconds"
     assert value(itl, itl + "_count") == metrics.generation_tokens_total - (finished + live_started)
+    # Phase times of finished requests: one observation each.
+    for phase in ("queue", "inference", "prefill", "decode"):
+        name = f"vllm:request_{phase}_time_seconds"
+        assert value(name, name + "_count") == finished, name
+
+
+def test_queue_time_is_arrival_to_first_scheduled() -> None:
+    # A burst larger than the batch: later requests wait for earlier ones to finish.
+    clock = Clock()
+    twin = driver.Twin(settings.parse([*ARGS, "--max-num-seqs", "2"]), clock=clock)
+    streams = [twin.submit(num_prompt_tokens=40, max_tokens=5) for _ in range(6)]
+    while twin.engine.num_requests_finished_total < 6:
+        clock.t += 0.01
+        twin.pump()
+    waits = []
+    for stream in streams:
+        req = stream.request
+        assert req.scheduled_time is not None
+        assert req.first_token_time is not None
+        assert req.arrival_time <= req.scheduled_time < req.first_token_time
+        waits.append(req.scheduled_time - req.arrival_time)
+    assert max(waits) > 0  # the last pair waited for two batches
+    queue = twin.histograms.queue
+    assert queue.count == 6
+    assert math.isclose(queue.total, sum(waits))
+    # The sidecar reads the same histogram back from the exposition text.
+    sample = vllm_metrics.parse(_text(twin))
+    assert sample.request_queue_time is not None
+    assert sample.request_queue_time.count == 6
+    assert math.isclose(sample.request_queue_time.total, sum(waits))
+    assert sample.time_to_first_token is not None
+    assert sample.time_to_first_token.count == 6
 
 
 def test_swap_adds_vllms_offload_counters_and_the_sidecar_sees_the_offload_size() -> None:

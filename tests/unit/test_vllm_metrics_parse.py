@@ -306,8 +306,108 @@ def test_offload_size_that_is_not_a_size_is_refused() -> None:
 
 
 def test_required_and_optional_names_are_vllm_names_listed_once() -> None:
-    names = vllm_metrics.REQUIRED + vllm_metrics.OPTIONAL
+    names = vllm_metrics.REQUIRED + vllm_metrics.OPTIONAL + vllm_metrics.HISTOGRAMS
     assert len(set(names)) == len(names)
     assert all(n.startswith("vllm:") for n in names if n != vllm_metrics.PROCESS_START_TIME)
     assert set(vllm_metrics.RENAMED.values()) <= set(names)
     assert not set(vllm_metrics.RENAMED) & set(names)
+
+
+def _histogram_oracle(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """(bound, cumulative) of every finite bucket, the count and the sum, from a full parse."""
+    oracle = _oracle(text)
+    buckets = sorted(
+        (float(labels["le"]), value)
+        for labels, value in oracle[name + "_bucket"]
+        if labels["le"] != "+Inf"
+    )
+    [(_, count)] = oracle[name + "_count"]
+    [(_, total)] = oracle[name + "_sum"]
+    return buckets, count, total
+
+
+@pytest.mark.parametrize("text", [IDLE, LOADED], ids=["idle", "loaded"])
+@pytest.mark.parametrize("name", vllm_metrics.HISTOGRAMS)
+def test_real_capture_latency_histograms_read_as_a_full_parse(text: str, name: str) -> None:
+    field = {
+        vllm_metrics.TIME_TO_FIRST_TOKEN: "time_to_first_token",
+        vllm_metrics.INTER_TOKEN_LATENCY: "inter_token_latency",
+        vllm_metrics.REQUEST_QUEUE_TIME: "request_queue_time",
+    }[name]
+    read = getattr(vllm_metrics.parse(text), field)
+    buckets, count, total = _histogram_oracle(text, name)
+    assert read is not None
+    assert list(zip(read.bounds, read.cumulative, strict=True)) == buckets
+    assert (read.count, read.total) == (count, total)
+
+
+def test_loaded_capture_has_latency_observations() -> None:
+    sample = vllm_metrics.parse(LOADED)
+    assert sample.time_to_first_token is not None
+    assert sample.time_to_first_token.count > 0
+    assert sample.request_queue_time is not None
+    assert sample.request_queue_time.count > 0
+
+
+def test_an_engine_without_latency_histograms_reports_them_unknown() -> None:
+    text = IDLE
+    for name in vllm_metrics.HISTOGRAMS:
+        for suffix in ("_bucket", "_count", "_sum", "_created"):
+            text = _drop_samples(text, name + suffix)
+    sample = vllm_metrics.parse(text)
+    assert sample.time_to_first_token is None
+    assert sample.inter_token_latency is None
+    assert sample.request_queue_time is None
+
+
+def _rename_histogram(text: str, old: str, new: str) -> str:
+    for suffix in ("", "_bucket", "_count", "_sum", "_created"):
+        text = _rename(text, old + suffix, new + suffix)
+    return text
+
+
+def test_the_old_inter_token_latency_name_fails_loudly() -> None:
+    text = _rename_histogram(
+        LOADED, vllm_metrics.INTER_TOKEN_LATENCY, "vllm:time_per_output_token_seconds"
+    )
+    with pytest.raises(vllm_metrics.BadMetricsError) as caught:
+        vllm_metrics.parse(text)
+    assert caught.value.metric == vllm_metrics.INTER_TOKEN_LATENCY
+    assert "which has vllm:time_per_output_token_seconds instead" in caught.value.reason
+
+
+_TTFT_01 = (
+    'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1",model_name="kvscale/tiny-llama"}'
+)
+HISTOGRAM_FAULTS = [
+    pytest.param(
+        _drop_samples(LOADED, vllm_metrics.TIME_TO_FIRST_TOKEN + "_bucket").replace(
+            "vllm:time_to_first_token_seconds_count{",
+            'vllm:time_to_first_token_seconds_bucket{le="0.5",',
+            1,
+        ),
+        'no le="+Inf" bucket',
+        id="no-inf-bucket",
+    ),
+    pytest.param(
+        LOADED.replace(_TTFT_01 + " 125.0", _TTFT_01 + " 12.0"),
+        "must never decrease",
+        id="not-cumulative",
+    ),
+    pytest.param(
+        LOADED.replace(
+            'vllm:request_queue_time_seconds_bucket{engine="0",le="0.3",model_name="kvscale/tiny-llama"}',
+            'vllm:request_queue_time_seconds_bucket{engine="1",le="0.3",model_name="kvscale/tiny-llama"}',
+        ),
+        "2 series",
+        id="two-series",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "says"), HISTOGRAM_FAULTS)
+def test_a_garbled_latency_histogram_is_refused_naming_it(text: str, says: str) -> None:
+    with pytest.raises(vllm_metrics.BadMetricsError) as caught:
+        vllm_metrics.parse(text)
+    assert says in caught.value.reason
+    assert caught.value.metric in vllm_metrics.HISTOGRAMS

@@ -54,7 +54,7 @@ from typing import Any, Protocol
 
 from kvscale import adapter
 from kvscale.scaling import decision, demand, settings
-from kvscale_operator import kube, metrics
+from kvscale_operator import kube, metrics, utc
 from kvscale_operator.autoscaler import collector, inventory, observation, outcome, sampling
 from kvscale_operator.reconciler import conditions, reconcile, render, status
 
@@ -104,10 +104,6 @@ class Collect(Protocol):
     ) -> list[collector.Result]: ...
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 @dataclasses.dataclass(frozen=True)
 class Deps:
     """What the loops share: the API, the collector, the pod inventory, metrics, clocks."""
@@ -121,7 +117,7 @@ class Deps:
     )
     clock: Callable[[], float] = time.monotonic
     """The decision's clock: monotonic seconds."""
-    wall: Callable[[], datetime.datetime] = _utcnow
+    wall: Callable[[], datetime.datetime] = utc.now
     """For timestamps people read (status, history)."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     status_interval: float = STATUS_INTERVAL_SECONDS

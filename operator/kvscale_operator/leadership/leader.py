@@ -37,7 +37,7 @@ import httpx2
 import lightkube
 from lightkube import AsyncClient, generic_resource
 
-from kvscale_operator import config
+from kvscale_operator import config, utc
 from kvscale_operator.leadership import lease
 
 log = logging.getLogger("kvscale_operator")
@@ -60,10 +60,6 @@ def identity(environ: Mapping[str, str] = os.environ) -> str:
     return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class Outcome(enum.Enum):
     """How an elected run ended."""
 
@@ -81,7 +77,7 @@ class Elector:
         me: str,
         *,
         monotonic: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime.datetime] = _utcnow,
+        wall: Callable[[], datetime.datetime] = utc.now,
     ) -> None:
         self._client = client
         self._election = election

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import pydantic
 
+from kvscale import problem
 from kvscale.api import models
 from kvscale_operator import kube
 from kvscale_operator.reconciler import conditions, render, replicas, status
@@ -62,21 +63,13 @@ class Api(Protocol):
     ) -> dict[str, Any] | None: ...
 
 
-def describe(error: pydantic.ValidationError) -> str:
-    """A validation error in the CR's own terms: "spec.engine.blockSize: <what is wrong>"."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def parse(body: Mapping[str, Any]) -> tuple[models.InferenceDeployment | None, str | None]:
     """The typed object, or None and what is wrong with it (naming the field)."""
     try:
         return models.InferenceDeployment.from_object(dict(body)), None
     except pydantic.ValidationError as error:
-        return None, describe(error)
+        # In the CR's own terms: "spec.engine.blockSize: <what is wrong>".
+        return None, problem.describe(error, whole=models.KIND)
 
 
 def _meta(body: Mapping[str, Any]) -> tuple[str, str]:

@@ -4,7 +4,7 @@
 wire's camelCase names) and turns it into the structural OpenAPI v3 schema the API server
 requires: every `$ref` inlined, `Optional[X]` written as plain X (absent, never null), JSON
 Schema 2020-12 keywords rewritten as OpenAPI 3.0, a default for every optional field, and each
-model's `cel_rules` as `x-kubernetes-validations` on that model's object.
+model's `rules` (`kvscale.api.rule`) as CEL in `x-kubernetes-validations` on that model's object.
 
 `render_yaml()` is what `kvscale crd` prints and what `crds/` holds; `render_reference()` is the
 Markdown field reference under `docs/` (`kvscale crd --reference`). Tests fail when either
@@ -22,7 +22,7 @@ import yaml
 from pydantic import json_schema
 from pydantic_core import core_schema
 
-from kvscale.api import models
+from kvscale.api import models, rule
 
 CRD_NAME = f"{models.PLURAL}.{models.GROUP}"
 CATEGORIES = ("kvscale",)
@@ -102,7 +102,7 @@ class _KubernetesJsonSchema(json_schema.GenerateJsonSchema):
 
     Defaults made by a factory are written too (pydantic writes only static ones), so every
     optional field gets a server-side default, a nested model's default being the whole object
-    its factory builds. Models' `cel_rules` become `x-kubernetes-validations`.
+    its factory builds. Models' `rules` become CEL `x-kubernetes-validations`.
     """
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
@@ -118,10 +118,16 @@ class _KubernetesJsonSchema(json_schema.GenerateJsonSchema):
 
     def model_schema(self, schema: core_schema.ModelSchema) -> json_schema.JsonSchemaValue:
         result = super().model_schema(schema)
-        rules: tuple[tuple[str, str, str | None], ...] = getattr(schema["cls"], "cel_rules", ())
+        rules = cel_rules(schema["cls"])
         if rules:
-            result["x-kubernetes-validations"] = [cel_validation(*rule) for rule in rules]
+            result["x-kubernetes-validations"] = [cel_validation(*cel) for cel in rules]
         return result
+
+
+def cel_rules(model: type[pydantic.BaseModel]) -> tuple[tuple[str, str, str | None], ...]:
+    """(rule, message, fieldPath) of each of the model's `rules`, as CEL (none for plain models)."""
+    declared: tuple[rule.Rule, ...] = getattr(model, "rules", ())
+    return tuple(declared_rule.cel(model) for declared_rule in declared)
 
 
 def cel_validation(rule: str, message: str, field_path: str | None) -> dict[str, str]:
@@ -196,7 +202,7 @@ def _convert(
             if value is not None:  # Optional fields stay absent instead of defaulting to null
                 out[key] = value
         elif key == "x-kubernetes-validations":
-            out[key] = [_ordered_rule(rule, path) for rule in value]
+            out[key] = [_ordered_rule(entry, path) for entry in value]
         elif key in _SAME:
             out[key] = value
         else:
@@ -399,11 +405,11 @@ def _cell(text: str) -> str:
 
 
 def _validations(schema: Mapping[str, Any], path: str) -> Iterator[tuple[str, Mapping[str, str]]]:
-    for rule in schema.get("x-kubernetes-validations", ()):
-        yield path, rule
+    for entry in schema.get("x-kubernetes-validations", ()):
+        yield path, entry
     for child, sub, _ in _rows(schema, path):
-        for rule in sub.get("x-kubernetes-validations", ()):
-            yield child, rule
+        for entry in sub.get("x-kubernetes-validations", ()):
+            yield child, entry
 
 
 def render_reference() -> str:
@@ -454,10 +460,10 @@ def render_reference() -> str:
                 "| On | Rule | Message (reported at) |",
                 "|---|---|---|",
             ]
-            for path, rule in rules:
-                at = f"{path}{rule['fieldPath']}" if "fieldPath" in rule else path
+            for path, entry in rules:
+                at = f"{path}{entry['fieldPath']}" if "fieldPath" in entry else path
                 lines.append(
-                    f"| `{path}` | `{_cell(rule['rule'])}` | {_cell(rule['message'])} (`{at}`) |"
+                    f"| `{path}` | `{_cell(entry['rule'])}` | {_cell(entry['message'])} (`{at}`) |"
                 )
     return "\n".join(lines) + "\n"
 

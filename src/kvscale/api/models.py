@@ -4,10 +4,12 @@ Field names are snake_case in Python and camelCase on the wire (aliases). Every 
 has a default, and the same default is written into the CRD so the API server fills it in:
 what `kubectl get -o yaml` shows is what the operator acts on.
 
-Validation that needs more than one field (minReplicas <= maxReplicas, swap needs a size) is
-written twice on purpose: as a CEL rule the API server enforces at admission (`cel_rules` in
-the model's schema extras), and as a pydantic validator so objects parsed in tests and in
-`kvscale simulate` obey the same rules. A test checks the two agree on a table of cases.
+Ranges are declared once, in each field's annotation; validation that needs more than one
+field (minReplicas <= maxReplicas, swap needs a size) is declared once, as a value in the
+model's `rules` (`kvscale.api.rule`). From those the CRD generator writes OpenAPI bounds and CEL
+rules the API server enforces at admission, the base model's validator checks the same rules so
+objects parsed in tests and in `kvscale simulate` obey them, and `kvscale.scaling.settings`
+words them Knative-style. A test evaluates the CEL rules and checks pydantic agrees.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from kvscale.api import rule
 
 GROUP = "kvscale.dev"
 VERSION = "v1alpha1"
@@ -42,8 +46,15 @@ class _Model(BaseModel):
         extra="forbid",
         frozen=True,
     )
-    # CEL rules for the API server: (rule, message, fieldPath relative to this object or None).
-    cel_rules: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
+    # Rules across this object's fields: CEL rules in the CRD, checked here by `_rules_hold`.
+    rules: ClassVar[tuple[rule.Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _rules_hold(self) -> _Model:
+        broken = rule.broken(type(self), self.rules, dict(self))
+        if broken:
+            raise ValueError("; ".join(broken))
+        return self
 
 
 class ModelSource(_Model):
@@ -73,12 +84,8 @@ class KVCacheDtype(enum.StrEnum):
 class Preemption(_Model):
     """Preemption policy of the engine and, for `swap`, the CPU memory set aside for it."""
 
-    cel_rules: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
-        (
-            "self.policy != 'swap' || (has(self.swapSpaceGiB) && self.swapSpaceGiB > 0)",
-            "swapSpaceGiB is required and must be > 0 when policy is swap",
-            ".swapSpaceGiB",
-        ),
+    rules: ClassVar[tuple[rule.Rule, ...]] = (
+        rule.RequiredWhen("swap_space_gib", "policy", PreemptionPolicy.SWAP.value),
     )
 
     policy: PreemptionPolicy = Field(
@@ -91,12 +98,6 @@ class Preemption(_Model):
         alias="swapSpaceGiB",
         description="CPU memory for swapped KV blocks, in GiB (required when policy is swap).",
     )
-
-    @model_validator(mode="after")
-    def _swap_needs_space(self) -> Preemption:
-        if self.policy is PreemptionPolicy.SWAP and self.swap_space_gib is None:
-            raise ValueError("swapSpaceGiB is required and must be > 0 when policy is swap")
-        return self
 
 
 class Engine(_Model):
@@ -176,17 +177,9 @@ class Resources(_Model):
 class Scaling(_Model):
     """How the autoscaler sizes the deployment from KV-cache occupancy."""
 
-    cel_rules: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
-        (
-            "self.minReplicas <= self.maxReplicas",
-            "minReplicas must be less than or equal to maxReplicas",
-            ".minReplicas",
-        ),
-        (
-            "self.panicWindowSeconds <= self.stableWindowSeconds",
-            "panicWindowSeconds must be less than or equal to stableWindowSeconds",
-            ".panicWindowSeconds",
-        ),
+    rules: ClassVar[tuple[rule.Rule, ...]] = (
+        rule.AtMost("min_replicas", "max_replicas"),
+        rule.AtMost("panic_window_seconds", "stable_window_seconds"),
     )
 
     min_replicas: Annotated[int, Field(ge=0, le=10_000)] = Field(
@@ -229,14 +222,6 @@ class Scaling(_Model):
         "occupancy alone. `kvscale simulate` can measure a value for a model and GPU.",
     )
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Scaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("minReplicas must be less than or equal to maxReplicas")
-        if self.panic_window_seconds > self.stable_window_seconds:
-            raise ValueError("panicWindowSeconds must be less than or equal to stableWindowSeconds")
-        return self
-
 
 class Sidecar(_Model):
     """The engine sidecar that reports KV-cache occupancy to the operator."""
@@ -252,6 +237,64 @@ class Sidecar(_Model):
     )
 
 
+# A Kubernetes-style duration in one unit, greater than zero: "2s", "100ms", "0.5s", "1.5m".
+# (Go's time.ParseDuration also takes sums such as "1m30s"; a latency target never needs one.)
+DURATION_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)(ms|s|m)$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+_Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a duration that matches DURATION_PATTERN ("100ms" -> 0.1)."""
+    unit = "ms" if text.endswith("ms") else text[-1]
+    return float(text[: -len(unit)]) * _DURATION_UNITS[unit]
+
+
+class LatencyTarget(_Model):
+    """A latency to meet at one or more percentiles: `p90: 2s` means 90% within 2 seconds."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    p50: _Duration | None = Field(default=None, description="Median, e.g. 500ms.")
+    p90: _Duration | None = Field(default=None, description="90th percentile, e.g. 2s.")
+    p95: _Duration | None = Field(default=None, description="95th percentile.")
+    p99: _Duration | None = Field(default=None, description="99th percentile.")
+
+    @model_validator(mode="after")
+    def _some(self) -> LatencyTarget:
+        if not self.targets():
+            raise ValueError("set at least one of p50, p90, p95, p99")
+        return self
+
+    def targets(self) -> tuple[tuple[float, float], ...]:
+        """(percentile as a 0..1 fraction, seconds) for every percentile set, lowest first."""
+        found = ((0.5, self.p50), (0.9, self.p90), (0.95, self.p95), (0.99, self.p99))
+        return tuple((q, duration_seconds(text)) for q, text in found if text is not None)
+
+
+class Slo(_Model):
+    """The latency users should get: the autoscaler sizes the fleet to meet it."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    ttft: LatencyTarget | None = Field(
+        default=None,
+        description="Time to first token of each request (vLLM's "
+        "vllm:time_to_first_token_seconds), e.g. {p90: 2s}.",
+    )
+    itl: LatencyTarget | None = Field(
+        default=None,
+        description="Inter-token latency: time between a request's consecutive output tokens "
+        "(vllm:inter_token_latency_seconds), e.g. {p90: 100ms}.",
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> Slo:
+        if self.ttft is None and self.itl is None:
+            raise ValueError("set ttft, itl or both")
+        return self
+
+
 class InferenceDeploymentSpec(_Model):
     """What the user declares."""
 
@@ -265,6 +308,11 @@ class InferenceDeploymentSpec(_Model):
     resources: Resources = Field(default_factory=Resources)
     scaling: Scaling = Field(default_factory=Scaling)
     sidecar: Sidecar = Field(default_factory=Sidecar)
+    slo: Slo | None = Field(
+        default=None,
+        description="Latency targets (time to first token, inter-token latency) at a "
+        "percentile. Unset: the autoscaler scales to spec.scaling's targets alone.",
+    )
 
 
 class ConditionStatus(enum.StrEnum):

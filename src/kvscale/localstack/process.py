@@ -1,8 +1,8 @@
 """Long-running local processes: start them detached, recognise them later, stop them for good.
 
 Does I/O (spawns, signals, reads /proc). A process is identified by its pid *and* its start
-time in clock ticks since boot (field 22 of /proc/<pid>/stat), so a pid the kernel has since
-given to another program is never signalled. Every process starts as the leader of a new session
+time in clock ticks since boot (`proc.read`), so a pid the kernel has since given to another
+program is never signalled. Every process starts as the leader of a new session
 (setsid): it survives the command that started it, gets no terminal signals, and whatever it
 forks without its own setsid can be found again by its session id.
 """
@@ -17,6 +17,8 @@ import pathlib
 import signal
 import time
 from collections.abc import Mapping, Sequence
+
+from kvscale.localstack import proc
 
 _POLL_S = 0.1
 # After SIGKILL the kernel needs a moment to tear a process down (large Go heaps, many threads).
@@ -64,19 +66,10 @@ class Record:
         return cls(pid=pid, start_ticks=ticks, argv=tuple(argv), log=pathlib.Path(log))
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (after the parenthesised command name), or None."""
-    try:
-        raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
 def start_ticks(pid: int) -> int | None:
     """When `pid` started, in clock ticks since boot (None when there is no such process)."""
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[19])
+    found = proc.read(pid)
+    return None if found is None else found.start_ticks
 
 
 def spawn(argv: Sequence[str], *, log: pathlib.Path, env: Mapping[str, str]) -> Record:
@@ -110,12 +103,10 @@ def running(record: Record) -> bool:
     """Whether the recorded process is alive (not exited, not a zombie, pid not reused)."""
     if _reap(record.pid):
         return False
-    fields = _stat_fields(record.pid)
-    if fields is None:
+    found = proc.read(record.pid)
+    if found is None or found.start_ticks != record.start_ticks:
         return False
-    if int(fields[19]) != record.start_ticks:
-        return False
-    if fields[0] in ("Z", "X"):
+    if found.exited:
         # A zombie leader may still have threads tearing down (holding memory and ports); it
         # is gone once they are. Collect it if it is ours, so no zombie lingers.
         if _live_threads(record.pid):
@@ -132,11 +123,8 @@ def _live_threads(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     for task in tasks:
-        try:
-            raw = (task / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if raw[raw.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
+        found = proc.read_file(task / "stat")
+        if found is not None and not found.exited:
             return True
     return False
 
@@ -156,11 +144,10 @@ def session_members(record: Record) -> list[int]:
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
-        # fields[3] is the session id, fields[19] the start time.
-        if fields is None or fields[0] in ("Z", "X"):
+        found = proc.read(int(entry.name))
+        if found is None or found.exited:
             continue
-        if int(fields[3]) == record.pid and int(fields[19]) >= record.start_ticks:
+        if found.session == record.pid and found.start_ticks >= record.start_ticks:
             members.append(int(entry.name))
     return members
 
@@ -179,7 +166,7 @@ def stop(record: Record, *, grace_s: float) -> Outcome:
     if not running(record):
         # The leader is gone; what it left in its session goes too, unless its pid now belongs
         # to another program (whose session this would be).
-        if _stat_fields(record.pid) is None:
+        if proc.read(record.pid) is None:
             _signal_session(record, signal.SIGKILL)
         return Outcome.NOT_RUNNING
     try:

@@ -69,22 +69,10 @@ import enum
 import math
 from collections.abc import Iterable
 
-from kvscale.scaling import account, demand, settings, window
+from kvscale.scaling import account, arith, demand, settings, window
 
 GRANULARITY_SECONDS = 1.0
 """Bucket width of every window (Knative's too): ticks are at least 0.25 s apart."""
-
-# Float sums of equal shares can land a hair above an integer (2.1 / 0.7 = 3.0000000000000004);
-# without this, ceil would ask for a pod nobody needs and the next tick would take it back.
-_EPSILON = 1e-9
-
-
-def _ceil(value: float) -> int:
-    return math.ceil(value - _EPSILON * max(1.0, abs(value)))
-
-
-def _floor(value: float) -> int:
-    return math.floor(value + _EPSILON * max(1.0, abs(value)))
 
 
 class Mode(enum.StrEnum):
@@ -349,7 +337,7 @@ class Autoscaler:
         if stable is None or panic is None or by_occupancy is None or by_load is None:
             raise AssertionError("a window is empty right after a value was recorded in it")
         panic_pods = panic / config.target_occupancy
-        if panic_pods >= config.panic_threshold * ready * (1 - _EPSILON):
+        if panic_pods >= config.panic_threshold * ready * (1 - arith.EPSILON):
             self._last_trigger = now
         elif self._last_trigger is not None and (
             now - self._last_trigger >= config.stable_window_seconds
@@ -368,7 +356,7 @@ class Autoscaler:
         stable, tick = seen.stable, seen.tick
         level = account.Level(stable.total / ready, target, ready, current, pressured)
         within = self._within_band(stable.total, ready)
-        stable_wanted = current if within else _ceil(stable.total / target)
+        stable_wanted = current if within else arith.ceil(stable.total / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
         # in load scales at the next tick; the stable window only has to agree on the way down.
         tick_wanted = self._tick_wants(tick.total, ready)
@@ -393,7 +381,7 @@ class Autoscaler:
             steps.append(account.Stable(level, wanted))
         if self.panicking:
             panic_pods = seen.panic / target
-            panic_wanted = _ceil(panic_pods)
+            panic_wanted = arith.ceil(panic_pods)
             steps.append(
                 account.Panicking(
                     config.panic_window_seconds,
@@ -437,8 +425,8 @@ class Autoscaler:
                     steps.append(account.Delayed(held, config.scale_down_delay_seconds))
 
         # 7. Rates: how far one decision may go.
-        up_limit = max(current, _ceil(config.max_scale_up_rate * ready))
-        down_limit = min(current, _floor(ready / config.max_scale_down_rate))
+        up_limit = max(current, arith.ceil(config.max_scale_up_rate * ready))
+        down_limit = min(current, arith.floor(ready / config.max_scale_down_rate))
         if proposed > up_limit:
             proposed, reason = up_limit, Reason.LIMITED_BY_RATE
             steps.append(
@@ -453,14 +441,14 @@ class Autoscaler:
     def _within_band(self, total: float, ready: int) -> bool:
         """Is this demand of `ready` pods within 1 +/- tolerance of their target?"""
         ratio = total / (ready * self.config.target_occupancy)
-        return abs(ratio - 1) <= self.config.tolerance + _EPSILON
+        return abs(ratio - 1) <= self.config.tolerance + arith.EPSILON
 
     def _tick_wants(self, total: float, ready: int) -> int | None:
         """Pods this tick's demand wants when it is above the tolerance band; else None."""
         target = self.config.target_occupancy
         if total <= ready * target or self._within_band(total, ready):
             return None
-        return _ceil(total / target)
+        return arith.ceil(total / target)
 
     def _up_reason(self, by_occupancy: float, by_load: float, ready: int, current: int) -> Reason:
         """Which signal asks for the scale-up: occupancy, else throughput, else pressure."""
@@ -473,7 +461,7 @@ class Autoscaler:
     def _says_up(self, total: float, ready: int, current: int) -> bool:
         """Would this demand alone (no pressure, missing pods like the others) scale up?"""
         outside = not self._within_band(total, ready)
-        return outside and _ceil(total / self.config.target_occupancy) > current
+        return outside and arith.ceil(total / self.config.target_occupancy) > current
 
     def _bounds(self, value: int, reason: Reason, steps: list[account.Step]) -> tuple[int, Reason]:
         """Step 9: clamp to [max(1, minReplicas), maxReplicas]."""

@@ -1,27 +1,33 @@
 """Scaling settings: the CR's `spec.scaling` as a small dataclass, checked in one function. Pure.
 
 `ScalingSettings` mirrors `models.Scaling` field for field (same names in snake_case, same
-defaults, same ranges) and adds the limits the operator owns that the CR does not expose yet:
-how old a report may be before it counts as stale, and when a pod's queue or preemptions count
-as pressure.
+defaults) and adds the limits the operator owns that the CR does not expose yet: how old a
+report may be before it counts as stale, and when a pod's queue or preemptions count as
+pressure.
 
 `validate(raw)` is the one place that checks a raw mapping (camelCase keys, as in the CR's YAML
 or a `kvscale simulate` config). It never raises on bad input: it returns either the settings
 or the list of everything wrong, each message naming the field, its value and the rule, e.g.
-``maxScaleUpRate = 0.5, must be greater than 1.0``. The ranges are the CRD's, so a spec the API
-server admits is a spec `validate` accepts (a unit test checks the two agree).
+``maxScaleUpRate = 0.5, must be greater than 1.0``. Nothing here restates a range or a rule:
+the CR fields' ranges and the rules across them are read from `models.Scaling` (its field
+annotations and `rules`, the declarations the CRD is generated from), and the operator-level
+limits' ranges from their annotations below; so a spec the API server admits is a spec
+`validate` accepts (a unit test checks the two agree at every bound).
 `from_spec(models.Scaling)` maps an already validated spec. Constructing `ScalingSettings`
-directly runs the same range checks and raises `ValueError` with the same messages.
+directly runs the same checks and raises `ValueError` with the same messages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from kvscale.api import models
+from pydantic import Field, alias_generators
+
+from kvscale.api import models, rule
 
 # A report older than this is stale. Three missed ticks at the default 1 s tick, plus slack for
 # the sidecar's own poll interval (0.25 s by default) and the fetch; slower ticks scale it up.
@@ -36,7 +42,11 @@ def stale_after_for(tick_seconds: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class ScalingSettings:
-    """Everything the decision needs to know about one InferenceDeployment's scaling."""
+    """Everything the decision needs to know about one InferenceDeployment's scaling.
+
+    The CR's fields have its defaults (a test checks) and take their ranges from
+    `models.Scaling`; the three fields the CR does not have declare theirs in their annotations.
+    """
 
     min_replicas: int = 1
     """Fewest replicas. The autoscaler never goes below 1 even when this is 0: a deployment
@@ -61,11 +71,11 @@ class ScalingSettings:
     """Scale down only to the highest count wanted within this window; 0 turns it off."""
     tick_seconds: float = 1.0
     """How often the operator collects reports and calls the decision."""
-    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS
+    stale_after_seconds: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_STALE_AFTER_SECONDS
     """Not in the CR. A sample older than this (on the decision's clock) is stale."""
-    pressure_preemptions_per_second: float = 0.0
+    pressure_preemptions_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
     """Not in the CR. A pod preempting faster than this is under pressure (0: any preemption)."""
-    pressure_waiting_requests: int = 5
+    pressure_waiting_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 5
     """Not in the CR. A pod with at least this many waiting requests is under pressure
     (llm-d's saturation threshold for the queue)."""
     target_tokens_per_second: float | None = None
@@ -79,108 +89,69 @@ class ScalingSettings:
             raise ValueError("; ".join(errors))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Rule:
-    """The type and range of one field, with its wire (camelCase) name for messages."""
-
-    attribute: str
-    key: str
-    integer: bool
-    low: float
-    low_open: bool  # True: the value must be greater than `low`; False: at least `low`
-    high: float
-    high_open: bool  # True: the value must be less than `high`; False: at most `high`
-    nullable: bool = False  # True: None (unset) is a valid value and skips the checks
-
-    def bound(self, value: float) -> str:
-        return str(int(value)) if self.integer else repr(float(value))
-
-    def range_error(self, value: float, written: object) -> str | None:
-        """The error for a value out of range, showing it as it was `written`; else None."""
-        if value < self.low or (self.low_open and value == self.low):
-            relation = "greater than" if self.low_open else "at least"
-            return f"{self.key} = {written!r}, must be {relation} {self.bound(self.low)}"
-        if value > self.high or (self.high_open and value == self.high):
-            relation = "less than" if self.high_open else "at most"
-            return f"{self.key} = {written!r}, must be {relation} {self.bound(self.high)}"
-        return None
+def _ranges() -> dict[str, rule.Range]:
+    """Each field's range by attribute, in field order (the order of messages)."""
+    hints = typing.get_type_hints(ScalingSettings, include_extras=True)
+    ranges = {}
+    for field in dataclasses.fields(ScalingSettings):
+        if field.name in models.Scaling.model_fields:
+            ranges[field.name] = rule.model_range(models.Scaling, field.name)
+        else:
+            key = alias_generators.to_camel(field.name)
+            ranges[field.name] = rule.range_of(key, hints[field.name])
+    return ranges
 
 
-# The CRD's ranges (models.Scaling), then the operator-level limits. Order is message order.
-_RULES = (
-    _Rule("min_replicas", "minReplicas", True, 0, False, 10_000, False),
-    _Rule("max_replicas", "maxReplicas", True, 1, False, 10_000, False),
-    _Rule("target_occupancy", "targetOccupancy", False, 0, True, 1, False),
-    _Rule("tolerance", "tolerance", False, 0, False, 1, True),
-    _Rule("stable_window_seconds", "stableWindowSeconds", False, 1, False, 3600, False),
-    _Rule("panic_window_seconds", "panicWindowSeconds", False, 1, False, 3600, False),
-    _Rule("panic_threshold", "panicThreshold", False, 1, True, 100, False),
-    _Rule("max_scale_up_rate", "maxScaleUpRate", False, 1, True, 1000, False),
-    _Rule("max_scale_down_rate", "maxScaleDownRate", False, 1, True, 1000, False),
-    _Rule("scale_down_delay_seconds", "scaleDownDelaySeconds", False, 0, False, 86_400, False),
-    _Rule("tick_seconds", "tickSeconds", False, 0.25, False, 60, False),
-    _Rule("stale_after_seconds", "staleAfterSeconds", False, 0, True, 3600, False),
-    _Rule(
-        "pressure_preemptions_per_second",
-        "pressurePreemptionsPerSecond",
-        False,
-        0,
-        False,
-        1_000_000,
-        False,
-    ),
-    _Rule("pressure_waiting_requests", "pressureWaitingRequests", True, 1, False, 1_000_000, False),
-    _Rule("target_tokens_per_second", "targetTokensPerSecond", False, 0, True, 1e9, False, True),
-)
-_RULE_BY_KEY = {rule.key: rule for rule in _RULES}
-KEYS = tuple(rule.key for rule in _RULES)
+_RANGES = _ranges()
+_ATTRIBUTE_BY_KEY = {field_range.key: attribute for attribute, field_range in _RANGES.items()}
+KEYS = tuple(_ATTRIBUTE_BY_KEY)
 """The camelCase field names `validate` accepts."""
 
 
-def _typed(rule: _Rule, value: object) -> tuple[int | float | None, str | None]:
+def _typed(field_range: rule.Range, value: object) -> tuple[int | float | None, str | None]:
     """The value as the field's type, or an error saying what type was expected."""
+    key = field_range.key
     # bool is an int in Python, but `true` is never a count or a rate.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        kind = "an integer" if rule.integer else "a number"
-        return None, f"{rule.key} = {value!r}, must be {kind}"
+        kind = "an integer" if field_range.integer else "a number"
+        return None, f"{key} = {value!r}, must be {kind}"
     if not math.isfinite(value):
-        return None, f"{rule.key} = {value!r}, must be a finite number"
-    if rule.integer:
+        return None, f"{key} = {value!r}, must be a finite number"
+    if field_range.integer:
         if isinstance(value, float) and not value.is_integer():
-            return None, f"{rule.key} = {value!r}, must be an integer"
+            return None, f"{key} = {value!r}, must be an integer"
         return int(value), None
     return float(value), None
 
 
+def _checked(field_range: rule.Range, value: object) -> tuple[int | float | None, str | None]:
+    """The value typed and within its range, or the first error about it."""
+    typed, error = _typed(field_range, value)
+    if error is None and typed is not None:
+        error = field_range.error(typed, value)
+    return typed, error
+
+
 def _range_errors(settings: ScalingSettings) -> list[str]:
     """Type, range and cross-field errors of a settings object, in field order."""
-    values = {rule.attribute: getattr(settings, rule.attribute) for rule in _RULES}
+    values = {attribute: getattr(settings, attribute) for attribute in _RANGES}
     errors = []
-    for rule in _RULES:
-        written = values[rule.attribute]
-        if written is None and rule.nullable:
+    for attribute, field_range in _RANGES.items():
+        if values[attribute] is None and field_range.nullable:
             continue
-        typed, error = _typed(rule, written)
-        error = error or (rule.range_error(typed, written) if typed is not None else None)
+        _, error = _checked(field_range, values[attribute])
         if error:
             errors.append(error)
     return errors or _cross_errors(values, values)
 
 
 def _cross_errors(values: Mapping[str, float], written: Mapping[str, object]) -> list[str]:
-    """The CRD's CEL rules, on values that each passed their own type and range check."""
-    errors = []
-    if values["min_replicas"] > values["max_replicas"]:
-        errors.append(
-            f"minReplicas = {written['min_replicas']!r}, must be less than or equal to "
-            f"maxReplicas ({written['max_replicas']!r})"
-        )
-    if values["panic_window_seconds"] > values["stable_window_seconds"]:
-        errors.append(
-            f"panicWindowSeconds = {written['panic_window_seconds']!r}, must be less than or "
-            f"equal to stableWindowSeconds ({written['stable_window_seconds']!r})"
-        )
-    return errors
+    """The CR's rules across fields (`models.Scaling.rules`), on values each in its own range."""
+    return [
+        cross.explain(models.Scaling, written)
+        for cross in models.Scaling.rules
+        if not cross.holds(values)
+    ]
 
 
 def validate(raw: object) -> ScalingSettings | list[str]:
@@ -195,25 +166,24 @@ def validate(raw: object) -> ScalingSettings | list[str]:
     if not isinstance(raw, Mapping):
         return [f"scaling must be a mapping of field names to values, got {type(raw).__name__}"]
     errors: list[str] = []
-    # Any: each value was checked against its field's rule just above it is stored.
+    # Any: each value was checked against its field's range just above it is stored.
     values: dict[str, Any] = {}
     written: dict[str, object] = {}  # as given, for messages
     for key, value in raw.items():
-        rule = _RULE_BY_KEY.get(key) if isinstance(key, str) else None
-        if rule is None:
+        attribute = _ATTRIBUTE_BY_KEY.get(key) if isinstance(key, str) else None
+        if attribute is None:
             errors.append(f"unknown field {key!r}; known fields: {', '.join(KEYS)}")
             continue
-        if value is None and rule.nullable:
-            values[rule.attribute] = None
-            written[rule.attribute] = None
+        if value is None and _RANGES[attribute].nullable:
+            values[attribute] = None
+            written[attribute] = None
             continue
-        typed, error = _typed(rule, value)
-        error = error or (rule.range_error(typed, value) if typed is not None else None)
+        typed, error = _checked(_RANGES[attribute], value)
         if error:
             errors.append(error)
         elif typed is not None:
-            values[rule.attribute] = typed
-            written[rule.attribute] = value
+            values[attribute] = typed
+            written[attribute] = value
     if errors:
         return errors
     if "stale_after_seconds" not in values:
@@ -221,8 +191,7 @@ def validate(raw: object) -> ScalingSettings | list[str]:
         values["stale_after_seconds"] = stale_after_for(tick)
     defaults = ScalingSettings()
     merged = {
-        rule.attribute: values.get(rule.attribute, getattr(defaults, rule.attribute))
-        for rule in _RULES
+        attribute: values.get(attribute, getattr(defaults, attribute)) for attribute in _RANGES
     }
     shown = {attribute: written.get(attribute, merged[attribute]) for attribute in merged}
     cross = _cross_errors(merged, shown)
@@ -234,18 +203,7 @@ def validate(raw: object) -> ScalingSettings | list[str]:
 def from_spec(spec: models.Scaling, *, stale_after_seconds: float | None = None) -> ScalingSettings:
     """Settings from a parsed CR's `spec.scaling` (already valid: pydantic and the CRD agree)."""
     return ScalingSettings(
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
-        target_occupancy=spec.target_occupancy,
-        tolerance=spec.tolerance,
-        stable_window_seconds=spec.stable_window_seconds,
-        panic_window_seconds=spec.panic_window_seconds,
-        panic_threshold=spec.panic_threshold,
-        max_scale_up_rate=spec.max_scale_up_rate,
-        max_scale_down_rate=spec.max_scale_down_rate,
-        scale_down_delay_seconds=spec.scale_down_delay_seconds,
-        tick_seconds=spec.tick_seconds,
-        target_tokens_per_second=spec.target_tokens_per_second,
+        **spec.model_dump(),
         stale_after_seconds=(
             stale_after_for(spec.tick_seconds)
             if stale_after_seconds is None

@@ -22,8 +22,11 @@ import collections
 import dataclasses
 import math
 
-# Float noise in bucket arithmetic must not move a value across a bucket boundary.
-_EPSILON = 1e-9
+from kvscale.scaling import arith
+
+# Float noise in bucket arithmetic must not move a value across a bucket boundary: each bucket
+# index and count below adds or takes arith.EPSILON (absolute: times grow large, bucket widths
+# do not) before it rounds.
 
 
 def _bucket_count(window_seconds: float, granularity_seconds: float) -> int:
@@ -33,7 +36,7 @@ def _bucket_count(window_seconds: float, granularity_seconds: float) -> int:
         raise ValueError(
             f"granularity_seconds = {granularity_seconds!r}, must be a positive number"
         )
-    return max(1, math.ceil(window_seconds / granularity_seconds - _EPSILON))
+    return max(1, math.ceil(window_seconds / granularity_seconds - arith.EPSILON))
 
 
 def _check_time(time: float) -> None:
@@ -99,7 +102,7 @@ class Average:
         """Move the window to `time`; return the bucket index of (clamped) `time`."""
         _check_time(time)
         self._newest_time = max(self._newest_time, time)
-        index = math.floor(self._newest_time / self.granularity_seconds + _EPSILON)
+        index = math.floor(self._newest_time / self.granularity_seconds + arith.EPSILON)
         oldest_kept = index - self.num_buckets + 1
         while self._buckets and self._buckets[0].index < oldest_kept:
             bucket = self._buckets.popleft()
@@ -158,7 +161,7 @@ class Maximum:
         """Move the window to `time`; return the bucket index of (clamped) `time`."""
         _check_time(time)
         self._newest_time = max(self._newest_time, time)
-        index = math.floor(self._newest_time / self.granularity_seconds + _EPSILON)
+        index = math.floor(self._newest_time / self.granularity_seconds + arith.EPSILON)
         oldest_kept = index - self.num_buckets + 1
         while self._buckets and self._buckets[0].index < oldest_kept:
             self._buckets.popleft()

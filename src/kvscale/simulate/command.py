@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from kvscale import trace
+from kvscale import trace, tracefile
 from kvscale.simulate import calibrate, fleet, latency, option, simulation, table
 from kvscale.simulate import policy as policy_
 from kvscale.twin import profile
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     overrides = _overrides(args.set)
-    path = trace.resolve(args.trace)
-    requests = prepare(trace.load(path), args)
+    path = tracefile.resolve(args.trace)
+    requests = prepare(tracefile.load(path), args)
     if not requests:
         raise ValueError(f"{path}: no requests to replay (check --duration)")
     gpu_profile = profile.get(option.GPUS[args.gpu], args.model, args.tensor_parallel)

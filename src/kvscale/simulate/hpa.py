@@ -21,7 +21,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-_EPSILON = 1e-9
+from kvscale.scaling import arith
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,6 @@ class Settings:
             raise ValueError(f"tolerance = {self.tolerance!r}, must be in [0, 1)")
 
 
-def _ceil(value: float) -> int:
-    return math.ceil(value - _EPSILON * max(1.0, abs(value)))
-
-
 def resource_replicas(
     current: int,
     ready_utilizations: Sequence[float],
@@ -77,15 +73,15 @@ def resource_replicas(
     total = math.fsum(ready_utilizations)
     ratio = total / num_ready / target
     if num_unready == 0 or ratio <= 1:
-        if abs(1 - ratio) <= tolerance + _EPSILON:
+        if abs(1 - ratio) <= tolerance + arith.EPSILON:
             return current
-        return _ceil(ratio * num_ready)
+        return arith.ceil(ratio * num_ready)
     # Scaling up with pods not ready: they count as 0% (they will take load when ready).
     counted = num_ready + num_unready
     new_ratio = total / counted / target
-    if abs(1 - new_ratio) <= tolerance + _EPSILON or new_ratio < 1:
+    if abs(1 - new_ratio) <= tolerance + arith.EPSILON or new_ratio < 1:
         return current
-    return max(current, _ceil(new_ratio * counted))
+    return max(current, arith.ceil(new_ratio * counted))
 
 
 def external_average_replicas(current: int, total: float, target: float, tolerance: float) -> int:
@@ -93,11 +89,11 @@ def external_average_replicas(current: int, total: float, target: float, toleran
     if not target > 0:
         raise ValueError(f"target = {target!r}, must be > 0")
     if current == 0:
-        return _ceil(total / target)
+        return arith.ceil(total / target)
     ratio = total / (target * current)
-    if abs(1 - ratio) <= tolerance + _EPSILON:
+    if abs(1 - ratio) <= tolerance + arith.EPSILON:
         return current
-    return _ceil(total / target)
+    return arith.ceil(total / target)
 
 
 class Behavior:
@@ -148,10 +144,10 @@ class Behavior:
         s = self.settings
         start = current - self._change_in(now, s.scale_up_period_s, up=True)
         by_pods = start + s.scale_up_pods
-        by_percent = _ceil(start * (1 + s.scale_up_percent / 100))
+        by_percent = arith.ceil(start * (1 + s.scale_up_percent / 100))
         return max(by_pods, by_percent)
 
     def _scale_down_limit(self, now: float, current: int) -> int:
         s = self.settings
         start = current - self._change_in(now, s.scale_down_period_s, up=False)
-        return math.floor(start * (1 - s.scale_down_percent / 100) + _EPSILON)
+        return math.floor(start * (1 - s.scale_down_percent / 100) + arith.EPSILON)

@@ -21,7 +21,7 @@ import collections
 import dataclasses
 import math
 
-_EPSILON = 1e-9
+from kvscale.scaling import arith
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +61,6 @@ class Settings:
         return self.stable_window_s * self.panic_window_percentage / 100
 
 
-def _ceil(value: float) -> int:
-    return math.ceil(value - _EPSILON * max(1.0, abs(value)))
-
-
 class Kpa:
     """One revision's autoscaler: its metric buckets and its panic state."""
 
@@ -101,14 +97,14 @@ class Kpa:
         if stable is None or panic is None:
             return min(max(current, s.min_replicas), s.max_replicas)
         ready = float(max(1, num_ready))
-        max_up = math.ceil(s.max_scale_up_rate * ready - _EPSILON)
-        max_down = math.floor(ready / s.max_scale_down_rate + _EPSILON)
-        stable_pods = _ceil(stable / s.target)
-        panic_pods = _ceil(panic / s.target)
+        max_up = math.ceil(s.max_scale_up_rate * ready - arith.EPSILON)
+        max_down = math.floor(ready / s.max_scale_down_rate + arith.EPSILON)
+        stable_pods = arith.ceil(stable / s.target)
+        panic_pods = arith.ceil(panic / s.target)
         desired_stable = min(max(stable_pods, max_down), max_up)
         desired_panic = min(max(panic_pods, max_down), max_up)
 
-        over = panic_pods / ready >= s.panic_threshold_percentage / 100 - _EPSILON
+        over = panic_pods / ready >= s.panic_threshold_percentage / 100 - arith.EPSILON
         if over:
             self._panic_since = now
         elif self._panic_since is not None and now - self._panic_since >= s.stable_window_s:

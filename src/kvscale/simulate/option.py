@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace",
         required=True,
-        help="'conv' or 'code' (the Azure traces in ../shared/traces/) or a .csv/.jsonl path",
+        help="'conv' or 'code' (the Azure traces shipped with kvscale) or a .csv/.jsonl path",
     )
     parser.add_argument(
         "--policy",

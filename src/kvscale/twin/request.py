@@ -49,6 +49,10 @@ class Request:
     cpu_blocks: list[int] = dataclasses.field(default_factory=list)  # while swapped out
     num_swapped_tokens: int = 0  # tokens whose KV sits in cpu_blocks
 
+    # When the request was first scheduled (admitted from the waiting queue); a preempted
+    # request admitted again keeps it, as vLLM's `scheduled_ts` does (its queue time is the
+    # first wait only).
+    scheduled_time: float | None = None
     first_token_time: float | None = None
     last_token_time: float | None = None
     finish_time: float | None = None

@@ -223,6 +223,8 @@ class Scheduler:
                 kv.release_cpu_blocks(req)
             req.num_computed_tokens = plan.num_computed_tokens
             req.status = _Status.RUNNING
+            if req.scheduled_time is None:
+                req.scheduled_time = now
             running.append(req)
             out.admitted.append(req)
             out.add(req, plan.num_computed_tokens, plan.num_new_tokens)

@@ -173,6 +173,13 @@ class Twin:
             assert req.finish_time is not None
             assert req.first_token_time is not None
             hists.e2e.observe(req.finish_time - req.arrival_time)
+            # vLLM's phases: queued -> first scheduled -> first token -> last token.
+            scheduled = req.scheduled_time
+            assert scheduled is not None  # a request that finished was scheduled
+            hists.queue.observe(scheduled - req.arrival_time)
+            hists.inference.observe(req.finish_time - scheduled)
+            hists.prefill.observe(req.first_token_time - scheduled)
+            hists.decode.observe(req.finish_time - req.first_token_time)
             if req.num_output_tokens > 1:
                 decode = req.finish_time - req.first_token_time
                 hists.tpot.observe(decode / (req.num_output_tokens - 1))

@@ -5,9 +5,11 @@ Names, help texts, label names and histogram buckets are copied from a real vLLM
 engine's /metrics (tests/data/vllm_metrics_idle.txt) and from vLLM's `v1/metrics/buckets.py`;
 a unit test compares this module's output with that sample. Only what the twin models is
 exported: the scheduler gauges, the KV-cache gauge and config, preemptions, prefix-cache and
-token counters, finished requests, and the latency and size histograms fed by step results.
-Metrics vLLM has but the twin does not model (queue/prefill/decode phase times, iteration
-tokens, multimodal and external caches, FLOP estimates) are left out rather than faked.
+token counters, finished requests, the latency and size histograms fed by step results, and
+the phase times of finished requests (queue, inference, prefill, decode) as vLLM defines them
+(vllm/v1/metrics/stats.py, `update_from_finished_request`). Metrics vLLM has but the twin does
+not model (iteration tokens, multimodal and external caches, FLOP estimates) are left out
+rather than faked.
 
 With swap (`--kv-offloading-size`), the bytes swapped out and back in are
 `vllm:kv_offload_store_bytes_total` / `vllm:kv_offload_load_bytes_total`, as vLLM's offloading
@@ -66,6 +68,10 @@ _HELP = {
     "itl": "Histogram of inter-token latency in seconds.",
     "tpot": "Histogram of time_per_output_token_seconds per request.",
     "e2e": "Histogram of e2e request latency in seconds.",
+    "queue": "Histogram of time spent in WAITING phase for request.",
+    "inference": "Histogram of time spent in RUNNING phase for request.",
+    "prefill": "Histogram of time spent in PREFILL phase for request.",
+    "decode": "Histogram of time spent in DECODE phase for request.",
     "num_preemptions": "Histogram of the number of times a request was preempted.",
     "cache_config": "Information of the LLMEngine CacheConfig",
     "store_bytes": "Total bytes stored from GPU to offload storage.",
@@ -131,6 +137,10 @@ class Histograms:
     itl: Histogram
     tpot: Histogram
     e2e: Histogram
+    queue: Histogram
+    inference: Histogram
+    prefill: Histogram
+    decode: Histogram
     num_preemptions: Histogram
     prompt_tokens: Histogram
     generation_tokens: Histogram
@@ -144,6 +154,10 @@ class Histograms:
             itl=Histogram(INTER_TOKEN_LATENCY_BUCKETS),
             tpot=Histogram(INTER_TOKEN_LATENCY_BUCKETS),
             e2e=Histogram(REQUEST_LATENCY_BUCKETS),
+            queue=Histogram(REQUEST_LATENCY_BUCKETS),
+            inference=Histogram(REQUEST_LATENCY_BUCKETS),
+            prefill=Histogram(REQUEST_LATENCY_BUCKETS),
+            decode=Histogram(REQUEST_LATENCY_BUCKETS),
             num_preemptions=Histogram(REQUEST_NUM_PREEMPTIONS_BUCKETS),
             prompt_tokens=Histogram(tokens),
             generation_tokens=Histogram(tokens),
@@ -302,6 +316,10 @@ def families(snapshot: Snapshot) -> list[metrics_core.Metric]:
     histogram("vllm:inter_token_latency_seconds", "itl", hists.itl)
     histogram("vllm:request_time_per_output_token_seconds", "tpot", hists.tpot)
     histogram("vllm:e2e_request_latency_seconds", "e2e", hists.e2e)
+    histogram("vllm:request_queue_time_seconds", "queue", hists.queue)
+    histogram("vllm:request_inference_time_seconds", "inference", hists.inference)
+    histogram("vllm:request_prefill_time_seconds", "prefill", hists.prefill)
+    histogram("vllm:request_decode_time_seconds", "decode", hists.decode)
     histogram("vllm:request_num_preemptions", "num_preemptions", hists.num_preemptions)
     if snapshot.swap:
         counter("vllm:kv_offload_store_bytes", "store_bytes", snapshot.counters.swap_store_bytes)

@@ -4,7 +4,7 @@ Every container runs as the leader of a new session (so of a new process group):
 group reaches everything the container started (vLLM spawns an engine core and workers), and
 when the leader exits the rest of the group is killed, as a container's processes die with its
 PID 1. Processes are identified by pid and their start time in clock ticks since boot
-(`/proc/<pid>/stat`, field 22) so a recycled pid is never mistaken for a container.
+(`kvscale.localstack.proc`) so a recycled pid is never mistaken for a container.
 
 Linux only (reads /proc). Does I/O.
 """
@@ -21,39 +21,34 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from kvscale.localstack import proc
+
 # How often an adopted process (started by an earlier agent, so not our child) is checked.
 ADOPTED_POLL_SECONDS = 0.5
 # Runtimes report a process killed by signal N as exit code 128 + N.
 SIGNAL_EXIT_BASE = 128
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields 3 and on of `/proc/<pid>/stat`; None when the process is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is parenthesised and may hold spaces; fields after it are not.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if len(fields) < 20 or fields[0] == "Z":
-        return None
-    return fields
+def _running(pid: int) -> proc.Stat | None:
+    """The process's stat; None when it is gone or has exited (a zombie)."""
+    found = proc.read(pid)
+    return None if found is None or found.exited else found
 
 
 def start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot; None when it is gone or a zombie."""
-    fields = _stat(pid)
-    return None if fields is None else int(fields[19])
+    found = _running(pid)
+    return None if found is None else found.start_ticks
 
 
 def group_may_be_ours(pgid: int, ticks: int) -> bool:
     """Whether process group `pgid`, whose leader started at `ticks`, can still hold our
     processes. Its leader may be gone with members left; but when the pid now belongs to
     another group leader, the kernel only allowed that because our group had emptied."""
-    fields = _stat(pgid)
-    if fields is None:
+    found = _running(pgid)
+    if found is None:
         return True
-    return int(fields[19]) == ticks or int(fields[2]) != pgid
+    return found.start_ticks == ticks or found.pgid != pgid
 
 
 def is_alive(pid: int, ticks: int) -> bool:

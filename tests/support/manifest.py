@@ -1,0 +1,69 @@
+"""InferenceDeployments as `kubectl apply` takes them, built in one place. Pure.
+
+Integration tests apply CRs to a real API server; they all want the same envelope, most want
+the testbox spec (the testbox image plays engine and sidecar, no GPU, no vLLM), and the two
+autoscaling stories want the same scaling block. Each spec is parsed by the models before it
+is returned, so a typo in a test fails there, naming the field, not minutes later at admission.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from kvscale.api import models
+
+TESTBOX = "kvscale.local/testbox:1"
+"""The local cluster's test image: plays the engine and the sidecar."""
+TINY_MODEL = "kvscale/tiny-llama"
+
+_TESTBOX_SPEC: dict[str, Any] = {
+    "model": {"name": TINY_MODEL},
+    "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
+    "sidecar": {"image": TESTBOX},
+    "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
+}
+
+
+def inference_deployment(
+    name: str, spec: Mapping[str, Any], namespace: str | None = None
+) -> dict[str, Any]:
+    """The whole object: apiVersion, kind, metadata (namespace only when given), the spec."""
+    models.InferenceDeploymentSpec.model_validate(spec)
+    metadata = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "metadata": metadata,
+        "spec": copy.deepcopy(dict(spec)),
+    }
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`extra` over a deep copy of `base`: mappings merge key by key, anything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def testbox_spec(**parts: Any) -> dict[str, Any]:
+    """The testbox spec with `parts` merged over it, e.g. `scaling={"maxReplicas": 4}`."""
+    return merge(_TESTBOX_SPEC, parts)
+
+
+def autoscaling(stable_s: float, delay_s: float) -> dict[str, Any]:
+    """The autoscaling stories' scaling: 1 to 3 replicas, a 4 s panic window, 1 s ticks, and
+    short stable windows and scale-down delays so a story plays out in minutes."""
+    return {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "stableWindowSeconds": stable_s,
+        "panicWindowSeconds": 4,
+        "scaleDownDelaySeconds": delay_s,
+        "tickSeconds": 1,
+    }
