@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/autoscale_bench.py            # full run, about 6 minutes
     .venv/bin/python benchmarks/autoscale_bench.py --quick    # fewer repetitions
 
-What runs. The operator side is the real `kvscale_operator.autoscale.Loop` with the real
+What runs. The operator side is the real `kvscale_operator.autoscaler.autoscale.Loop` with the real
 `collector.Collector` (one aiohttp session) and the real decision; the sidecars are a fake
 fleet: one aiohttp server process (`serve`, below) listening on one loopback address per pod
 (127.77.x.y:9090), each answering `GET /v1/occupancy` with a valid v1 report whose numbers a
@@ -50,7 +50,8 @@ import prometheus_client
 from aiohttp import web
 
 from kvscale import report
-from kvscale_operator import autoscale, collector, kube, metrics
+from kvscale_operator import kube, metrics
+from kvscale_operator.autoscaler import autoscale, collector
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "autoscale_bench.json"

@@ -5,8 +5,9 @@ It runs in every engine pod, polls the engine every 250 ms, and serves `GET /v1/
 own Prometheus metrics), `GET /healthz` (liveness) and `GET /readyz` (the engine's readiness).
 
 Pure modules (no I/O, time as an argument): `vllm_metrics` (vLLM's metric names and the parse
-of its exposition text), `rates` (counter rates that survive resets), `sampler` (scrape outcomes
-to reports), `exposition` (the sidecar's own metrics), `settings` (flags and their validation).
+of its exposition text), `sampler` (scrape outcomes to reports, its counter rates from
+`kvscale.rate`, shared with `kvscale simulate`), `exposition` (the sidecar's own metrics),
+`settings` (flags and their validation).
 I/O shells: `probe` (one HTTP scrape of the engine), `server` (the aiohttp endpoints) and
 `main` (the poll loop and `kvscale sidecar`).
 """

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from kvscale import histogram, report
-from kvscale_sidecar import rates, settings, vllm_metrics
+from kvscale import histogram, rate, report
+from kvscale_sidecar import settings, vllm_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Sampler:
     - `_ever_up`: /health has answered 200 at least once;
     - `_sample`, `_sampled_at`: the last good sample and when it was taken;
     - `_checked_at`: when the latest outcome, of any kind, arrived;
-    - one `rates.CounterWindow` per counter the report turns into a rate;
+    - one `rate.CounterWindow` per counter the report turns into a rate;
     - one `histogram.Window` per latency histogram the report turns into windowed quantiles;
     - `outcome_counts`: how many scrapes ended each way (for the sidecar's own metrics).
     """
@@ -109,13 +109,13 @@ class Sampler:
         self._sample: vllm_metrics.EngineSample | None = None
         self._sampled_at: float | None = None
         self._checked_at: float | None = None
-        self._preemptions = rates.CounterWindow(rate_window_seconds)
-        self._prefix_queries = rates.CounterWindow(rate_window_seconds)
-        self._prefix_hits = rates.CounterWindow(rate_window_seconds)
-        self._offload_stores = rates.CounterWindow(rate_window_seconds)
-        self._offload_loads = rates.CounterWindow(rate_window_seconds)
-        self._prompt_tokens = rates.CounterWindow(throughput_window_seconds)
-        self._generation_tokens = rates.CounterWindow(throughput_window_seconds)
+        self._preemptions = rate.CounterWindow(rate_window_seconds)
+        self._prefix_queries = rate.CounterWindow(rate_window_seconds)
+        self._prefix_hits = rate.CounterWindow(rate_window_seconds)
+        self._offload_stores = rate.CounterWindow(rate_window_seconds)
+        self._offload_loads = rate.CounterWindow(rate_window_seconds)
+        self._prompt_tokens = rate.CounterWindow(throughput_window_seconds)
+        self._generation_tokens = rate.CounterWindow(throughput_window_seconds)
         self._time_to_first_token = histogram.Window(latency_window_seconds)
         self._inter_token_latency = histogram.Window(latency_window_seconds)
         self._request_queue_time = histogram.Window(latency_window_seconds)
@@ -250,7 +250,7 @@ class Sampler:
 
 
 def _observe_optional(
-    window: rates.CounterWindow, now: float, value: float | None, restarted: bool
+    window: rate.CounterWindow, now: float, value: float | None, restarted: bool
 ) -> None:
     if value is None:
         window.clear()
@@ -272,5 +272,5 @@ def _latency(window: histogram.Window) -> report.LatencyWindow | None:
     return None if change is None else report.LatencyWindow.of(change)
 
 
-def _per_second(rate: rates.Rate | None) -> float | None:
-    return None if rate is None else rate.per_second
+def _per_second(found: rate.Rate | None) -> float | None:
+    return None if found is None else found.per_second

@@ -62,7 +62,7 @@ def build_app(
     metrics.register(_ReportCollector(state, clock))
     app = web.Application()
     app[_CONTEXT] = _Context(state, metrics, clock, polling)
-    app.router.add_get("/v1/occupancy", _occupancy)
+    app.router.add_get(report.PATH, _occupancy)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

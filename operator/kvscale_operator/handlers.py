@@ -29,7 +29,9 @@ import kopf
 from lightkube.config.kubeconfig import SingleConfig
 
 from kvscale.api import models
-from kvscale_operator import autoscale, config, kube, login, metrics, reconcile, render, utc
+from kvscale_operator import config, kube, login, metrics, utc
+from kvscale_operator.autoscaler import autoscale
+from kvscale_operator.reconciler import reconcile, render
 
 _MANAGED_SELECTOR = f"{render.MANAGED_BY[0]}={render.MANAGED_BY[1]}"
 _MANAGED_LABELS = {render.MANAGED_BY[0]: render.MANAGED_BY[1]}

@@ -20,17 +20,9 @@ import lightkube
 from lightkube import AsyncClient
 
 from kvscale.api import models
-from kvscale_operator import (
-    autoscale,
-    collector,
-    config,
-    handlers,
-    health,
-    kube,
-    leader,
-    login,
-    metrics,
-)
+from kvscale_operator import config, handlers, kube, login, metrics
+from kvscale_operator.autoscaler import autoscale, collector
+from kvscale_operator.leadership import health, leader
 
 log = logging.getLogger("kvscale_operator")
 

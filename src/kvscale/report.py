@@ -36,6 +36,8 @@ from kvscale import histogram, problem
 SCHEMA_GROUP = "kvscale.dev/occupancy"
 MAJOR_VERSION = "v1"
 SCHEMA_VERSION = f"{SCHEMA_GROUP}/{MAJOR_VERSION}"
+PATH = "/v1/occupancy"
+"""Where a sidecar serves its report (the operator, `kvscale status` and loadgen ask here)."""
 
 
 class ReportError(ValueError):

@@ -116,13 +116,13 @@ async def _report(
     forbidden), straight from the pod's address, which works from inside the cluster."""
     metadata = pod.get("metadata") or {}
     name, namespace = str(metadata.get("name")), str(metadata.get("namespace"))
-    proxy = f"/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/v1/occupancy"
+    proxy = f"/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy{report.PATH}"
     found, why = await _ask(client, proxy, wait_s)
     if found is not None:
         return statusview.PodReport(name, found)
     address = (pod.get("status") or {}).get("podIP")
     if address:
-        found, directly = await _ask(direct, f"http://{address}:{port}/v1/occupancy", wait_s)
+        found, directly = await _ask(direct, f"http://{address}:{port}{report.PATH}", wait_s)
         if found is not None:
             return statusview.PodReport(name, found)
         why = f"through the API server: {why}; directly: {directly}"

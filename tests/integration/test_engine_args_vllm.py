@@ -14,7 +14,7 @@ import pytest
 
 from kvscale.api import models
 from kvscale.localstack import engine_env
-from kvscale_operator import engine_args
+from kvscale_operator.reconciler import engine_args
 
 pytestmark = pytest.mark.vllm
 

@@ -21,7 +21,8 @@ from tests.support import manifest, wait
 
 from kvscale.api import models
 from kvscale.localstack import cluster as local
-from kvscale_operator import config, engine_args, kube, login
+from kvscale_operator import config, kube, login
+from kvscale_operator.reconciler import engine_args
 
 pytestmark = pytest.mark.cluster
 

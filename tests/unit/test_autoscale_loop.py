@@ -18,7 +18,9 @@ import pytest
 from lightkube.core.exceptions import ApiError
 
 from kvscale import report
-from kvscale_operator import autoscale, collector, conditions, kube, metrics, outcome, status
+from kvscale_operator import kube, metrics
+from kvscale_operator.autoscaler import autoscale, collector, outcome
+from kvscale_operator.reconciler import conditions, status
 
 NAMESPACE, NAME = "ns", "llama"
 UID = "11111111-2222-4333-8444-555555555555"
@@ -355,7 +357,7 @@ def test_load_removed_scales_down_after_the_delay_least_loaded_pods_first() -> N
 
 
 def test_deletion_costs_reset_stale_marks_and_leave_positive_costs_alone() -> None:
-    from kvscale_operator import observation
+    from kvscale_operator.autoscaler import observation
 
     pods = [
         observation.read_pod(pod("a", cost="-1"), False),
@@ -636,28 +638,71 @@ def test_history_is_bounded_to_the_last_entries() -> None:
     assert history[0]["time"] == "2026-01-01T00:00:01Z"
 
 
+class Sleeper:
+    """`Deps.sleep` on the fake clock: a loop's wait ends when the test moves the clock past it.
+
+    `asleep` is set each time a loop starts waiting, so a test knows a tick has finished by
+    that event, never by waiting some real time and hoping.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.asked: list[float] = []
+        self._waiting: list[tuple[float, asyncio.Future[None]]] = []
+        self.asleep = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((self.clock.now + seconds, future))
+        self.asleep.set()
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock; wake the loops whose wait is over, and let them run to their next."""
+        self.clock.advance(seconds)
+        due = [item for item in self._waiting if item[0] <= self.clock.now]
+        self._waiting = [item for item in self._waiting if item[0] > self.clock.now]
+        self.asleep.clear()
+        for _, future in due:
+            future.set_result(None)
+        if due:
+            await self.asleep.wait()
+
+
+def loops_for(
+    api: FakeKube,
+    fake: FakeCollector,
+    sleeper: Sleeper,
+    registry: prometheus_client.CollectorRegistry,
+) -> autoscale.Loops:
+    return autoscale.Loops(
+        autoscale.Deps(
+            api=api,
+            collector=fake,
+            metrics=metrics.Autoscaler.create(registry),
+            events_for=lambda body: Events(),
+            clock=lambda: sleeper.clock.now,
+            sleep=sleeper.sleep,
+        )
+    )
+
+
 def test_loops_start_update_and_stop_with_the_crs_watch_events() -> None:
     key = (NAMESPACE, NAME)
     labels = {"namespace": NAMESPACE, "name": NAME}
 
     async def scenario() -> tuple[bool, float | None, bool, float | None]:
-        clock = Clock()
+        sleeper = Sleeper(Clock())
         api = FakeKube(cr(), 1)
         api.pods = [pod("a")]
-        fake = FakeCollector(clock)
+        fake = FakeCollector(sleeper.clock)
         fake.answers = {"a": 10}
         registry = prometheus_client.CollectorRegistry()
-        deps = autoscale.Deps(
-            api=api,
-            collector=fake,
-            metrics=metrics.Autoscaler.create(registry),
-            events_for=lambda body: Events(),
-            clock=lambda: clock.now,
-        )
-        loops = autoscale.Loops(deps)
+        loops = loops_for(api, fake, sleeper, registry)
         await loops.sync(None, api.infd)  # the listing at start
         await loops.sync("MODIFIED", api.infd)  # the same loop, updated
-        await asyncio.sleep(0.05)  # its first tick
+        await sleeper.asleep.wait()  # its first tick is done
         running = key in loops
         during = registry.get_sample_value("kvscale_autoscaler_desired_replicas", labels)
         await loops.sync("DELETED", api.infd)
@@ -670,3 +715,36 @@ def test_loops_start_update_and_stop_with_the_crs_watch_events() -> None:
     assert during == 1
     assert stopped
     assert after is None  # the deleted CR's series are gone
+
+
+def test_a_loop_ticks_every_tick_seconds_and_survives_a_failed_tick() -> None:
+    labels = {"namespace": NAMESPACE, "name": NAME}
+
+    async def scenario() -> tuple[list[float], int, float | None, int]:
+        sleeper = Sleeper(Clock())
+        api = FakeKube(cr(scaling={"tickSeconds": 2}), 1)
+        api.pods = [pod("a")]
+        fake = FakeCollector(sleeper.clock)
+        fake.answers = {"a": 10}
+        registry = prometheus_client.CollectorRegistry()
+        loops = loops_for(api, fake, sleeper, registry)
+        await loops.sync(None, api.infd)
+        await sleeper.asleep.wait()
+        await sleeper.advance(1.0)  # half a tick: nobody wakes
+        asked_early = len(fake.asked)
+        await sleeper.advance(1.0)
+        assert api.deployment is not None
+        api.deployment["spec"]["replicas"] = "many"  # the next tick fails on it
+        await sleeper.advance(2.0)
+        errors = registry.get_sample_value("kvscale_autoscaler_loop_errors_total", labels)
+        api.deployment["spec"]["replicas"] = 1
+        await sleeper.advance(2.0)  # and the one after works again
+        asked = len(fake.asked)
+        await loops.stop_all()
+        return sleeper.asked, asked_early, errors, asked
+
+    waits, asked_early, errors, asked = asyncio.run(scenario())
+    assert waits[:4] == [2.0, 2.0, 2.0, 2.0]  # no tick took time on the fake clock
+    assert asked_early == 1
+    assert errors == 1
+    assert asked == 3  # the first, the second and the fourth tick asked the sidecar

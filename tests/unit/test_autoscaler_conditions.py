@@ -8,7 +8,7 @@ import datetime
 import pytest
 
 from kvscale.scaling import decision
-from kvscale_operator import outcome
+from kvscale_operator.autoscaler import outcome
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, 0, tzinfo=datetime.UTC)
 UNSCHEDULABLE = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
@@ -25,18 +25,30 @@ def decided(
         pending=0,
         mode=mode,
         reason=reason,
-        message="",
+        steps=(),
         wanted=wanted,
         occupancy=0.5,
         stable_occupancy=0.5,
         panic_occupancy=0.5,
-        unreported=(),
+        missing=(),
         removal_order=(),
     )
 
 
 def hold(reason: decision.Reason, ready: int = 1) -> decision.Decision:
     return dataclasses.replace(decided(mode=decision.Mode.HOLD, reason=reason), ready=ready)
+
+
+def manual(count: int) -> decision.Decision:
+    """spec.replicas is `count`: the decision is that count."""
+    made = decided(mode=decision.Mode.MANUAL, reason=decision.Reason.MANUAL, wanted=count)
+    return dataclasses.replace(made, desired=count)
+
+
+def ready(count: int, occupancy: float | None = 0.5) -> decision.Decision:
+    """A steady decision that counted `count` ready pods (what MetricsAvailable reads)."""
+    steady = decided(reason=decision.Reason.STEADY)
+    return dataclasses.replace(steady, ready=count, occupancy=occupancy)
 
 
 R = decision.Reason
@@ -57,7 +69,7 @@ R = decision.Reason
             "ScaleFailed",
             "403",
         ),
-        (outcome.Tick(1, manual_replicas=3), "False", "ManualReplicas", "spec.replicas is 3"),
+        (outcome.Tick(1, decision=manual(3)), "False", "ManualReplicas", "spec.replicas is 3"),
         (
             outcome.Tick(1, decision=hold(R.HOLD_PODS_STARTING, ready=0)),
             "False",
@@ -91,8 +103,7 @@ def test_scaling_active(tick: outcome.Tick, status: str, reason: str, words: str
         (
             outcome.Tick(
                 1,
-                decision=decided(reason=R.LIMITED_BY_MAX, wanted=5),
-                desired=3,
+                decision=dataclasses.replace(decided(reason=R.LIMITED_BY_MAX, wanted=5), desired=3),
                 max_replicas=3,
                 unschedulable=(("c", UNSCHEDULABLE),),
             ),
@@ -101,7 +112,7 @@ def test_scaling_active(tick: outcome.Tick, status: str, reason: str, words: str
             f"1 of 3 replicas pending: {UNSCHEDULABLE}; and the autoscaler is at maxReplicas 3",
         ),
         (
-            outcome.Tick(1, manual_replicas=4, desired=4, unschedulable=(("c", UNSCHEDULABLE),)),
+            outcome.Tick(1, decision=manual(4), unschedulable=(("c", UNSCHEDULABLE),)),
             "True",
             "PodsUnschedulable",
             f"1 of 4 replicas pending: {UNSCHEDULABLE}",
@@ -120,15 +131,13 @@ def test_scaling_active(tick: outcome.Tick, status: str, reason: str, words: str
             "occupancy asks for 0",
         ),
         (
-            outcome.Tick(1, manual_replicas=2, desired=2),
+            outcome.Tick(1, decision=manual(2)),
             "False",
             "ManualReplicas",
             "spec.replicas sets the count (2)",
         ),
         (
-            outcome.Tick(
-                1, decision=decided(reason=R.STEADY), desired=2, min_replicas=1, max_replicas=4
-            ),
+            outcome.Tick(1, decision=decided(reason=R.STEADY), min_replicas=1, max_replicas=4),
             "False",
             "DesiredWithinRange",
             "desired 2 is within minReplicas 1 and maxReplicas 4",
@@ -148,19 +157,19 @@ MISSING = tuple((f"p{index}", "report stale (older than 5 s)") for index in rang
     [
         (outcome.Tick(1), "False", "NoReadyPods", "no engine pod is ready to report"),
         (
-            outcome.Tick(1, num_ready=3, num_fresh=3, num_polled=3),
+            outcome.Tick(1, decision=ready(3), num_fresh=3, num_polled=3),
             "True",
             "AllPodsReporting",
             "fresh reports from all 3 pods ready",
         ),
         (
-            outcome.Tick(1, num_ready=40, num_fresh=12, num_polled=12),
+            outcome.Tick(1, decision=ready(40), num_fresh=12, num_polled=12),
             "True",
             "AllPodsReporting",
             "fresh reports from the 12 of 40 ready pods sampled",
         ),
         (
-            outcome.Tick(1, num_ready=9, num_fresh=2, num_polled=9, unreported=MISSING),
+            outcome.Tick(1, decision=ready(9), num_fresh=2, num_polled=9, unreported=MISSING),
             "False",
             "SomePodsMissing",
             "no fresh report from 7 of 9 ready pods: "
@@ -168,7 +177,7 @@ MISSING = tuple((f"p{index}", "report stale (older than 5 s)") for index in rang
             + "; and 2 more",
         ),
         (
-            outcome.Tick(1, num_ready=1, num_fresh=0, num_polled=1, unreported=MISSING[:1]),
+            outcome.Tick(1, decision=ready(1), num_fresh=0, num_polled=1, unreported=MISSING[:1]),
             "False",
             "NoReports",
             "no fresh report from any of the 1 pod ready: p0: report stale (older than 5 s)",
@@ -201,7 +210,7 @@ def test_a_blocked_tick_leaves_metrics_available_as_it_was() -> None:
 
 
 def test_occupancy_is_rounded_and_history_entries_are_typed() -> None:
-    tick = outcome.Tick(1, decision=decided(reason=R.STEADY), desired=2, occupancy=0.123456)
+    tick = outcome.Tick(1, decision=ready(2, occupancy=0.123456))
     entry = outcome.history_entry(NOW, 1, 2, "scale_up_panic", 1.23456)
     fields = outcome.fields({}, tick, [entry], NOW)
     assert fields["occupancy"] == 0.123
@@ -218,9 +227,9 @@ def test_occupancy_is_rounded_and_history_entries_are_typed() -> None:
 
 
 def test_the_rate_limits_view_puts_status_and_reason_first_and_numbers_second() -> None:
-    calm = outcome.Tick(1, decision=decided(reason=R.STEADY), desired=2, occupancy=0.41)
-    busier = outcome.Tick(1, decision=decided(reason=R.STEADY), desired=2, occupancy=0.47)
-    flipped = outcome.Tick(1, decision=hold(R.HOLD_STALE_DATA), desired=2, occupancy=None)
+    calm = outcome.Tick(1, decision=ready(2, occupancy=0.41))
+    busier = outcome.Tick(1, decision=ready(2, occupancy=0.47))
+    flipped = outcome.Tick(1, decision=dataclasses.replace(hold(R.HOLD_STALE_DATA), occupancy=None))
     assert outcome.summary(calm)[0] == outcome.summary(busier)[0]
     assert outcome.summary(calm)[1] != outcome.summary(busier)[1]
     assert outcome.summary(calm)[0] != outcome.summary(flipped)[0]

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvscale import report
-from kvscale_operator import collector, sampling
+from kvscale_operator.autoscaler import collector, sampling
 
 
 @pytest.mark.parametrize(

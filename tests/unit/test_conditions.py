@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kvscale.api import models
-from kvscale_operator import conditions
+from kvscale_operator.reconciler import conditions
 
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=7)

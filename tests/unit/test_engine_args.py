@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kvscale.api import models
-from kvscale_operator import engine_args
+from kvscale_operator.reconciler import engine_args
 
 
 def spec(**sections: Any) -> models.InferenceDeploymentSpec:

@@ -8,7 +8,8 @@ import datetime
 import pytest
 
 from kvscale import cli
-from kvscale_operator import config, lease
+from kvscale_operator import config
+from kvscale_operator.leadership import lease
 
 ELECTION = config.LeaderElection(namespace="kvscale-system")
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, 600, tzinfo=datetime.UTC)

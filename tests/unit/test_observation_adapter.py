@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from kvscale import report
+from kvscale import adapter, report
 from kvscale.scaling import demand, settings
-from kvscale_operator import inventory, observation
+from kvscale_operator.autoscaler import inventory, observation
 
 CONFIG = settings.ScalingSettings(stale_after_seconds=5)
 LABEL = "kvscale.dev/inference-deployment"
@@ -129,7 +129,7 @@ def occupancy_report(**changes: Any) -> report.OccupancyReport:
 
 
 def test_a_report_becomes_a_sample_on_the_decision_clock() -> None:
-    sample = observation.sample(observation.Received(occupancy_report(), received_at=50.0))
+    sample = adapter.sample(adapter.Received(occupancy_report(), received_at=50.0))
     assert sample == demand.Sample(
         time=48.5,  # arrival on the operator's clock minus the report's age
         num_gpu_blocks=65,
@@ -148,7 +148,7 @@ def test_no_rate_yet_is_zero_and_an_unhealthy_report_is_not_healthy() -> None:
     unhealthy = occupancy_report(
         health=report.Health.UNREACHABLE, reason="connection refused", preemptions_per_second=None
     )
-    sample = observation.sample(observation.Received(unhealthy, received_at=10.0))
+    sample = adapter.sample(adapter.Received(unhealthy, received_at=10.0))
     assert sample is not None
     assert sample.preemptions_per_second == 0.0
     assert not sample.healthy
@@ -158,44 +158,46 @@ def test_a_report_without_a_sample_is_no_sample() -> None:
     empty = report.OccupancyReport(
         pod="p", health=report.Health.STARTING, reason="engine not up", served_at=1.0
     )
-    assert observation.sample(observation.Received(empty, received_at=3.0)) is None
+    assert adapter.sample(adapter.Received(empty, received_at=3.0)) is None
 
 
 def test_a_failed_poll_keeps_the_last_report_which_then_goes_stale() -> None:
-    reports = observation.Reports()
+    reports = adapter.Reports()
     ready = observation.read_pod(pod_object(ready=True), False)
-    reports.record(ready.uid, observation.Received(occupancy_report(), received_at=100.0))
+    reports.record(ready.uid, adapter.Received(occupancy_report(), received_at=100.0))
     reports.fail(ready.uid, "connection refused")
-    (observed,) = observation.observations([ready], {ready.uid}, reports)
+    (observed,) = adapter.observations([ready], {ready.uid}, reports)
     assert observed.sample is not None
     assert observed.polled
     fresh = demand.read(103.0, observed, CONFIG)
     assert fresh.freshness is demand.Freshness.FRESH
     stale = demand.read(110.0, observed, CONFIG)
     assert stale.freshness is demand.Freshness.STALE
-    why = observation.why_unreported(110.0, ready, reports, CONFIG)
+    why = adapter.why_unreported(stale, ready.uid, reports, CONFIG)
     assert why == "report stale (older than 5 s); last poll: connection refused"
-    reports.record(ready.uid, observation.Received(occupancy_report(), received_at=111.0))
+    reports.record(ready.uid, adapter.Received(occupancy_report(), received_at=111.0))
     assert reports.error(ready.uid) is None
     reports.keep_only(set())
     assert reports.latest(ready.uid) is None
 
 
 def test_unpolled_pods_are_marked_and_pods_without_reports_have_no_sample() -> None:
-    reports = observation.Reports()
+    reports = adapter.Reports()
     a = observation.read_pod(pod_object("a", ready=True), False)
     b = observation.read_pod(pod_object("b", ready=True), False)
-    found = observation.observations([a, b], {"uid-a"}, reports)
+    found = adapter.observations([a, b], {"uid-a"}, reports)
     assert [(o.pod, o.polled, o.sample) for o in found] == [("a", True, None), ("b", False, None)]
-    assert observation.why_unreported(1.0, a, reports, CONFIG) == "no report yet"
+    nothing = demand.read(1.0, found[0], CONFIG)
+    assert adapter.why_unreported(nothing, a.uid, reports, CONFIG) == "no report yet"
 
 
 def test_why_unreported_names_an_unhealthy_engine() -> None:
-    reports = observation.Reports()
+    reports = adapter.Reports()
     a = observation.read_pod(pod_object("a", ready=True), False)
     bad = occupancy_report(health=report.Health.BAD_METRICS, reason="vllm:cache_config_info absent")
-    reports.record(a.uid, observation.Received(bad, received_at=10.0))
-    why = observation.why_unreported(10.0, a, reports, CONFIG)
+    reports.record(a.uid, adapter.Received(bad, received_at=10.0))
+    (observed,) = adapter.observations([a], {a.uid}, reports)
+    why = adapter.why_unreported(demand.read(10.0, observed, CONFIG), a.uid, reports, CONFIG)
     assert why == "engine bad_metrics: vllm:cache_config_info absent"
 
 

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from kvscale import cli
-from kvscale_operator import config, quantity
+from kvscale_operator import config
+from kvscale_operator.reconciler import quantity
 
 
 def settings(*argv: str) -> config.Settings:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from kvscale_sidecar import rates
+from kvscale import rate
 
 
-def _feed(window: rates.CounterWindow, samples: list[tuple[float, float, bool]]) -> None:
+def _feed(window: rate.CounterWindow, samples: list[tuple[float, float, bool]]) -> None:
     for at, value, restarted in samples:
         window.observe(at, value, restarted=restarted)
 
@@ -46,58 +46,58 @@ CASES = [
 def test_rate_over_window(
     samples: list[tuple[float, float, bool]], increase: float, span: float
 ) -> None:
-    window = rates.CounterWindow(window_seconds=5.0)
+    window = rate.CounterWindow(window_seconds=5.0)
     _feed(window, samples)
-    rate = window.rate()
-    assert rate is not None
-    assert rate.increase == pytest.approx(increase)
-    assert rate.window_seconds == pytest.approx(span)
-    assert rate.per_second == pytest.approx(increase / span)
-    assert rate.per_second >= 0
+    found = window.rate()
+    assert found is not None
+    assert found.increase == pytest.approx(increase)
+    assert found.window_seconds == pytest.approx(span)
+    assert found.per_second == pytest.approx(increase / span)
+    assert found.per_second >= 0
 
 
 def test_no_rate_before_two_samples() -> None:
-    window = rates.CounterWindow(window_seconds=5.0)
+    window = rate.CounterWindow(window_seconds=5.0)
     assert window.rate() is None
     window.observe(10.0, 3)
     assert window.rate() is None
 
 
 def test_a_gap_longer_than_the_window_leaves_no_rate_until_the_next_sample() -> None:
-    window = rates.CounterWindow(window_seconds=5.0)
+    window = rate.CounterWindow(window_seconds=5.0)
     _feed(window, [(0.0, 100, False), (1.0, 200, False)])
     window.observe(60.0, 4, restarted=True)  # engine was down for a minute, then restarted
     assert window.rate() is None
     window.observe(61.0, 9)
-    rate = window.rate()
-    assert rate is not None
-    assert rate.per_second == pytest.approx(5.0)
+    found = window.rate()
+    assert found is not None
+    assert found.per_second == pytest.approx(5.0)
 
 
 def test_a_clock_step_back_starts_the_window_afresh() -> None:
-    window = rates.CounterWindow(window_seconds=5.0)
+    window = rate.CounterWindow(window_seconds=5.0)
     _feed(window, [(100.0, 1, False), (101.0, 2, False)])
     window.observe(50.0, 3)
     assert window.rate() is None
     window.observe(51.0, 13)
-    rate = window.rate()
-    assert rate is not None
-    assert rate.per_second == pytest.approx(10.0)
+    found = window.rate()
+    assert found is not None
+    assert found.per_second == pytest.approx(10.0)
 
 
 def test_clear_forgets_everything() -> None:
-    window = rates.CounterWindow(window_seconds=5.0)
+    window = rate.CounterWindow(window_seconds=5.0)
     _feed(window, [(0.0, 1, False), (1.0, 2, False)])
     window.clear()
     assert window.rate() is None
     window.observe(2.0, 0)
     window.observe(3.0, 1)
-    rate = window.rate()
-    assert rate is not None
-    assert rate.increase == 1
+    found = window.rate()
+    assert found is not None
+    assert found.increase == 1
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
 def test_window_must_be_positive(bad: float) -> None:
     with pytest.raises(ValueError, match="window_seconds"):
-        rates.CounterWindow(window_seconds=bad)
+        rate.CounterWindow(window_seconds=bad)

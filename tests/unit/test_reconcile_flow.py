@@ -13,7 +13,8 @@ import kopf
 import pytest
 from lightkube.models import meta_v1
 
-from kvscale_operator import config, handlers, kube, metrics, reconcile, render
+from kvscale_operator import config, handlers, kube, metrics
+from kvscale_operator.reconciler import reconcile, render
 
 NOW = datetime.datetime(2026, 3, 4, 5, 6, 7, tzinfo=datetime.UTC)
 UID = "11111111-2222-4333-8444-555555555555"

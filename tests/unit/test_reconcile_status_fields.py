@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kvscale.api import models
-from kvscale_operator import conditions, replicas, status
+from kvscale_operator.reconciler import conditions, replicas, status
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 

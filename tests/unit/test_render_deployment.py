@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kvscale.api import models
-from kvscale_operator import engine_args, render
+from kvscale_operator.reconciler import engine_args, render
 from kvscale_sidecar import settings as sidecar_settings
 
 UID = "0b9e5c1e-1111-4222-8333-444455556666"

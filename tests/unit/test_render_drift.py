@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kvscale.api import models
-from kvscale_operator import render
+from kvscale_operator.reconciler import render
 
 
 def rendered_deployment() -> dict[str, Any]:

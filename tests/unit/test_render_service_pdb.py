@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kvscale.api import models
-from kvscale_operator import render
+from kvscale_operator.reconciler import render
 
 UID = "7f1c0a52-aaaa-4bbb-8ccc-dddd0000eeee"
 

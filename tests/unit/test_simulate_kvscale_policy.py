@@ -143,7 +143,7 @@ def test_the_sidecar_throughput_window_is_a_kvscale_override() -> None:
         0
     ].sample
     assert sample is not None
-    # Tokens: the point at 0 s is still inside 30 s. Preemptions: 5 s, from 18 s to 24 s.
+    # Tokens: the point at 0 s is still inside 30 s. Preemptions: 5 s, from 20 s to 24 s.
     assert sample.tokens_per_second == 20_000 / 24.0
     assert sample.preemptions_per_second == 0.0
 

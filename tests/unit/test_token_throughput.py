@@ -18,8 +18,7 @@ import pytest
 from prometheus_client import exposition as prom_exposition
 from prometheus_client import metrics_core, parser, registry
 
-from kvscale import report
-from kvscale_operator import observation
+from kvscale import adapter, report
 from kvscale_sidecar import exposition, sampler, vllm_metrics
 
 IDLE_PATH = pathlib.Path(__file__).resolve().parent.parent / "data" / "vllm_metrics_idle.txt"
@@ -287,13 +286,13 @@ def test_the_adapter_sums_the_rates_it_has(
     current = _two_samples().model_copy(
         update={"prompt_tokens_per_second": prompt, "generation_tokens_per_second": generation}
     )
-    found = observation.sample(observation.Received(current, received_at=10.0))
+    found = adapter.sample(adapter.Received(current, received_at=10.0))
     assert found is not None
     assert found.tokens_per_second == total
 
 
 def test_from_engine_counters_to_the_decisions_sample() -> None:
-    found = observation.sample(observation.Received(_two_samples(), received_at=10.0))
+    found = adapter.sample(adapter.Received(_two_samples(), received_at=10.0))
     assert found is not None
     assert found.tokens_per_second == 1500.0  # 1200 prompt + 300 generated tokens per second
     assert found.time == 9.75  # the report was 0.25 s old when it arrived

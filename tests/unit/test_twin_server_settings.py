@@ -9,7 +9,7 @@ import pytest
 from kvscale.api import models
 from kvscale.twin import profile, scheduler
 from kvscale.twinserver import settings
-from kvscale_operator import engine_args
+from kvscale_operator.reconciler import engine_args
 
 GIB = 1024**3
 

@@ -80,7 +80,7 @@ job="{{ include "kvscale.metricsServiceName" . }}", namespace="{{ .Release.Names
 {{- end }}
 
 {{/*
-Labels of the engine pods the operator renders (operator/kvscale_operator/render.py).
+Labels of the engine pods the operator renders (operator/kvscale_operator/reconciler/render.py).
 */}}
 {{- define "kvscale.enginePodLabels" -}}
 app.kubernetes.io/name: kvscale-engine

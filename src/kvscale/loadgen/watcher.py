@@ -160,7 +160,7 @@ class PodWatcher:
 
     async def _report(self, pod: view.Pod) -> report.OccupancyReport | str:
         """The pod's occupancy report, or why there is none."""
-        url = f"http://{pod.ip}:{self._settings.sidecar_port}/v1/occupancy"
+        url = f"http://{pod.ip}:{self._settings.sidecar_port}{report.PATH}"
         timeout = aiohttp.ClientTimeout(total=self._settings.report_timeout_s)
         try:
             async with self._session.get(url, timeout=timeout) as response:

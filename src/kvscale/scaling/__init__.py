@@ -4,7 +4,7 @@ Nothing here reads a clock, a socket or a file: time comes in as an explicit `no
 one clock that never goes backwards), pods and their samples come in as plain frozen dataclasses,
 and every answer is a value. The operator's autoscale loop is the thin shell around it: it
 collects the sidecars' reports, adapts them into `demand.Observation`s, calls
-`decision.Autoscaler.step(now, observations, current)` and acts on the returned `Decision`.
+`decision.Autoscaler.step(now, observations, current, manual)` and acts on the returned `Decision`.
 
 Modules, bottom up:
 - `arith`: ceil and floor that float noise cannot tip over an integer.
@@ -13,8 +13,10 @@ Modules, bottom up:
 - `window`: time-bucketed windowed average and windowed maximum.
 - `demand`: one tick's per-pod demand against capacity, summed into the deployment's demand;
   missing, stale, unhealthy and invalid samples are classified and never count as idle.
+- `account`: what each step of a decision found, as records, and those records in words.
 - `decision`: the `Autoscaler` (stable and panic windows, panic mode, tolerance, rate limits,
-  scale-down delay, min/max) and its `Decision` with a reason and a human message.
+  scale-down delay, min/max) and its `Decision` with a reason and its steps (`message` puts
+  them in words).
 - `capacity`: with `spec.slo`, each resource's capacity per pod (KV demand, tokens/s) learned
   from the pods' load and latency, with its confidence, source and what it may be used for.
 - `headroom`: start-up time from the pods' own timestamps, the demand's growth rate, and the

@@ -52,8 +52,14 @@ The algorithm, one tick (Knative's KPA with HPA's tolerance; `demand` explains t
    limited_by_max. The floor is 1 even when minReplicas is 0: with no pod, no report could ask
    for a scale-up again (scale-from-zero needs a request signal from outside the pods).
 
+Manual replicas. `step(..., manual=N)` (the CR's spec.replicas is set) measures as step 1 and
+returns N as it is (mode and reason `manual`, no bounds: a person asked for it); the windows
+and the delay learn nothing from such a tick.
+
 The reason is the last step that changed the number (or the step-5 reason when none did); the
-message says, in words, every step that mattered.
+decision records every step that mattered as a value (`Decision.steps`, the records of
+`kvscale.scaling.account`), and `Decision.message` renders them into words; the arithmetic here
+builds no prose.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ import enum
 import math
 from collections.abc import Iterable
 
-from kvscale.scaling import arith, demand, settings, window
+from kvscale.scaling import account, arith, demand, settings, window
 
 GRANULARITY_SECONDS = 1.0
 """Bucket width of every window (Knative's too): ticks are at least 0.25 s apart."""
@@ -75,6 +81,7 @@ class Mode(enum.StrEnum):
     NORMAL = "normal"  # the stable window decides, both ways
     PANIC = "panic"  # a burst: the panic window scales up, nothing scales down
     HOLD = "hold"  # nothing to decide on (no ready pod, or no fresh report): the size stays
+    MANUAL = "manual"  # spec.replicas is set: a person's count, measured but not decided
 
 
 class Reason(enum.StrEnum):
@@ -112,6 +119,8 @@ class Reason(enum.StrEnum):
     """Raised to minReplicas (or to 1)."""
     LIMITED_BY_MAX = "limited_by_max"
     """Lowered to maxReplicas."""
+    MANUAL = "manual"
+    """spec.replicas is set: the count is a person's, not clamped, and the windows learn nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +136,8 @@ class Decision:
     pending: int
     mode: Mode
     reason: Reason
-    message: str
-    """The decision in words, for events, status and logs."""
+    steps: tuple[account.Step, ...]
+    """What each step that mattered found, in order (`message` puts it into words)."""
     wanted: int
     """What step 5 asked for, before the delay, rates, missing data and bounds."""
     occupancy: float | None
@@ -137,10 +146,20 @@ class Decision:
     """The stable window's demand per ready pod (pressure and missing reports counted full)."""
     panic_occupancy: float | None
     """The panic window's demand per ready pod."""
-    unreported: tuple[str, ...]
-    """Ready pods without a fresh report this tick."""
+    missing: tuple[demand.Reading, ...]
+    """The reading of each ready pod without a fresh report this tick (why: its freshness)."""
     removal_order: tuple[str, ...]
     """Ready pods with a known load, least loaded first (for pod-deletion-cost)."""
+
+    @property
+    def message(self) -> str:
+        """The decision in words, for events, status and logs."""
+        return "; ".join(found.words() for found in self.steps)
+
+    @property
+    def unreported(self) -> tuple[str, ...]:
+        """Ready pods without a fresh report this tick."""
+        return tuple(reading.pod for reading in self.missing)
 
     @property
     def change(self) -> int:
@@ -152,8 +171,22 @@ _OLD_OR_BAD = (demand.Freshness.STALE, demand.Freshness.UNHEALTHY, demand.Freshn
 """Reports that exist but cannot be used: the hold is hold_stale_data, not hold_no_data."""
 
 
-def _pods(count: int) -> str:
-    return f"{count} pod" if count == 1 else f"{count} pods"
+@dataclasses.dataclass(frozen=True)
+class _Demand:
+    """A demand D in pods' worth of KV cache: all of it, by occupancy alone, by load."""
+
+    total: float
+    by_occupancy: float
+    by_load: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """This tick's demand, the stable window's averages of it, the panic window's average."""
+
+    tick: _Demand
+    stable: _Demand
+    panic: float
 
 
 class Autoscaler:
@@ -185,14 +218,25 @@ class Autoscaler:
         return self._last_trigger is not None
 
     def step(
-        self, now: float, observations: Iterable[demand.Observation], current: int
+        self,
+        now: float,
+        observations: Iterable[demand.Observation],
+        current: int,
+        manual: int | None = None,
     ) -> Decision:
-        """Decide at `now` from this tick's observations; `current` is spec.replicas."""
+        """Decide at `now` from this tick's observations; `current` is spec.replicas.
+
+        `manual` is a count a person set (the CR's spec.replicas): the decision is that count,
+        with this tick's measurements, and the windows learn nothing from the tick.
+        """
         if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
             raise ValueError(f"now = {now!r}, must be a finite number of seconds")
-        if isinstance(current, bool) or not isinstance(current, int) or current < 0:
-            raise ValueError(f"current = {current!r}, must be an integer, at least 0")
+        _check_count("current", current)
+        if manual is not None:
+            _check_count("manual", manual)
         measured = demand.measure(now, observations, self.config)
+        if manual is not None:
+            return self._manual(measured, current, manual)
         if not self._seeded and self._delay is not None:
             self._delay.record(now, current)
         self._seeded = True
@@ -205,43 +249,40 @@ class Autoscaler:
             return self._hold(now, measured, current)
         return self._decide(now, measured, total, by_occupancy, by_load, current)
 
+    @staticmethod
+    def _manual(measured: demand.Signal, current: int, manual: int) -> Decision:
+        """A person's count: no decision, no bounds; the measurements for status and metrics."""
+        steps = (account.Manual(manual),)
+        return _made(measured, current, manual, Mode.MANUAL, Reason.MANUAL, steps, manual)
+
     def _hold(self, now: float, measured: demand.Signal, current: int) -> Decision:
         """Step 2: nothing to decide on; keep `current`, within the bounds."""
         on_the_way = measured.num_starting + measured.num_pending
         if measured.num_ready == 0 and on_the_way > 0:
-            reason = Reason.HOLD_PODS_STARTING
-            why = f"no ready pod yet, {_pods(on_the_way)} starting or pending"
+            reason, gap = Reason.HOLD_PODS_STARTING, account.Gap.PODS_STARTING
         elif measured.num_ready == 0:
-            reason = Reason.HOLD_NO_DATA
-            why = "no ready pod"
+            reason, gap = Reason.HOLD_NO_DATA, account.Gap.NO_READY_POD
         elif any(r.freshness in _OLD_OR_BAD for r in measured.unreported):
-            reason = Reason.HOLD_STALE_DATA
-            why = "no fresh report: " + _unreported(measured)
+            reason, gap = Reason.HOLD_STALE_DATA, account.Gap.NO_FRESH_REPORT
         elif measured.unreported:
-            reason = Reason.HOLD_NO_DATA
-            why = "no report from any ready pod: " + _unreported(measured)
+            reason, gap = Reason.HOLD_NO_DATA, account.Gap.NO_REPORT
         else:
-            reason = Reason.HOLD_NO_DATA
-            why = "no ready pod was polled this tick"
+            reason, gap = Reason.HOLD_NO_DATA, account.Gap.NOT_POLLED
         if self._delay is not None:
             self._delay.record(now, current)
-        parts = [f"{why}; keeping {current}"]
-        desired, reason = self._bounds(current, reason, parts)
-        return Decision(
-            desired=desired,
-            current=current,
-            ready=measured.num_ready,
-            starting=measured.num_starting,
-            pending=measured.num_pending,
-            mode=Mode.HOLD,
-            reason=reason,
-            message="; ".join(parts),
-            wanted=current,
-            occupancy=measured.occupancy,
-            stable_occupancy=self._per_ready(self._stable.average(now), measured.num_ready),
-            panic_occupancy=self._per_ready(self._panic.average(now), measured.num_ready),
-            unreported=tuple(r.pod for r in measured.unreported),
-            removal_order=measured.removal_order,
+        steps: list[account.Step] = [account.Held(gap, current, on_the_way, measured.unreported)]
+        desired, reason = self._bounds(current, reason, steps)
+        ready = measured.num_ready
+        return _made(
+            measured,
+            current,
+            desired,
+            Mode.HOLD,
+            reason,
+            tuple(steps),
+            current,
+            stable=self._per_ready(self._stable.average(now), ready),
+            panic=self._per_ready(self._panic.average(now), ready),
         )
 
     def _decide(
@@ -254,72 +295,100 @@ class Autoscaler:
         current: int,
     ) -> Decision:
         """Steps 3 to 9."""
-        config = self.config
         ready = measured.num_ready
-        target = config.target_occupancy
+        seen = self._windows(now, _Demand(total, occupancy_demand, load_demand), ready)
+        steps: list[account.Step] = []
+        wanted, reason = self._wanted(measured, seen, current, steps)
+        proposed, reason = self._delay_and_rates(now, wanted, current, ready, reason, steps)
 
-        # 3. Windows.
-        self._stable.record(now, total)
-        self._panic.record(now, total)
-        self._stable_occupancy.record(now, occupancy_demand)
-        self._stable_load.record(now, load_demand)
+        # 8. Missing data never scales down.
+        if measured.unreported:
+            vetoed = proposed < current
+            if vetoed:
+                proposed, reason = current, Reason.HOLD_MISSING_DATA
+            steps.append(account.Unreported(measured.unreported, vetoed))
+
+        # 9. Bounds.
+        desired, reason = self._bounds(proposed, reason, steps)
+        mode = Mode.PANIC if self.panicking else Mode.NORMAL
+        return _made(
+            measured,
+            current,
+            desired,
+            mode,
+            reason,
+            tuple(steps),
+            wanted,
+            stable=seen.stable.total / ready,
+            panic=seen.panic / ready,
+        )
+
+    def _windows(self, now: float, tick: _Demand, ready: int) -> _Seen:
+        """Steps 3 and 4: record this tick's demand in the windows; start or end panic."""
+        config = self.config
+        self._stable.record(now, tick.total)
+        self._panic.record(now, tick.total)
+        self._stable_occupancy.record(now, tick.by_occupancy)
+        self._stable_load.record(now, tick.by_load)
         stable = self._stable.average(now)
         panic = self._panic.average(now)
         by_occupancy = self._stable_occupancy.average(now)
         by_load = self._stable_load.average(now)
         if stable is None or panic is None or by_occupancy is None or by_load is None:
             raise AssertionError("a window is empty right after a value was recorded in it")
-
-        # 4. Panic.
-        panic_pods = panic / target
+        panic_pods = panic / config.target_occupancy
         if panic_pods >= config.panic_threshold * ready * (1 - arith.EPSILON):
             self._last_trigger = now
         elif self._last_trigger is not None and (
             now - self._last_trigger >= config.stable_window_seconds
         ):
             self._last_trigger = None
+        return _Seen(tick, _Demand(stable, by_occupancy, by_load), panic)
 
-        # 5. Wanted.
-        parts: list[str] = []
-        stable_occupancy = stable / ready
-        pressure = self._pressure_note(measured)
-        level = (
-            f"stable occupancy {stable_occupancy:.2f} per ready pod vs target {target:.2f} "
-            f"({_pods(ready)} ready of {current}{pressure})"
-        )
-        within = self._within_band(stable, ready)
-        stable_wanted = current if within else arith.ceil(stable / target)
+    def _wanted(
+        self, measured: demand.Signal, seen: _Seen, current: int, steps: list[account.Step]
+    ) -> tuple[int, Reason]:
+        """Step 5: the pods this tick's demand, the stable window and panic want, and why."""
+        config = self.config
+        ready = measured.num_ready
+        target = config.target_occupancy
+        pressured = measured.num_pressured
+        stable, tick = seen.stable, seen.tick
+        level = account.Level(stable.total / ready, target, ready, current, pressured)
+        within = self._within_band(stable.total, ready)
+        stable_wanted = current if within else arith.ceil(stable.total / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
         # in load scales at the next tick; the stable window only has to agree on the way down.
-        tick_wanted = self._tick_wants(total, ready)
+        tick_wanted = self._tick_wants(tick.total, ready)
         if tick_wanted is not None and tick_wanted > max(current, stable_wanted):
             wanted = tick_wanted
-            reason = self._up_reason(occupancy_demand, load_demand, ready, current)
-            parts.append(
-                f"this tick's occupancy {total / ready:.2f} per ready pod vs target "
-                f"{target:.2f} ({_pods(ready)} ready of {current}{pressure}): "
-                f"{_pods(wanted)} wanted"
-            )
+            reason = self._up_reason(tick.by_occupancy, tick.by_load, ready, current)
+            tick_level = account.Level(tick.total / ready, target, ready, current, pressured)
+            steps.append(account.TickUp(tick_level, wanted))
         elif within:
             wanted, reason = current, Reason.WITHIN_TOLERANCE
-            parts.append(f"{level} is within {config.tolerance:.0%} of the target")
+            steps.append(account.Within(level, config.tolerance))
         else:
             wanted = stable_wanted
             if wanted > current:
-                reason = self._up_reason(by_occupancy, by_load, ready, current)
+                reason = self._up_reason(stable.by_occupancy, stable.by_load, ready, current)
             elif wanted < current:
                 reason = Reason.SCALE_DOWN
             elif current > ready and wanted > ready:
                 reason = Reason.HOLD_PODS_STARTING
             else:
                 reason = Reason.STEADY
-            parts.append(f"{level}: {_pods(wanted)} wanted")
+            steps.append(account.Stable(level, wanted))
         if self.panicking:
+            panic_pods = seen.panic / target
             panic_wanted = arith.ceil(panic_pods)
-            parts.append(
-                f"panic: the {config.panic_window_seconds:g} s window wants "
-                f"{_pods(panic_wanted)}, {panic_pods / ready:.1f}x the ready; no scale-down "
-                f"until {config.stable_window_seconds:g} s pass without a burst"
+            steps.append(
+                account.Panicking(
+                    config.panic_window_seconds,
+                    panic_wanted,
+                    panic_pods / ready,
+                    config.stable_window_seconds,
+                )
             )
             normal_wanted = wanted
             wanted = max(panic_wanted, normal_wanted, current)
@@ -330,10 +399,21 @@ class Autoscaler:
             else:
                 reason = Reason.HOLD_PANIC
         if reason is Reason.HOLD_PODS_STARTING:
-            on_the_way = current - ready
-            parts.append(f"already covered by the {_pods(on_the_way)} on the way")
-        proposed = wanted
+            steps.append(account.Covered(current - ready))
+        return wanted, reason
 
+    def _delay_and_rates(
+        self,
+        now: float,
+        wanted: int,
+        current: int,
+        ready: int,
+        reason: Reason,
+        steps: list[account.Step],
+    ) -> tuple[int, Reason]:
+        """Steps 6 and 7: hold a scale-down for the delay, then limit the step's size."""
+        config = self.config
+        proposed = wanted
         # 6. Scale-down delay: has demand stayed low for a whole delay?
         if self._delay is not None:
             self._delay.record(now, proposed)
@@ -342,54 +422,21 @@ class Autoscaler:
                 held = min(current, int(recent))
                 if held > proposed:
                     proposed, reason = held, Reason.SCALE_DOWN_DELAYED
-                    parts.append(
-                        f"scale-down delayed: {held} wanted within the last "
-                        f"{config.scale_down_delay_seconds:g} s"
-                    )
+                    steps.append(account.Delayed(held, config.scale_down_delay_seconds))
 
         # 7. Rates: how far one decision may go.
         up_limit = max(current, arith.ceil(config.max_scale_up_rate * ready))
         down_limit = min(current, arith.floor(ready / config.max_scale_down_rate))
         if proposed > up_limit:
             proposed, reason = up_limit, Reason.LIMITED_BY_RATE
-            parts.append(
-                f"limited by maxScaleUpRate {config.max_scale_up_rate:g} to {up_limit} "
-                f"({_pods(ready)} ready)"
+            steps.append(
+                account.RateLimited("maxScaleUpRate", config.max_scale_up_rate, up_limit, ready)
             )
         elif proposed < down_limit:
             proposed, reason = down_limit, Reason.LIMITED_BY_RATE
-            parts.append(
-                f"limited by maxScaleDownRate {config.max_scale_down_rate:g} to {down_limit} "
-                f"({_pods(ready)} ready)"
-            )
-
-        # 8. Missing data never scales down.
-        if proposed < current and measured.unreported:
-            proposed, reason = current, Reason.HOLD_MISSING_DATA
-            parts.append(
-                f"no scale-down while a ready pod has no fresh report ({_unreported(measured)})"
-            )
-        elif measured.unreported:
-            parts.append(f"counted as full: {_unreported(measured)}")
-
-        # 9. Bounds.
-        desired, reason = self._bounds(proposed, reason, parts)
-        return Decision(
-            desired=desired,
-            current=current,
-            ready=ready,
-            starting=measured.num_starting,
-            pending=measured.num_pending,
-            mode=Mode.PANIC if self.panicking else Mode.NORMAL,
-            reason=reason,
-            message="; ".join(parts),
-            wanted=wanted,
-            occupancy=measured.occupancy,
-            stable_occupancy=stable_occupancy,
-            panic_occupancy=panic / ready,
-            unreported=tuple(r.pod for r in measured.unreported),
-            removal_order=measured.removal_order,
-        )
+            down_rate = config.max_scale_down_rate
+            steps.append(account.RateLimited("maxScaleDownRate", down_rate, down_limit, ready))
+        return proposed, reason
 
     def _within_band(self, total: float, ready: int) -> bool:
         """Is this demand of `ready` pods within 1 +/- tolerance of their target?"""
@@ -416,25 +463,15 @@ class Autoscaler:
         outside = not self._within_band(total, ready)
         return outside and arith.ceil(total / self.config.target_occupancy) > current
 
-    @staticmethod
-    def _pressure_note(measured: demand.Signal) -> str:
-        pressured = measured.num_pressured
-        if not pressured:
-            return ""
-        return f", {pressured} under pressure from queue or preemptions, counted as full"
-
-    def _bounds(self, value: int, reason: Reason, parts: list[str]) -> tuple[int, Reason]:
+    def _bounds(self, value: int, reason: Reason, steps: list[account.Step]) -> tuple[int, Reason]:
         """Step 9: clamp to [max(1, minReplicas), maxReplicas]."""
         config = self.config
         floor = max(1, config.min_replicas)
         if value < floor:
-            why = f"minReplicas {config.min_replicas}"
-            if config.min_replicas < 1:
-                why += " (the autoscaler keeps 1: without pods, no report can ask to scale up)"
-            parts.append(f"raised to {floor} by {why}")
+            steps.append(account.Raised(floor, config.min_replicas))
             return floor, Reason.LIMITED_BY_MIN
         if value > config.max_replicas:
-            parts.append(f"lowered to {config.max_replicas} by maxReplicas")
+            steps.append(account.Lowered(config.max_replicas))
             return config.max_replicas, Reason.LIMITED_BY_MAX
         return value, reason
 
@@ -443,9 +480,37 @@ class Autoscaler:
         return None if total is None or ready == 0 else total / ready
 
 
-def _unreported(measured: demand.Signal) -> str:
-    """The unreported ready pods and why, briefly (at most three named)."""
-    unreported = measured.unreported
-    named = ", ".join(f"{r.pod}: {r.detail}" for r in unreported[:3])
-    more = len(unreported) - 3
-    return named + (f", and {more} more" if more > 0 else "")
+def _made(
+    measured: demand.Signal,
+    current: int,
+    desired: int,
+    mode: Mode,
+    reason: Reason,
+    steps: tuple[account.Step, ...],
+    wanted: int,
+    *,
+    stable: float | None = None,
+    panic: float | None = None,
+) -> Decision:
+    """The decision, with what this tick measured (`stable`, `panic`: the windows per pod)."""
+    return Decision(
+        desired=desired,
+        current=current,
+        ready=measured.num_ready,
+        starting=measured.num_starting,
+        pending=measured.num_pending,
+        mode=mode,
+        reason=reason,
+        steps=steps,
+        wanted=wanted,
+        occupancy=measured.occupancy,
+        stable_occupancy=stable,
+        panic_occupancy=panic,
+        missing=measured.unreported,
+        removal_order=measured.removal_order,
+    )
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} = {value!r}, must be an integer, at least 0")

@@ -14,7 +14,8 @@ Modules, bottom up:
 - `hpa`: the Kubernetes HPA's replica calculation and default scaling behavior.
 - `kpa`: Knative's KPA (stable and panic windows, rates).
 - `policy`: the policy interface and the four policies: `kvscale` (the real
-  `kvscale.scaling.decision.Autoscaler`, fed observations built like the operator's adapter),
+  `kvscale.scaling.decision.Autoscaler`, fed simulated sidecar reports through the
+  operator's own adapter, `kvscale.adapter`),
   `hpa-cpu`, `keda-waiting`, `knative-concurrency`.
 - `simulation`: the event loop and its `Result`.
 - `table`: the results as a text table and as JSON-ready data.

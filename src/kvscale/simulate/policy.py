@@ -3,14 +3,14 @@
 Every tick (`tick_s`), the simulation shows a policy a `View` of the fleet (each pod's state
 and the numbers its engine exports) and sets the replicas the policy returns in a `Scale`.
 
-- `kvscale`: the real `kvscale.scaling.decision.Autoscaler`. Observations are built as the
-  operator's adapter builds them from the sidecars' reports (see `kvscale.scaling.demand`):
-  one per pod, starting pods `starting`, draining pods `terminating`; a ready pod's sample has
-  the engine's used blocks and `num_gpu_blocks`, its running and waiting requests, its
-  preemptions per second over the last 5 s and its tokens (prompt + generated) per second over
-  the last 15 s (the sidecar's rate and throughput windows) and the sample time; waiting
-  blocks and tokens stay None (the v1 report has neither). `Faults` make reports missing or
-  stale at random (seeded) to exercise the decision's missing-data rules.
+- `kvscale`: the real `kvscale.scaling.decision.Autoscaler`, fed through the operator's own
+  adapter (`kvscale.adapter`): each ready pod's sidecar is simulated, making the
+  `kvscale.report.OccupancyReport` the real one would from the twin's /metrics numbers (used
+  blocks from the usage ratio, running and waiting requests, preemptions per second over 5 s,
+  prompt and generated tokens per second over 15 s: the sidecar's rate and throughput
+  windows, with its `kvscale.rate` code); the adapter turns the reports into observations
+  (starting pods `starting`, draining pods `terminating`). `Faults` make reports missing (no
+  sample) or stale at random (seeded) to exercise the decision's missing-data rules.
 - `hpa-cpu`: HPA on CPU utilization, CPU modelled as the pod's tokens per second (prompt and
   generated, over the last sync period) against a per-pod maximum.
 - `keda-waiting`: KEDA's Prometheus scaler on `vllm:num_requests_waiting` with an
@@ -25,13 +25,13 @@ message naming the key.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import random
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from kvscale import adapter, rate, report
 from kvscale.scaling import decision, demand
 from kvscale.scaling import settings as scaling_settings
 from kvscale.simulate import fleet, hpa, kpa
@@ -129,8 +129,82 @@ class Faults:
                 raise ValueError(f"{name} = {value!r}, must be in [0, 1]")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Engine:
+    """A pod as `kvscale.adapter` sees it (the operator's reads Pod objects)."""
+
+    name: str
+    uid: str
+    phase: demand.Phase
+
+
+class _Sidecar:
+    """One pod's sidecar as the simulator runs it: the twin's numbers in, reports out.
+
+    The report carries what the sidecar's would from the same numbers on the engine's
+    /metrics (`kvscale_sidecar.sampler`): the used blocks, the requests, the counters and
+    their rates over the sidecar's windows (`kvscale.rate`, the sidecar's own code).
+    """
+
+    def __init__(self, pod: str, throughput_window_s: float) -> None:
+        self.pod = pod
+        self._preemptions = rate.CounterWindow(RATE_WINDOW_S)
+        self._prompt_tokens = rate.CounterWindow(throughput_window_s)
+        self._generation_tokens = rate.CounterWindow(throughput_window_s)
+
+    def observe(self, now: float, metrics: engine.Metrics) -> None:
+        """A scrape of the engine at `now` (the twin never restarts: no counter reset)."""
+        self._preemptions.observe(now, metrics.num_preemptions_total)
+        self._prompt_tokens.observe(now, metrics.prompt_tokens_total)
+        self._generation_tokens.observe(now, metrics.generation_tokens_total)
+
+    def serve(self, now: float, metrics: engine.Metrics, age_s: float) -> report.OccupancyReport:
+        """The report served at `now` about the sample taken `age_s` ago."""
+        usable = metrics.num_gpu_blocks - 1
+        used = usable - metrics.num_free_blocks
+        preemptions = self._preemptions.rate()
+        prompt_tokens = self._prompt_tokens.rate()
+        generation_tokens = self._generation_tokens.rate()
+        token_window = prompt_tokens or generation_tokens
+        return report.OccupancyReport(
+            pod=self.pod,
+            health=report.Health.OK,
+            sampled_at=now - age_s,
+            checked_at=now - age_s,
+            served_at=now,
+            age_seconds=age_s,
+            block_size=metrics.block_size,
+            num_gpu_blocks=metrics.num_gpu_blocks,
+            # The twin's used blocks: what the sidecar reads back from its usage ratio.
+            num_used_blocks=used,
+            usage_ratio=used / usable,
+            kv_capacity_tokens=usable * metrics.block_size,
+            num_requests_running=metrics.num_requests_running,
+            num_requests_waiting=metrics.num_requests_waiting,
+            preemptions_total=metrics.num_preemptions_total,
+            preemptions_per_second=None if preemptions is None else preemptions.per_second,
+            rate_window_seconds=None if preemptions is None else preemptions.window_seconds,
+            prompt_tokens_total=metrics.prompt_tokens_total,
+            generation_tokens_total=metrics.generation_tokens_total,
+            prompt_tokens_per_second=None if prompt_tokens is None else prompt_tokens.per_second,
+            generation_tokens_per_second=(
+                None if generation_tokens is None else generation_tokens.per_second
+            ),
+            throughput_window_seconds=None if token_window is None else token_window.window_seconds,
+        )
+
+    def missing(self, now: float) -> report.OccupancyReport:
+        """A report without a sample (a `Faults.missing` draw)."""
+        return report.OccupancyReport(
+            pod=self.pod,
+            health=report.Health.UNREACHABLE,
+            reason="simulated fault: no sample",
+            served_at=now,
+        )
+
+
 class Kvscale:
-    """kvscale's decision core, fed like the operator feeds it."""
+    """kvscale's decision core, fed through the operator's adapter (`kvscale.adapter`)."""
 
     name = "kvscale"
 
@@ -148,62 +222,48 @@ class Kvscale:
         """The sidecars' token-rate window (`kvscale sidecar --throughput-window`)."""
         self.autoscaler = decision.Autoscaler(config)
         self._random = random.Random(faults.seed)
-        # (counter, pod) -> recent (time, total) points, as the sidecar keeps its counters.
-        self._counters: dict[tuple[str, str], collections.deque[tuple[float, int]]] = {}
+        self._sidecars: dict[str, _Sidecar] = {}
+        self.reports = adapter.Reports()
+        """Each pod's latest report, as the operator keeps them (by pod name: the uid here)."""
         self.last: decision.Decision | None = None
 
     @property
     def tick_s(self) -> float:
         return self.config.tick_seconds
 
-    def _rate(
-        self, counter: str, pod: str, now: float, total: int, window_s: float
-    ) -> float | None:
-        """The counter's rate over the last `window_s`, as the sidecar's; None before two
-        points."""
-        points = self._counters.setdefault((counter, pod), collections.deque())
-        points.append((now, total))
-        while len(points) > 2 and points[1][0] <= now - window_s:
-            points.popleft()
-        if len(points) < 2 or points[-1][0] <= points[0][0]:
-            return None
-        return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
-
-    def _sample(self, now: float, pod: PodView, metrics: engine.Metrics) -> demand.Sample | None:
-        preempted = metrics.num_preemptions_total
-        rate = self._rate("preemptions", pod.name, now, preempted, RATE_WINDOW_S) or 0.0
-        tokens = metrics.prompt_tokens_total + metrics.generation_tokens_total
-        tokens_per_second = self._rate("tokens", pod.name, now, tokens, self.throughput_window_s)
+    def _report(self, now: float, pod: PodView, metrics: engine.Metrics) -> report.OccupancyReport:
+        """The pod's report this tick, faults applied (drawn after the sidecar's scrape)."""
+        sidecar = self._sidecars.get(pod.name)
+        if sidecar is None:
+            sidecar = self._sidecars[pod.name] = _Sidecar(pod.name, self.throughput_window_s)
+        sidecar.observe(now, metrics)
         draw = self._random.random() if self.faults.missing or self.faults.stale else 1.0
         if draw < self.faults.missing:
-            return None
-        time = now
+            return sidecar.missing(now)
+        age = 0.0
         if draw < self.faults.missing + self.faults.stale:
-            time = now - self.config.stale_after_seconds - 1.0
-        capacity = metrics.num_gpu_blocks - 1
-        return demand.Sample(
-            time=time,
-            num_gpu_blocks=metrics.num_gpu_blocks,
-            num_used_blocks=capacity - metrics.num_free_blocks,
-            block_size=metrics.block_size,
-            num_requests_running=metrics.num_requests_running,
-            num_requests_waiting=metrics.num_requests_waiting,
-            preemptions_per_second=rate,
-            tokens_per_second=tokens_per_second,
-        )
+            age = self.config.stale_after_seconds + 1.0
+        return sidecar.serve(now, metrics, age)
 
     def observations(self, view: View) -> list[demand.Observation]:
-        """One observation per pod, as the operator's adapter makes them."""
-        result = []
+        """One observation per pod, through the operator's adapter."""
+        engines = []
         for pod in view.pods:
             if pod.state is fleet.State.STARTING:
-                result.append(demand.Observation(pod.name, demand.Phase.STARTING))
+                engines.append(_Engine(pod.name, pod.name, demand.Phase.STARTING))
             elif pod.state is fleet.State.DRAINING:
-                result.append(demand.Observation(pod.name, demand.Phase.TERMINATING))
+                engines.append(_Engine(pod.name, pod.name, demand.Phase.TERMINATING))
             elif pod.state is fleet.State.READY and pod.metrics is not None:
-                sample = self._sample(view.now, pod, pod.metrics)
-                result.append(demand.Observation(pod.name, demand.Phase.READY, sample))
-        return result
+                found = self._report(view.now, pod, pod.metrics)
+                self.reports.record(pod.name, adapter.Received(found, view.now))
+                engines.append(_Engine(pod.name, pod.name, demand.Phase.READY))
+        # Every ready pod is asked at every tick (the operator samples only large fleets).
+        present = {known.uid for known in engines}
+        self.reports.keep_only(present)
+        for name in [name for name in self._sidecars if name not in present]:
+            del self._sidecars[name]
+        polled = {known.uid for known in engines if known.phase is demand.Phase.READY}
+        return adapter.observations(engines, polled, self.reports)
 
     def decide(self, view: View) -> Scale:
         made = self.autoscaler.step(view.now, self.observations(view), view.current)

@@ -2,9 +2,9 @@
 Pure: parses and validates; builds the engine twin's configuration and profile.
 
 The node agent runs the twin from the very args the operator renders for vLLM
-(`kvscale_operator.engine_args.render`), so every flag there is accepted and each is either
-honoured or ignored on purpose (`IGNORED` says why). Flags vLLM does not have are errors, as in
-vLLM. Differences from vLLM: `--host` defaults to 127.0.0.1 (vLLM: every interface), and the
+(`kvscale_operator.reconciler.engine_args.render`), so every flag there is accepted and each is
+either honoured or ignored on purpose (`IGNORED` says why). Flags vLLM does not have are errors,
+as in vLLM. Differences from vLLM: `--host` defaults to 127.0.0.1 (vLLM: every interface), and the
 twin has no weights, tokenizer or sampler (see `docs/engine-twin.md`).
 """
 

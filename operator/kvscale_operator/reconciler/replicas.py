@@ -1,7 +1,8 @@
 """The replica count a new engine Deployment starts with. Pure.
 
 One writer owns the Deployment's `spec.replicas` once it exists: the autoscale loop
-(`kvscale_operator.autoscale`), which follows occupancy within [minReplicas, maxReplicas], or
+(`kvscale_operator.autoscaler.autoscale`), which follows occupancy within [minReplicas,
+maxReplicas], or
 holds exactly `spec.replicas` while a person has set it (`kubectl scale infd`). The reconciler
 writes the count only when it creates (or re-creates) the Deployment, with `initial` below,
 so the two never write it over each other.

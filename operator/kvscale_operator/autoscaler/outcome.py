@@ -5,8 +5,8 @@ The autoscaler owns these status fields: `desiredReplicas`, `occupancy`, `lastSc
 
 - ScalingActive: True (`Active`) while the decision works from fresh reports. False with the
   reason it does not: `ManualReplicas` (spec.replicas is set: the count is a person's, see
-  `kvscale_operator.autoscale`), `WaitingForReadyPods`, `NoFreshMetrics` (the size is held:
-  missing data never scales down), `InvalidSpec`, `DeploymentMissing`, `ResourceConflict`
+  `kvscale_operator.autoscaler.autoscale`), `WaitingForReadyPods`, `NoFreshMetrics` (the size
+  is held: missing data never scales down), `InvalidSpec`, `DeploymentMissing`, `ResourceConflict`
   (the Deployment of that name belongs to another controller), `ScaleFailed` (the API refused
   the scale).
 - ScalingLimited: True when something keeps the count from what demand asks:
@@ -30,7 +30,7 @@ from typing import Any
 
 from kvscale.api import models
 from kvscale.scaling import decision
-from kvscale_operator import conditions
+from kvscale_operator.reconciler import conditions
 
 SCALING_ACTIVE = models.ConditionType.SCALING_ACTIVE.value
 SCALING_LIMITED = models.ConditionType.SCALING_LIMITED.value
@@ -62,17 +62,9 @@ class Tick:
     blocked: Blocked | None = None
     """Set when nothing could be decided (invalid spec, no Deployment, not ours)."""
     decision: decision.Decision | None = None
-    """The autoscaler's decision; None when blocked or in manual mode."""
-    manual_replicas: int | None = None
-    """spec.replicas when set."""
-    desired: int | None = None
-    """The replicas the autoscaler wants the Deployment at."""
+    """The autoscaler's decision (in manual mode too: mode `manual`); None when blocked."""
     min_replicas: int = 1
     max_replicas: int = 1
-    occupancy: float | None = None
-    """Mean occupancy of the ready pods with fresh reports."""
-    num_ready: int = 0
-    """Pods the decision counts as ready."""
     num_fresh: int = 0
     """Ready pods with a fresh report this tick."""
     num_polled: int = 0
@@ -86,17 +78,32 @@ class Tick:
     scale_error: str | None = None
     """The API's answer when the scale failed."""
 
+    @property
+    def manual_replicas(self) -> int | None:
+        """spec.replicas when set."""
+        found = self.decision
+        return found.desired if found is not None and found.mode is decision.Mode.MANUAL else None
+
+    @property
+    def desired(self) -> int | None:
+        """The replicas the autoscaler wants the Deployment at."""
+        return None if self.decision is None else self.decision.desired
+
+    @property
+    def occupancy(self) -> float | None:
+        """Mean occupancy of the ready pods with fresh reports."""
+        return None if self.decision is None else self.decision.occupancy
+
+    @property
+    def num_ready(self) -> int:
+        """Pods the decision counts as ready."""
+        return 0 if self.decision is None else self.decision.ready
+
 
 def _condition(
     tick: Tick, kind: str, status: models.ConditionStatus, reason: str, message: str
 ) -> models.Condition:
-    return models.Condition(
-        type=kind,
-        status=status,
-        reason=reason,
-        message=message,
-        observed_generation=tick.generation,
-    )
+    return conditions.condition(kind, status, reason, message, tick.generation)
 
 
 def _pods(count: int) -> str:

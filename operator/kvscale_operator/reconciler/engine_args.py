@@ -26,7 +26,7 @@ Facts behind the checks (read from vLLM 0.32's source: `engine/arg_utils.py`,
 from __future__ import annotations
 
 from kvscale.api import models
-from kvscale_operator import quantity
+from kvscale_operator.reconciler import quantity
 
 POD_IP = "$(POD_IP)"
 

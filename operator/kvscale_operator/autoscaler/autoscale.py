@@ -1,4 +1,4 @@
-"""The autoscale loop: one per InferenceDeployment, collect -> decide -> act. Does I/O.
+"""The autoscale loop: one per InferenceDeployment, gather -> decide -> act. Does I/O.
 
 `Loops` keeps one `Loop` task per InferenceDeployment. kopf's watch events drive it (see
 `handlers`): a CR seen (at start, created, changed) starts or updates its loop, a CR deleted
@@ -6,28 +6,33 @@ or being deleted stops it, and the operator's cleanup stops them all. Plain asyn
 not kopf daemons, because kopf puts a finalizer on every object a daemon or timer serves, and
 a finalizer would make deleting an InferenceDeployment hang whenever the operator is down.
 
-One tick (every `spec.scaling.tickSeconds`, on one monotonic clock for everything the
-decision sees):
-1. Read the engine Deployment (its spec.replicas is `current`) and the pods from the
-   `inventory` (fed by the pod watch, made whole by a LIST at start and every minute).
-2. Ask the ready pods' sidecars for their reports (`collector`; a rotating sample of them when
-   there are many, `sampling`), with a timeout of half a tick (at most 1 s). Pods that were
-   ready and no longer are (a crashed engine or sidecar) are always asked.
-3. Adapt pods and reports into observations (`observation`) and call the pure decision,
-   `kvscale.scaling.decision.Autoscaler.step(now, observations, current)`. The Autoscaler is
-   built from `settings.from_spec(spec.scaling)` and rebuilt when those settings change.
-4. Act when the decision differs from `current`: before a scale-down, give the least-loaded
-   pods a negative `controller.kubernetes.io/pod-deletion-cost` so the ReplicaSet removes them
-   first; then set the Deployment's replicas with a patch guarded by a test that the count is
-   still `current` (`kube.Kube.scale_deployment`); then an Event (ScaledUp / ScaledDown,
-   from -> to and why) and a scalingHistory entry.
-5. Write the status fields and conditions the autoscaler owns (`outcome`): at once when the
-   desired count or a condition's status or reason changes, otherwise (occupancy, messages)
-   at most every `status_interval` seconds. Export the metrics (`metrics.Autoscaler`).
+The CR is parsed into the typed model once per change (`Loop.update`), not once per tick. One
+tick (every `spec.scaling.tickSeconds`, on one monotonic clock for everything the decision
+sees), in three parts:
+1. Gather (`Loop._gather`). Read the engine Deployment (its spec.replicas is `current`) and
+   the pods from the `inventory` (fed by the pod watch, made whole by a LIST at start and
+   every minute). Ask the ready pods' sidecars for their reports (`collector`; a rotating
+   sample of them when there are many, `sampling`), with a timeout of half a tick (at most
+   1 s); pods that were ready and no longer are (a crashed engine or sidecar) are always
+   asked. Pods (`observation`) and reports become observations through `kvscale.adapter`,
+   the same adapter `kvscale simulate` runs.
+2. Decide: the pure `kvscale.scaling.decision.Autoscaler.step(now, observations, current,
+   manual)`, built from `settings.from_spec(spec.scaling)` and rebuilt when those settings
+   change. Its `Decision` is the one record of the tick: status, metrics, Events and history
+   read it (`outcome.Tick` holds it; nothing is copied out of it).
+3. Act (`Loop._act`) when the decision differs from `current`: before a scale-down, give the
+   least-loaded pods a negative `controller.kubernetes.io/pod-deletion-cost` so the
+   ReplicaSet removes them first; then set the Deployment's replicas with a patch guarded by
+   a test that the count is still `current` (`kube.Kube.scale_deployment`); then an Event
+   (ScaledUp / ScaledDown, from -> to and why) and a scalingHistory entry. Then, every tick,
+   export the metrics (`metrics.Autoscaler`) and write the status fields and conditions the
+   autoscaler owns (`outcome`): at once when the desired count or a condition's status or
+   reason changes, otherwise (occupancy, messages) at most every `status_interval` seconds.
 
 Manual replicas. `kubectl scale infd NAME --replicas N` sets spec.replicas. While it is set
-the loop holds the Deployment at exactly N (not clamped: a person asked for it), keeps
-reporting occupancy, and says ScalingActive=False, reason ManualReplicas. Removing it
+the decision is N (mode and reason `manual`: not clamped, a person asked for it), so the loop
+holds the Deployment at exactly N, keeps reporting occupancy, and says ScalingActive=False,
+reason ManualReplicas. Removing it
 (`kubectl patch infd NAME --type merge -p '{"spec":{"replicas":null}}'`) resumes autoscaling
 from the current count with a fresh Autoscaler. One writer owns the Deployment's replicas,
 this loop; the reconciler sets them only when it creates the Deployment (`replicas`).
@@ -47,21 +52,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from kvscale import adapter
 from kvscale.scaling import decision, demand, settings
-from kvscale_operator import (
-    collector,
-    conditions,
-    inventory,
-    kube,
-    metrics,
-    observation,
-    outcome,
-    reconcile,
-    render,
-    sampling,
-    status,
-    utc,
-)
+from kvscale_operator import kube, metrics, utc
+from kvscale_operator.autoscaler import collector, inventory, observation, outcome, sampling
+from kvscale_operator.reconciler import conditions, reconcile, render, status
 
 log = logging.getLogger("kvscale_operator.autoscale")
 
@@ -74,6 +69,7 @@ EVENT_MESSAGE_LIMIT = 1000
 MARKS_PER_TICK = 20
 """Pods marked ready-once per tick at most (a new operator on a big fleet spreads them)."""
 _GONE = "DELETED"
+_Decision = decision.Decision  # for TickResult.decision, whose name hides the module there
 
 
 class Api(Protocol):
@@ -144,19 +140,23 @@ class TickResult:
     """One tick, for logs and tests."""
 
     tick: outcome.Tick
-    decision: decision.Decision | None
     action: Action | None
     status_written: bool
 
+    @property
+    def decision(self) -> _Decision | None:
+        """The tick's decision; None when it was blocked."""
+        return self.tick.decision
+
 
 @dataclasses.dataclass(frozen=True)
-class _Seen:
-    """What a tick measured, from the decision (or, in manual mode, from `demand.measure`)."""
+class _Gathered:
+    """What a tick found before deciding: the pods as the decision sees them, the observations."""
 
-    occupancy: float | None
-    num_ready: int
-    unreported: tuple[str, ...]
-    removal_order: tuple[str, ...]
+    pods: list[observation.Pod]
+    polled: set[str]
+    """uids of the pods asked for a report this tick."""
+    observed: list[demand.Observation]
 
 
 def _key(body: Mapping[str, Any]) -> inventory.Key:
@@ -203,6 +203,8 @@ class Loop:
     def __init__(self, body: Mapping[str, Any], deps: Deps) -> None:
         self.key = _key(body)
         self._body: dict[str, Any] = dict(body)
+        self._parsed = reconcile.parse(self._body)
+        """The CR as the typed model (or why it is not one): parsed once per change."""
         self._deps = deps
         self._autoscaler: decision.Autoscaler | None = None
         self._config: settings.ScalingSettings | None = None
@@ -212,7 +214,7 @@ class Loop:
         """uids of pods this loop marked ready-once."""
         self._read: dict[str, tuple[tuple[str, bool], observation.Pod]] = {}
         """uid -> ((resourceVersion, was ready), the pod as read): read each version once."""
-        self._reports = observation.Reports()
+        self._reports = adapter.Reports()
         self._tick_index = 0
         self._history: list[dict[str, Any]] = []
         """scalingHistory entries not yet written."""
@@ -224,9 +226,10 @@ class Loop:
     def update(self, body: Mapping[str, Any]) -> None:
         """The CR changed (spec, metadata): the next tick uses this copy."""
         self._body = dict(body)
+        self._parsed = reconcile.parse(self._body)
 
     def tick_seconds(self) -> float:
-        infd, _ = reconcile.parse(self._body)
+        infd, _ = self._parsed
         if infd is None:
             return settings.ScalingSettings.tick_seconds
         return infd.spec.scaling.tick_seconds
@@ -273,100 +276,100 @@ class Loop:
         return deps.inventory.pods(self.key)
 
     async def tick(self) -> TickResult:
-        """One collect -> decide -> act -> report pass (see the module docstring)."""
+        """One gather -> decide -> act pass (see the module docstring)."""
         deps = self._deps
         namespace, name = self.key
-        labels = {"namespace": namespace, "name": name}
         began = deps.clock()
-        body = self._body
-        generation = (body.get("metadata") or {}).get("generation")
-        infd, error = reconcile.parse(body)
+        generation = (self._body.get("metadata") or {}).get("generation")
+        infd, error = self._parsed
         if infd is None:
             blocked = outcome.Blocked("InvalidSpec", error or "the spec does not parse")
-            return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
+            return await self._finish(outcome.Tick(generation, blocked=blocked), None)
         deployment = await deps.api.get("apps/v1", "Deployment", namespace, name)
         if deployment is None:
             message = f"the engine Deployment {name} does not exist (yet)"
             blocked = outcome.Blocked("DeploymentMissing", message)
-            return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
+            return await self._finish(outcome.Tick(generation, blocked=blocked), None)
         conflict = reconcile.foreign_controller(deployment, infd.metadata.uid)
         if conflict is not None:
             blocked = outcome.Blocked("ResourceConflict", conflict)
-            return await self._finish(outcome.Tick(generation, blocked=blocked), None, None)
+            return await self._finish(outcome.Tick(generation, blocked=blocked), None)
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
-
-        now = deps.clock()
-        pods = self._read_pods(await self._pods(now))
-        self._memory.update(pods)
-        await self._mark_ready(pods)
         config = settings.from_spec(infd.spec.scaling)
         manual = infd.spec.replicas
         autoscaler = self._autoscaler_for(config, manual is not None)
 
-        polled = await self._collect(pods, infd.spec.sidecar.port, config, labels)
-        observed = observation.observations(pods, polled, self._reports)
-        now = deps.clock()
-        result = None
-        if manual is None:
-            result = autoscaler.step(now, observed, current)
-            desired = result.desired
-            seen = _Seen(result.occupancy, result.ready, result.unreported, result.removal_order)
-        else:
-            # No decision while a person sets the count; measure for status and metrics.
-            signal = demand.measure(now, observed, config)
-            desired = manual
-            missing = tuple(reading.pod for reading in signal.unreported)
-            seen = _Seen(signal.occupancy, signal.num_ready, missing, signal.removal_order)
-
-        by_name = {pod.name: pod for pod in pods}
-        reports = self._reports
-        unreported = tuple(
-            (pod, observation.why_unreported(now, by_name[pod], reports, config))
-            for pod in seen.unreported
+        gathered = await self._gather(infd.spec.sidecar.port, config)
+        # Manual mode is a decision too: the count a person set, with this tick's readings.
+        made = autoscaler.step(deps.clock(), gathered.observed, current, manual)
+        result = await self._act(
+            self._outcome(generation, config, gathered, made), gathered, current
         )
-        live = [pod for pod in pods if pod.phase is not demand.Phase.TERMINATING]
-        tick = outcome.Tick(
+        deps.metrics.loop_seconds.labels(namespace=namespace, name=name).observe(
+            deps.clock() - began
+        )
+        return result
+
+    async def _gather(self, port: int, config: settings.ScalingSettings) -> _Gathered:
+        """Pods from the inventory, the sidecars' reports, and the observations they make."""
+        pods = self._read_pods(await self._pods(self._deps.clock()))
+        self._memory.update(pods)
+        await self._mark_ready(pods)
+        polled = await self._collect(pods, port, config)
+        return _Gathered(pods, polled, adapter.observations(pods, polled, self._reports))
+
+    def _outcome(
+        self,
+        generation: int | None,
+        config: settings.ScalingSettings,
+        gathered: _Gathered,
+        made: decision.Decision,
+    ) -> outcome.Tick:
+        """What the status reports of this tick; each unreported pod's words come from its
+        reading in the decision and its latest report."""
+        uids = {pod.name: pod.uid for pod in gathered.pods}
+        reports = self._reports
+        live = [pod for pod in gathered.pods if pod.phase is not demand.Phase.TERMINATING]
+        return outcome.Tick(
             generation=generation,
-            decision=result,
-            manual_replicas=manual,
-            desired=desired,
+            decision=made,
             min_replicas=config.min_replicas,
             max_replicas=config.max_replicas,
-            occupancy=seen.occupancy,
-            num_ready=seen.num_ready,
             # Only pods asked this tick can be unreported; the others asked were fresh.
-            num_fresh=len(polled) - len(seen.unreported),
-            num_polled=len(polled),
-            unreported=unreported,
+            num_fresh=len(gathered.polled) - len(made.missing),
+            num_polled=len(gathered.polled),
+            unreported=tuple(
+                (reading.pod, adapter.why_unreported(reading, uids[reading.pod], reports, config))
+                for reading in made.missing
+            ),
             unschedulable=tuple(
                 sorted((pod.name, pod.unschedulable) for pod in live if pod.unschedulable)
             ),
             num_pods=len(live),
         )
 
+    async def _act(self, tick: outcome.Tick, gathered: _Gathered, current: int) -> TickResult:
+        """Deletion costs and the scale patch when the count changes; metrics; Events, status."""
+        made = tick.decision
+        if made is None:
+            raise AssertionError("a tick that was not blocked has a decision")
         action = None
-        if desired != current:
-            reason = result.reason.value if result is not None else "manual"
-            message = result.message if result is not None else f"spec.replicas is {manual}"
-            action, scale_error = await self._scale(pods, current, desired, reason, message, seen)
+        if made.desired != current:
+            action, scale_error = await self._scale(gathered.pods, made)
             if scale_error is not None:
                 tick = dataclasses.replace(tick, scale_error=scale_error)
-
-        m = deps.metrics
+        m = self._deps.metrics
+        labels = {"namespace": self.key[0], "name": self.key[1]}
         m.current_replicas.labels(**labels).set(current)
-        m.desired_replicas.labels(**labels).set(desired)
-        m.ready_replicas.labels(**labels).set(seen.num_ready)
+        m.desired_replicas.labels(**labels).set(made.desired)
+        m.ready_replicas.labels(**labels).set(made.ready)
         m.occupancy.labels(**labels).set(
-            seen.occupancy if seen.occupancy is not None else float("nan")
+            made.occupancy if made.occupancy is not None else float("nan")
         )
-        m.unreported_pods.labels(**labels).set(len(seen.unreported))
-        m.panic.labels(**labels).set(
-            1 if result is not None and result.mode is decision.Mode.PANIC else 0
-        )
-        m.decisions.labels(**labels, reason=result.reason.value if result else "manual").inc()
-        finished = await self._finish(tick, result, action)
-        m.loop_seconds.labels(**labels).observe(deps.clock() - began)
-        return finished
+        m.unreported_pods.labels(**labels).set(len(made.missing))
+        m.panic.labels(**labels).set(1 if made.mode is decision.Mode.PANIC else 0)
+        m.decisions.labels(**labels, reason=made.reason.value).inc()
+        return await self._finish(tick, action)
 
     def _read_pods(self, objs: Sequence[dict[str, Any]]) -> list[observation.Pod]:
         """The pods as the decision sees them; a pod unchanged since the last tick (same
@@ -409,10 +412,10 @@ class Loop:
         pods: Sequence[observation.Pod],
         port: int,
         config: settings.ScalingSettings,
-        labels: Mapping[str, str],
     ) -> set[str]:
         """Asks the chosen sidecars; keeps what came back in `_reports`. Returns the uids asked."""
         deps = self._deps
+        labels = {"namespace": self.key[0], "name": self.key[1]}
         ready = [pod for pod in pods if pod.phase is demand.Phase.READY and pod.ip]
         steady = [pod for pod in ready if not pod.lost]
         size = sampling.sample_size(len(ready))
@@ -427,7 +430,7 @@ class Loop:
         for found in results:
             uid = found.target.uid
             if found.report is not None:
-                self._reports.record(uid, observation.Received(found.report, found.received_at))
+                self._reports.record(uid, adapter.Received(found.report, found.received_at))
             else:
                 self._reports.fail(uid, found.error or "no report")
                 reason = found.failure.value if found.failure else "unknown"
@@ -438,21 +441,17 @@ class Loop:
         return {pod.uid for pod in asked}
 
     async def _scale(
-        self,
-        pods: Sequence[observation.Pod],
-        current: int,
-        desired: int,
-        reason: str,
-        message: str,
-        seen: _Seen,
+        self, pods: Sequence[observation.Pod], made: decision.Decision
     ) -> tuple[Action | None, str | None]:
-        """Marks pods for removal (scale-down), patches the scale, posts the Event."""
+        """Marks pods for removal (scale-down), patches the Deployment's replicas, posts the
+        Event."""
         deps = self._deps
+        current, desired, reason = made.current, made.desired, made.reason.value
         namespace, name = self.key
         events = deps.events_for(self._body)
         marked: tuple[str, ...] = ()
         if desired < current:
-            changes = deletion_costs(pods, seen.removal_order, current - desired)
+            changes = deletion_costs(pods, made.removal_order, current - desired)
             for pod_name, cost in changes.items():
                 try:
                     await deps.api.annotate_pod(
@@ -479,22 +478,20 @@ class Loop:
             return None, text
         direction = "up" if desired > current else "down"
         word = "ScaledUp" if desired > current else "ScaledDown"
-        text = f"scaled from {current} to {desired} replicas ({reason}): {message}"
+        text = f"scaled from {current} to {desired} replicas ({reason}): {made.message}"
         events.info(word, _truncate(text))
         log.info(f"{namespace}/{name}: {text}")
         deps.metrics.scale_actions.labels(namespace=namespace, name=name, direction=direction).inc()
         self._history.append(
-            outcome.history_entry(deps.wall(), current, desired, reason, seen.occupancy)
+            outcome.history_entry(deps.wall(), current, desired, reason, made.occupancy)
         )
         return Action(current, desired, reason, marked), None
 
-    async def _finish(
-        self, tick: outcome.Tick, result: decision.Decision | None, action: Action | None
-    ) -> TickResult:
+    async def _finish(self, tick: outcome.Tick, action: Action | None) -> TickResult:
         """Events on metrics going missing or coming back; the rate-limited status write."""
         self._metrics_events(tick)
         written = await self._write_status(tick)
-        return TickResult(tick, result, action, written)
+        return TickResult(tick, action, written)
 
     def _metrics_events(self, tick: outcome.Tick) -> None:
         if tick.blocked is not None:

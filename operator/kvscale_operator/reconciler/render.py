@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvscale.api import models
-from kvscale_operator import engine_args
+from kvscale_operator.reconciler import engine_args
 
 ENGINE_CONTAINER = "engine"
 SIDECAR_CONTAINER = "sidecar"

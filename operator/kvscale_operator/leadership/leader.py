@@ -37,7 +37,8 @@ import httpx2
 import lightkube
 from lightkube import AsyncClient, generic_resource
 
-from kvscale_operator import config, lease, utc
+from kvscale_operator import config, utc
+from kvscale_operator.leadership import lease
 
 log = logging.getLogger("kvscale_operator")
 

@@ -15,7 +15,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from kvscale_operator import conditions, render
+from kvscale_operator.reconciler import conditions, render
 
 OWNED_FIELDS = (
     "observedGeneration",

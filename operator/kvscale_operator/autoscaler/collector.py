@@ -22,7 +22,6 @@ import aiohttp
 
 from kvscale import report
 
-OCCUPANCY_PATH = "/v1/occupancy"
 DEFAULT_MAX_CONCURRENCY = 256
 MAX_REPORT_BYTES = 64 * 1024
 """A v1 report is about 1 KB; anything much larger is not one."""
@@ -51,7 +50,7 @@ class Target:
 def url(ip: str, port: int) -> str:
     """The occupancy URL of a sidecar at a pod IP (IPv6 addresses in brackets)."""
     host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{port}{OCCUPANCY_PATH}"
+    return f"http://{host}:{port}{report.PATH}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,8 @@ import pydantic
 
 from kvscale import problem
 from kvscale.api import models
-from kvscale_operator import conditions, kube, render, replicas, status
+from kvscale_operator import kube
+from kvscale_operator.reconciler import conditions, render, replicas, status
 
 Clock = Callable[[], datetime.datetime]
 

@@ -125,16 +125,23 @@ def deployment_view(deployment: Mapping[str, Any]) -> DeploymentView:
     )
 
 
-def _condition(
-    kind: str, status: models.ConditionStatus, reason: str, message: str, inputs: Inputs
+def condition(
+    kind: str, status: models.ConditionStatus, reason: str, message: str, generation: int | None
 ) -> models.Condition:
+    """One condition of the current `generation`, without a transition time (`merge` adds it)."""
     return models.Condition(
         type=kind,
         status=status,
         reason=reason,
         message=message,
-        observed_generation=inputs.generation,
+        observed_generation=generation,
     )
+
+
+def _condition(
+    kind: str, status: models.ConditionStatus, reason: str, message: str, inputs: Inputs
+) -> models.Condition:
+    return condition(kind, status, reason, message, inputs.generation)
 
 
 def _ready(inputs: Inputs) -> models.Condition:
