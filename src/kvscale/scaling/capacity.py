@@ -51,6 +51,7 @@ Time is an argument; nothing here reads a clock.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import math
@@ -255,14 +256,18 @@ class _Belief:
     """One resource's learned state. Fields:
     - `capacity`: the current estimate (None: no prior and nothing learned yet);
     - `source`: where `capacity` came from;
-    - `proven`, `proven_at`: the highest recently met load and when it was seen;
+    - `proofs`: the met loads that may still be the highest within the proof window, as
+      (when seen, load), loads strictly falling from the front (a sliding-window maximum:
+      a met load is dropped once a higher one is seen after it, so when the highest expires
+      the next-highest recent proof takes its place instead of the proof vanishing);
     - `evidence`, `evidence_at`: decayed count of qualified samples, as of `evidence_at`.
     """
 
     capacity: float | None
     source: Source
-    proven: float | None = None
-    proven_at: float = -math.inf
+    proofs: collections.deque[tuple[float, float]] = dataclasses.field(
+        default_factory=collections.deque
+    )
     evidence: float = 0.0
     evidence_at: float = -math.inf
 
@@ -309,9 +314,7 @@ class Learner:
         settings = self.settings
         evidence = _decayed(belief.evidence, belief.evidence_at, now, settings)
         confidence = evidence / (evidence + settings.trust_evidence)
-        proven = belief.proven
-        if proven is not None and now - belief.proven_at > 2 * settings.evidence_half_life_seconds:
-            proven = None  # seen met long ago: no longer proof of anything
+        proven = self._proven(belief, now)
         scale_down: float | None = None
         if proven is not None and confidence >= settings.trust_confidence:
             scale_down = min(belief.capacity, proven * (1 + settings.exploration))
@@ -365,15 +368,19 @@ class Learner:
             return Resource.KV  # nothing else to blame; KV's own rule decides below
         return Resource.COMPUTE
 
+    def _proven(self, belief: _Belief, now: float) -> float | None:
+        """The highest load met within the proof window before `now` (older: no proof)."""
+        window = 2 * self.settings.evidence_half_life_seconds
+        while belief.proofs and now - belief.proofs[0][0] > window:
+            belief.proofs.popleft()
+        return belief.proofs[0][1] if belief.proofs else None
+
     def _met(self, resource: Resource, load: float, step: float, at: float) -> None:
         belief = self._beliefs[resource]
         self._count(belief, at)
-        if (
-            belief.proven is None
-            or load >= belief.proven
-            or at - belief.proven_at > (2 * self.settings.evidence_half_life_seconds)
-        ):
-            belief.proven, belief.proven_at = load, at
+        while belief.proofs and belief.proofs[-1][1] <= load:
+            belief.proofs.pop()  # a lower or equal load seen earlier can never be the highest
+        belief.proofs.append((at, load))
         if belief.capacity is None:
             self._set(belief, resource, load)
         elif load > belief.capacity:
@@ -382,8 +389,8 @@ class Learner:
     def _violated(self, resource: Resource, load: float, step: float, at: float) -> None:
         belief = self._beliefs[resource]
         self._count(belief, at)
-        if belief.proven is not None and belief.proven >= load:
-            belief.proven = None  # refuted: the SLO broke at or below it
+        while belief.proofs and belief.proofs[0][1] >= load:
+            belief.proofs.popleft()  # refuted: the SLO broke at or below it
         if belief.capacity is None:
             self._set(belief, resource, load * (1 - step))
         elif load < belief.capacity:
