@@ -12,9 +12,18 @@ import sys
 from collections.abc import Sequence
 
 
-def _cluster(args: argparse.Namespace) -> int:
-    from kvscale.localstack import commands
+def _missing_extra(extra_name: str, error: ModuleNotFoundError) -> int:
+    from kvscale import extra
 
+    print(f"kvscale: {extra.missing(extra_name, error)}", file=sys.stderr)
+    return 2
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    try:
+        from kvscale.localstack import commands
+    except ModuleNotFoundError as error:
+        return _missing_extra("localstack", error)
     return commands.cluster(args)
 
 
@@ -38,8 +47,10 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from kvscale import demo
-
+    try:
+        from kvscale import demo
+    except ModuleNotFoundError as error:
+        return _missing_extra("demo", error)
     return demo.run(args)
 
 

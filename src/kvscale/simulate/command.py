@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from kvscale import trace, tracefile
+from kvscale import extra, trace, tracefile
 from kvscale.simulate import calibrate, fleet, latency, option, oracle, simulation, table
 from kvscale.simulate import policy as policy_
 from kvscale.twin import engine, profile
@@ -361,8 +361,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             pathlib.Path(args.json).write_text(text)
     if args.plot:
-        from kvscale.simulate import plot
-
+        try:
+            from kvscale.simulate import plot
+        except ModuleNotFoundError as error:
+            err.write(f"kvscale simulate: {extra.missing('plot', error)}\n")
+            return 2
         title = f"{path.name}, load x{args.load_scale}, {args.model} on {args.gpu}"
         written = plot.write(results, pathlib.Path(args.plot), title=title)
         out.write(f"plot: {written}\n")
