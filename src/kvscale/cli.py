@@ -8,6 +8,7 @@ never pays for another's imports.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvscale",
         description="Scale LLM inference on Kubernetes by live KV-cache block occupancy.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"kvscale {importlib.metadata.version('kvscale')}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
