@@ -35,6 +35,15 @@ def families(
     for outcome, count in sorted(outcome_counts.items()):
         scrapes.add_metric([outcome], float(count))
     result: list[metrics_core.Metric] = [health, scrapes]
+    if current.missed_scrapes is not None:
+        result.append(
+            core.GaugeMetricFamily(
+                "kvscale_sidecar_missed_scrapes",
+                "Scrapes of the engine in a row without an answer (0 once one answers); the "
+                "engine is unreachable when they reach the sidecar's --unreachable-after.",
+                value=float(current.missed_scrapes),
+            )
+        )
     if current.age_seconds is not None:
         result.append(
             core.GaugeMetricFamily(

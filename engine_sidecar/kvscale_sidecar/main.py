@@ -2,9 +2,10 @@
 
 One poll loop, one HTTP client session (kept-alive connections to the engine), one HTTP server.
 Scrapes start every `poll_interval` seconds and never overlap: a scrape that runs late pushes
-the next one back instead of stacking another on top of it, and each scrape is bounded by
-`timeout` (at most the interval). The loop survives anything the engine does; an unexpected
-error inside it is logged and reported as a failed scrape.
+the next one back instead of stacking another on top of it (`sampler.next_start`), and each
+scrape is bounded by `timeout`, which may be longer than the interval: a busy engine's late
+answer is still a sample. The loop survives anything the engine does; an unexpected error
+inside it is logged and reported as a failed scrape.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from kvscale_sidecar import probe, sampler, server, settings
 
 log = logging.getLogger("kvscale.sidecar")
 
-_SCRAPE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_SCRAPE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclasses.dataclass
@@ -61,6 +62,8 @@ async def start(config: settings.Settings, clock: Callable[[], float] = time.tim
         config.rate_window,
         config.throughput_window,
         config.latency_window,
+        unreachable_after=config.unreachable_after,
+        slow_after_seconds=config.poll_interval,
     )
     metrics = registry.CollectorRegistry()
     durations = prom_metrics.Histogram(
@@ -87,7 +90,16 @@ async def start(config: settings.Settings, clock: Callable[[], float] = time.tim
         raise
     host, port = runner.addresses[0][:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    log.info("serving on %s, polling %s every %g s", url, config.engine_url, config.poll_interval)
+    log.info(
+        "serving on %s, polling %s every %g s (deadline %g s; unreachable after %d missed "
+        "scrapes in a row, within %g s of the engine's death or hang)",
+        url,
+        config.engine_url,
+        config.poll_interval,
+        config.timeout,
+        config.unreachable_after,
+        config.unreachable_within,
+    )
     return Running(url, state, runner, session, poller, stop)
 
 
@@ -109,12 +121,19 @@ async def _poll(
         except Exception as error:  # a bug here must not end the loop
             log.exception("scrape failed unexpectedly")
             outcome = sampler.Failed(f"sidecar error while scraping: {type(error).__name__}")
-        durations.observe(loop.time() - started)
+        took = loop.time() - started
+        durations.observe(took)
         before = (state.health, state.reason)
-        state.observe(outcome, clock())
+        state.observe(outcome, clock(), took)
         if (state.health, state.reason) != before:
             log.info("engine %s%s", state.health.value, f": {state.reason}" if state.reason else "")
-        due = max(due + config.poll_interval, loop.time())
+        elif 0 < state.missed < config.unreachable_after:
+            # A miss inside the grace changes no state; say so once per miss, or a flaky engine
+            # leaves no trace in the log.
+            log.info(
+                "missed scrape %d of %d: %s", state.missed, config.unreachable_after, outcome.detail
+            )
+        due = sampler.next_start(due, config.poll_interval, loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), due - loop.time())
 

@@ -1,26 +1,36 @@
 """The sidecar's state machine: scrape outcomes in, occupancy reports out. Pure.
 
-The poll loop hands every scrape's outcome to `Sampler.observe` with the time it ended; a request
-for the report calls `Sampler.report(now)`. Neither does I/O or reads a clock.
+The poll loop hands every scrape's outcome to `Sampler.observe` with the time it ended and how
+long it took; a request for the report calls `Sampler.report(now)`. Neither does I/O or reads a
+clock. `next_start` is the loop's schedule, here so the detection bound can be tested with it.
 
-Health follows the latest outcome:
+Health follows the latest answer; a scrape that gets no answer (no connection, reset, or no
+answer within the deadline) is *missed*, and a slow engine and a dead one look alike for one
+scrape. So missed scrapes change health only once there are `unreachable_after` of them in a
+row; until then health stays what the latest answer said and the report carries
+`scrape_status = missed`, the count, and the last good sample growing older (the operator's
+staleness rule decides whether it is still usable).
 
-| latest outcome                                   | engine never up | engine was up |
-|--------------------------------------------------|-----------------|---------------|
-| no connection, reset, timeout                    | starting        | unreachable   |
-| /health answers 503                              | starting        | unreachable   |
-| /health answers something else than 200 or 503   | bad_metrics     | bad_metrics   |
-| /health 200, /metrics not 200 or not text        | bad_metrics     | bad_metrics   |
-| /health 200, /metrics lacks or garbles a metric  | bad_metrics     | bad_metrics   |
-| /health 200, /metrics complete                   | ok              | ok            |
+| latest outcome                                        | engine never up | engine was up    |
+|-------------------------------------------------------|-----------------|------------------|
+| no answer, fewer than `unreachable_after` in a row    | starting        | unchanged        |
+| no answer, `unreachable_after` or more in a row       | starting        | unreachable      |
+| /health answers 503                                   | starting        | unreachable      |
+| /health answers something else than 200 or 503        | bad_metrics     | bad_metrics      |
+| /health 200, /metrics not 200 or not text             | bad_metrics     | bad_metrics      |
+| /health 200, /metrics lacks or garbles a metric       | bad_metrics     | bad_metrics      |
+| /health 200, /metrics complete                        | ok              | ok               |
 
-"Up" means /health once answered 200. The numbers in a report are always the last good sample's,
-with its time and age; a bad outcome never erases them and never turns them into zeros.
+"Up" means /health once answered 200. A 503 is an answer (vLLM's engine is not serving), so it
+takes no grace. An answer that took longer than the poll interval is `slow`: a good sample
+all the same. The numbers in a report are always the last good sample's, with its time and
+age; a bad outcome never erases them and never turns them into zeros.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from kvscale import histogram, rate, report
 from kvscale_sidecar import settings, vllm_metrics
@@ -86,8 +96,10 @@ class Sampler:
     """Holds the last good sample, the counters' windows and the current health.
 
     Fields (all private, read through `report`):
-    - `_health`, `_reason`: what the latest outcome said;
+    - `_health`, `_reason`: what the latest answer said, or `unreachable` after enough misses;
     - `_ever_up`: /health has answered 200 at least once;
+    - `_scrape`, `_scrape_seconds`, `_scrape_detail`: how the latest scrape went;
+    - `_missed`: scrapes in a row without an answer;
     - `_sample`, `_sampled_at`: the last good sample and when it was taken;
     - `_checked_at`: when the latest outcome, of any kind, arrived;
     - one `rate.CounterWindow` per counter the report turns into a rate;
@@ -101,11 +113,22 @@ class Sampler:
         rate_window_seconds: float,
         throughput_window_seconds: float = settings.DEFAULT_THROUGHPUT_WINDOW,
         latency_window_seconds: float = settings.DEFAULT_LATENCY_WINDOW,
+        *,
+        unreachable_after: int = settings.DEFAULT_UNREACHABLE_AFTER,
+        slow_after_seconds: float = settings.DEFAULT_POLL_INTERVAL,
     ) -> None:
+        if unreachable_after < 1:
+            raise ValueError(f"unreachable_after = {unreachable_after}, must be at least 1")
         self.identity = identity
+        self._unreachable_after = unreachable_after
+        self._slow_after = slow_after_seconds
         self._health = report.Health.STARTING
         self._reason = "no scrape of the engine yet"
         self._ever_up = False
+        self._scrape: report.ScrapeStatus | None = None
+        self._scrape_seconds: float | None = None
+        self._scrape_detail: str | None = None
+        self._missed = 0
         self._sample: vllm_metrics.EngineSample | None = None
         self._sampled_at: float | None = None
         self._checked_at: float | None = None
@@ -129,15 +152,32 @@ class Sampler:
     def reason(self) -> str:
         return self._reason
 
-    def observe(self, outcome: Outcome, now: float) -> report.Health:
-        """Take one scrape's outcome, which ended at `now`; return the health it leads to."""
+    @property
+    def missed(self) -> int:
+        """Scrapes in a row without an answer, up to the latest."""
+        return self._missed
+
+    def observe(self, outcome: Outcome, now: float, took: float = 0.0) -> report.Health:
+        """Take one scrape's outcome, which ended at `now` after `took` seconds; return health."""
         self._checked_at = now
-        down = report.Health.UNREACHABLE if self._ever_up else report.Health.STARTING
+        self._scrape_seconds = max(0.0, took)
+        if isinstance(outcome, Refused | TimedOut | Failed):
+            label = {Refused: "refused", TimedOut: "timeout", Failed: "failed"}[type(outcome)]
+            self._miss(label, outcome.detail)
+            return self._health
+        # Any answer, even a bad one, shows the engine alive: the count of misses starts over.
+        self._missed = 0
+        slow = took > self._slow_after
+        self._scrape = report.ScrapeStatus.SLOW if slow else report.ScrapeStatus.ON_TIME
+        self._scrape_detail = (
+            f"the engine answered after {took:.3g} s, more than the poll interval "
+            f"{self._slow_after:g} s"
+            if slow
+            else None
+        )
         match outcome:
-            case Refused(detail) | TimedOut(detail) | Failed(detail):
-                label = {Refused: "refused", TimedOut: "timeout", Failed: "failed"}[type(outcome)]
-                self._set(label, down, detail)
             case Unhealthy(status=503, detail=detail):
+                down = report.Health.UNREACHABLE if self._ever_up else report.Health.STARTING
                 self._set("unhealthy", down, detail)
             case Unhealthy(detail=detail):
                 self._set("unhealthy", report.Health.BAD_METRICS, detail)
@@ -148,6 +188,20 @@ class Sampler:
                 else:
                     self._take(text, now)
         return self._health
+
+    def _miss(self, label: str, detail: str) -> None:
+        """A scrape without an answer: a dead engine only after enough of them in a row."""
+        self.outcome_counts[label] += 1
+        self._missed += 1
+        self._scrape = report.ScrapeStatus.MISSED
+        self._scrape_detail = detail
+        if not self._ever_up:
+            self._health, self._reason = report.Health.STARTING, detail
+        elif self._missed >= self._unreachable_after:
+            self._health = report.Health.UNREACHABLE
+            scrapes = "scrape" if self._missed == 1 else "scrapes"
+            self._reason = f"{detail} ({self._missed} {scrapes} in a row without an answer)"
+        # Otherwise health and reason stay the latest answer's: one lost answer is no verdict.
 
     def _set(self, label: str, health: report.Health, reason: str) -> None:
         self.outcome_counts[label] += 1
@@ -194,6 +248,7 @@ class Sampler:
                 reason=self._reason,
                 checked_at=self._checked_at,
                 served_at=now,
+                **self._scrape_fields(),
             )
         preemptions = self._preemptions.rate()
         prompt_tokens = self._prompt_tokens.rate()
@@ -209,6 +264,7 @@ class Sampler:
             sampled_at=self._sampled_at,
             checked_at=self._checked_at,
             served_at=now,
+            **self._scrape_fields(),
             # The clock may have stepped back since the sample; an age is never negative.
             age_seconds=max(0.0, now - self._sampled_at),
             engine_started_at=sample.process_start_time,
@@ -239,6 +295,16 @@ class Sampler:
             request_queue_time=_latency(self._request_queue_time),
         )
 
+    def _scrape_fields(self) -> dict[str, Any]:
+        if self._scrape is None:
+            return {}
+        return {
+            "scrape_status": self._scrape,
+            "scrape_seconds": self._scrape_seconds,
+            "missed_scrapes": self._missed,
+            "scrape_detail": self._scrape_detail,
+        }
+
     def _hit_ratio(self) -> float | None:
         queries = self._prefix_queries.rate()
         hits = self._prefix_hits.rate()
@@ -247,6 +313,13 @@ class Sampler:
         ratio = hits.increase / queries.increase
         # More hits than lookups means the two counters disagree (a reset between them): unknown.
         return ratio if ratio <= 1.0 else None
+
+
+def next_start(due: float, poll_interval: float, ended: float) -> float:
+    """When the poll loop starts its next scrape: one interval after the last one was due, or
+    at once when the last one ended later than that. Scrapes never overlap or pile up, so
+    starts are at most max(poll_interval, the scrape's duration) apart."""
+    return max(due + poll_interval, ended)
 
 
 def _observe_optional(

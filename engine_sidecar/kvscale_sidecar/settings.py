@@ -1,7 +1,7 @@
 """The sidecar's settings and their validation from command-line arguments. Pure.
 
 `from_args` is the one place arguments are checked; each error names the flag and says what
-would be valid, e.g. "--timeout = 0.5 must not exceed --poll-interval = 0.25".
+would be valid, e.g. "--rate-window = 0.3 must be at least twice --poll-interval = 0.25".
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from urllib import parse as urlparse
 
 DEFAULT_POLL_INTERVAL = 0.25
-DEFAULT_TIMEOUT = 0.2
+# The scrape deadline is not the poll interval: a busy vLLM answers /metrics after 0.2 s now and
+# then (seen in `make demo`), and an answer that comes late is a sample, not a dead engine. A
+# scrape that runs past the interval pushes the next one back; scrapes never overlap.
+DEFAULT_TIMEOUT = 1.0
+# Scrapes in a row without an answer before the engine is `unreachable`: one lost answer is
+# noise, three are an engine that is gone or hung. With the defaults a dead or hung engine is
+# unreachable within 3 * max(0.25, 1.0) + 1.0 = 4 s (`Settings.unreachable_within`), under the
+# operator's 5 s staleness limit.
+DEFAULT_UNREACHABLE_AFTER = 3
 DEFAULT_RATE_WINDOW = 5.0
 # Token throughput is a load level, not an alarm: a longer window than the preemption rate's
 # keeps Poisson noise in arrivals (a few large prompts in one 5 s window) from reading as a
@@ -51,7 +59,9 @@ class Settings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     """Seconds between the starts of two scrapes; scrapes never overlap."""
     timeout: float = DEFAULT_TIMEOUT
-    """Seconds one scrape (/health then /metrics) may take; at most poll_interval."""
+    """Seconds one scrape (/health then /metrics) may take; may exceed poll_interval."""
+    unreachable_after: int = DEFAULT_UNREACHABLE_AFTER
+    """Scrapes in a row without an answer before an engine that was up is `unreachable`."""
     rate_window: float = DEFAULT_RATE_WINDOW
     """Seconds of samples that rates (preemptions, prefix hits, offload) are computed over."""
     throughput_window: float = DEFAULT_THROUGHPUT_WINDOW
@@ -59,6 +69,17 @@ class Settings:
     latency_window: float = DEFAULT_LATENCY_WINDOW
     """Seconds of histogram snapshots that latency quantiles (TTFT, ITL, queue) are over."""
     max_body_bytes: int = MAX_BODY_BYTES
+
+    @property
+    def unreachable_within(self) -> float:
+        """Seconds from an engine's death or hang until its report says `unreachable`, at most.
+
+        Scrapes start at most max(poll_interval, timeout) apart (a late one pushes the next
+        back) and each ends within `timeout`. The first scrape that starts after the engine
+        fails starts within one such gap; the `unreachable_after`-th failure in a row ends
+        within (unreachable_after - 1) gaps and one timeout after that.
+        """
+        return self.unreachable_after * max(self.poll_interval, self.timeout) + self.timeout
 
     @property
     def health_url(self) -> str:
@@ -87,7 +108,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
-        help="seconds one scrape may take, at most the poll interval (%(default)s)",
+        help="seconds one scrape (/health then /metrics) may take; a longer one is a missed "
+        "scrape (%(default)s)",
+    )
+    parser.add_argument(
+        "--unreachable-after",
+        type=int,
+        default=DEFAULT_UNREACHABLE_AFTER,
+        help="missed scrapes in a row before an engine that was up is reported unreachable "
+        "(%(default)s)",
     )
     parser.add_argument(
         "--rate-window",
@@ -130,6 +159,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str], hostname: str) -
         model=args.model or None,
         poll_interval=_positive("--poll-interval", args.poll_interval),
         timeout=_positive("--timeout", args.timeout),
+        unreachable_after=_at_least_one("--unreachable-after", args.unreachable_after),
         rate_window=_positive("--rate-window", args.rate_window),
         throughput_window=_positive("--throughput-window", args.throughput_window),
         latency_window=(
@@ -138,11 +168,6 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str], hostname: str) -
             else _positive("--latency-window", args.latency_window)
         ),
     )
-    if settings.timeout > settings.poll_interval:
-        raise SettingsError(
-            f"--timeout = {settings.timeout:g} must not exceed --poll-interval = "
-            f"{settings.poll_interval:g}: a scrape has to end before the next one is due"
-        )
     if settings.rate_window < 2 * settings.poll_interval:
         raise SettingsError(
             f"--rate-window = {settings.rate_window:g} must be at least twice --poll-interval "
@@ -190,6 +215,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise SettingsError(f"--listen = {value!r}: port {port} is outside 0..65535")
     return host, port
+
+
+def _at_least_one(flag: str, value: int) -> int:
+    if value < 1:
+        raise SettingsError(f"{flag} = {value} must be a whole number of scrapes, at least 1")
+    return value
 
 
 def _positive(flag: str, value: float) -> float:

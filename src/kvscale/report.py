@@ -16,7 +16,11 @@ Honesty rules the model enforces, so a consumer cannot mistake "no data" for "id
   been one, they are all None together with `sampled_at` (never zeros);
 - `health` describes the latest scrape attempt (`checked_at`); when it is not `ok` the numbers are
   the last good ones, growing older (`age_seconds`), and `reason` says what went wrong;
-- a report with `health == ok` always carries every required number.
+- a report with `health == ok` always carries every required number;
+- a scrape that does not answer is not at once a dead engine: `health` turns `unreachable` only
+  after the sidecar's grace of missed scrapes in a row, and until then stays what the latest
+  answer said while `scrape_status` is `missed`, `missed_scrapes` counts them and `age_seconds`
+  grows, so the reader's own staleness rule decides whether the last numbers are still usable.
 
 Units: times are unix seconds (floats), sizes are blocks, tokens or bytes as named, rates are per
 second, ratios are 0..1.
@@ -55,6 +59,22 @@ class Health(enum.StrEnum):
     """The engine was up before and now does not answer (refused, timed out, 503)."""
     BAD_METRICS = "bad_metrics"
     """The engine answers, but its /metrics is unparseable or lacks a required metric."""
+
+
+class ScrapeStatus(enum.StrEnum):
+    """How the sidecar's latest scrape of the engine went, apart from what it said (added in v1).
+
+    A slow engine and a dead one look alike for one scrape; this says which way the latest one
+    went, while `health` waits for the sidecar's grace of missed scrapes before saying
+    `unreachable`.
+    """
+
+    ON_TIME = "on_time"
+    """The engine answered within the sidecar's poll interval."""
+    SLOW = "slow"
+    """The engine answered, but after the poll interval (within the scrape deadline)."""
+    MISSED = "missed"
+    """No answer: refused, broken, or not within the scrape deadline."""
 
 
 _Count = Annotated[int, Field(ge=0)]
@@ -178,6 +198,26 @@ class OccupancyReport(BaseModel):
         default=None, description="The engine process's start time, when it exposes one."
     )
 
+    # The latest scrape (added within v1, so optional): None before the first scrape, and from
+    # sidecars older than these fields.
+    scrape_status: ScrapeStatus | None = Field(
+        default=None,
+        description="How the latest scrape went: on_time, slow (answered after the poll "
+        "interval) or missed (no answer); health says unreachable only after missed_scrapes "
+        "reaches the sidecar's grace.",
+    )
+    scrape_seconds: _Seconds | None = Field(
+        default=None, description="How long the latest scrape (/health then /metrics) took."
+    )
+    missed_scrapes: _Count | None = Field(
+        default=None,
+        description="Scrapes in a row without an answer, up to the latest; 0 once one answers.",
+    )
+    scrape_detail: str | None = Field(
+        default=None,
+        description="What the latest scrape said when it was slow or missed; None when on time.",
+    )
+
     # KV cache, from the last good sample.
     block_size: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Tokens per KV block."
@@ -282,6 +322,13 @@ class OccupancyReport(BaseModel):
             raise ValueError("health: ok needs a sample, but sampled_at is None")
         if self.health is not Health.OK and not self.reason:
             raise ValueError(f"reason: empty, but health is {self.health.value}")
+        if self.scrape_status is not None and self.missed_scrapes is not None:
+            missed = self.scrape_status is ScrapeStatus.MISSED
+            if missed != (self.missed_scrapes > 0):
+                raise ValueError(
+                    f"missed_scrapes: {self.missed_scrapes}, but scrape_status is "
+                    f"{self.scrape_status.value}"
+                )
         if (
             self.num_used_blocks is not None
             and self.num_gpu_blocks is not None

@@ -2,9 +2,10 @@
 
 The engine here is a small in-process HTTP server that answers like vLLM (its /metrics is a real
 vLLM capture from tests/data) or fails the way a test asks: not up yet, killed, garbage,
-truncated, a renamed metric, bytes that are not text, an oversized body, HTTP errors, and
-hanging. The sidecar runs in-process through `kvscale_sidecar.main.start` with a fast poll, and
-is read over HTTP like the operator reads it. Waits have deadlines; nothing asserts a duration.
+truncated, a renamed metric, bytes that are not text, an oversized body, HTTP errors, hanging,
+answering slowly, and now and then too slowly. The sidecar runs in-process through
+`kvscale_sidecar.main.start` with a fast poll, and is read over HTTP like the operator reads it.
+Waits have deadlines; nothing asserts a duration.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ POLL = 0.05
 TIMEOUT = 0.04
 MAX_BODY = 200_000
 DEADLINE_S = 15.0
+GRACE = settings.DEFAULT_UNREACHABLE_AFTER
+# For the slow engine: a deadline well past the interval, and answers between the two.
+SLOW_TIMEOUT = 0.5
+SLOW_ANSWER = 0.15
 
 
 def _capture() -> str:
@@ -51,8 +56,12 @@ class FakeEngine:
     port: int
     mode: str = "ok"
     text: str = dataclasses.field(default_factory=_capture)
+    delay: float = 0.0
+    """Seconds "slow" waits before every /metrics answer, and "flaky" before all but every
+    GRACE-th one: as many misses in a row as the grace allows, then an answer."""
     _runner: web.AppRunner | None = None
     _release: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _metrics_requests: int = 0
 
     async def start(self) -> None:
         app = web.Application()
@@ -84,7 +93,12 @@ class FakeEngine:
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         text = self.text
+        self._metrics_requests += 1
         match self.mode:
+            case "slow":
+                await asyncio.sleep(self.delay)
+            case "flaky" if self._metrics_requests % GRACE:
+                await asyncio.sleep(self.delay)
             case "hang-metrics":
                 await self._hang()
             case "garbage":
@@ -141,7 +155,7 @@ class Scene:
             await asyncio.sleep(POLL / 2)
 
 
-async def _scene(engine_up: bool, mode: str) -> AsyncGenerator[Scene, None]:
+async def _scene(engine_up: bool, mode: str, deadline: float) -> AsyncGenerator[Scene, None]:
     engine = FakeEngine(port=_free_port(), mode=mode)
     if engine_up:
         await engine.start()
@@ -153,7 +167,7 @@ async def _scene(engine_up: bool, mode: str) -> AsyncGenerator[Scene, None]:
         namespace="test",
         model=None,
         poll_interval=POLL,
-        timeout=TIMEOUT,
+        timeout=deadline,
         rate_window=1.0,
         max_body_bytes=MAX_BODY,
     )
@@ -168,10 +182,13 @@ async def _scene(engine_up: bool, mode: str) -> AsyncGenerator[Scene, None]:
 
 
 def _run(
-    scenario: Callable[[Scene], Awaitable[None]], engine_up: bool = True, mode: str = "ok"
+    scenario: Callable[[Scene], Awaitable[None]],
+    engine_up: bool = True,
+    mode: str = "ok",
+    deadline: float = TIMEOUT,
 ) -> None:
     async def go() -> None:
-        scenes = _scene(engine_up, mode)
+        scenes = _scene(engine_up, mode, deadline)
         scene = await anext(scenes)
         try:
             await scenario(scene)
@@ -226,6 +243,10 @@ def test_engine_killed_is_unreachable_and_the_report_ages() -> None:
         await scene.engine.kill()
         gone = await scene.until(_is(report.Health.UNREACHABLE), "unreachable after the kill")
         assert "connection refused" in gone.reason
+        assert f"{GRACE} scrapes in a row without an answer" in gone.reason
+        assert gone.scrape_status is report.ScrapeStatus.MISSED
+        assert gone.missed_scrapes is not None
+        assert gone.missed_scrapes >= GRACE
         assert gone.sampled_at is not None
         assert up.sampled_at is not None
         assert gone.sampled_at >= up.sampled_at
@@ -290,8 +311,19 @@ def test_a_hanging_engine_times_out_and_the_sidecar_keeps_serving(mode: str) -> 
     async def scenario(scene: Scene) -> None:
         await scene.until(_is(report.Health.OK), "ok")
         scene.engine.mode = mode
-        hung = await scene.until(_is(report.Health.UNREACHABLE), "unreachable on a hang")
+        # Every report before the verdict says ok with fewer misses than the grace: a hang and
+        # a slow answer look alike until the grace runs out.
+        seen = [await scene.occupancy()]
+        while seen[-1].health is report.Health.OK:
+            seen.append(await scene.occupancy())
+            await asyncio.sleep(POLL / 4)
+        hung = seen[-1]
+        assert hung.health is report.Health.UNREACHABLE, hung.to_json()
         assert f"no answer within {TIMEOUT:g} s" in hung.reason
+        assert hung.missed_scrapes is not None
+        assert hung.missed_scrapes >= GRACE
+        before = [current.missed_scrapes or 0 for current in seen[:-1]]
+        assert all(missed < GRACE for missed in before)
         # Polls go on (one timeout each) and every request to the sidecar is answered.
         for _ in range(5):
             current = await scene.occupancy()
@@ -316,5 +348,59 @@ def test_503_after_being_up_is_unreachable() -> None:
         scene.engine.mode = "health-503"
         down = await scene.until(_is(report.Health.UNREACHABLE), "unreachable on 503")
         assert "HTTP 503 (the engine is not serving)" in down.reason
+
+    _run(scenario)
+
+
+def test_a_slow_engine_keeps_reporting_samples_and_is_never_unreachable() -> None:
+    async def scenario(scene: Scene) -> None:
+        await scene.until(_is(report.Health.OK), "ok")
+        # Every /metrics answer now comes after the poll interval, within the deadline.
+        scene.engine.mode = "slow"
+        scene.engine.delay = SLOW_ANSWER
+        first = await scene.until(
+            lambda current: current.scrape_status is report.ScrapeStatus.SLOW, "a slow scrape"
+        )
+        samples: list[float] = []
+        while len(samples) < 5:
+            current = await scene.occupancy()
+            assert current.health is report.Health.OK, current.to_json()
+            assert current.scrape_status is not report.ScrapeStatus.MISSED, current.to_json()
+            assert current.sampled_at is not None
+            if not samples or current.sampled_at > samples[-1]:
+                samples.append(current.sampled_at)
+            await asyncio.sleep(POLL)
+        # Fresh samples kept coming: each slow answer is one.
+        assert first.sampled_at is not None
+        assert samples[-1] > first.sampled_at
+        assert "more than the poll interval" in (current.scrape_detail or "")
+        assert scene.sidecar.sampler.outcome_counts["timeout"] == 0
+        assert (await scene.status("/readyz"))[0] == 200
+
+    _run(scenario, deadline=SLOW_TIMEOUT)
+
+
+def test_an_engine_that_answers_just_before_the_grace_runs_out_is_never_unreachable() -> None:
+    async def scenario(scene: Scene) -> None:
+        await scene.until(_is(report.Health.OK), "ok")
+        # GRACE - 1 /metrics answers in a row come after the deadline, then one in time.
+        scene.engine.mode = "flaky"
+        scene.engine.delay = 3 * TIMEOUT
+        counts = scene.sidecar.sampler.outcome_counts
+        reports = []
+        while counts["timeout"] < 3 * (GRACE - 1):
+            reports.append(await scene.occupancy())
+            await asyncio.sleep(POLL / 2)
+        assert all(current.health is report.Health.OK for current in reports)
+        missed = [c for c in reports if c.scrape_status is report.ScrapeStatus.MISSED]
+        assert missed, "no report was served between a miss and the next answer"
+        assert all(0 < (current.missed_scrapes or 0) < GRACE for current in missed)
+        # Between two misses the engine answered: samples went on.
+        assert reports[-1].sampled_at is not None
+        assert reports[0].sampled_at is not None
+        assert reports[-1].sampled_at > reports[0].sampled_at
+        _, metrics = await scene.status("/metrics")
+        assert 'kvscale_engine_health{state="ok"} 1.0' in metrics
+        assert "kvscale_sidecar_missed_scrapes " in metrics
 
     _run(scenario)

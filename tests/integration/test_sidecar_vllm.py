@@ -14,6 +14,7 @@ requirement that a report is within one poll interval (plus its scrape) of vLLM'
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import os
@@ -34,13 +35,16 @@ from prometheus_client import parser
 
 from kvscale import report
 from kvscale.localstack import engine_env
+from kvscale_sidecar import settings
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 BLOCK_SIZE = 32  # the CPU attention backend needs a multiple of 32
 NUM_GPU_BLOCKS = 64
 POLL = 0.25
-SCRAPE_TIMEOUT = 0.2
+# The sidecar's own default deadline: under this load vLLM's /metrics answers after 0.2 s now
+# and then, and a late answer must be a sample, not an unreachable engine.
+SCRAPE_TIMEOUT = settings.DEFAULT_TIMEOUT
 ENGINE_READY_S = 420.0
 DEADLINE_S = 120.0
 CONCURRENT_REQUESTS = 128
@@ -337,6 +341,8 @@ def test_engine_started_late_killed_and_restarted(engine: Engine, sidecar: Sidec
 
     engine.kill()  # SIGKILL: a crash, not a goodbye
     gone = sidecar.until(lambda r: r.health is report.Health.UNREACHABLE, "unreachable")
+    assert gone.missed_scrapes is not None
+    assert gone.missed_scrapes >= settings.DEFAULT_UNREACHABLE_AFTER
     later = sidecar.until(lambda r: r.checked_at != gone.checked_at, "a later scrape attempt")
     assert later.health is report.Health.UNREACHABLE
     assert gone.sampled_at is not None
@@ -385,16 +391,24 @@ def test_idle_then_saturated_engine(engine: Engine, sidecar: Sidecar) -> None:
     assert idle.pod == "vllm-engine-0"
 
     load = Load(engine.url, CONCURRENT_REQUESTS)
-    try:
-        saturated = sidecar.until(
-            lambda r: (
-                r.health is report.Health.OK
-                and (r.usage_ratio or 0.0) >= 0.9
-                and (r.num_requests_waiting or 0) > 0
-                and (r.preemptions_per_second or 0.0) > 0
-            ),
-            "usage near 1, a queue and preemptions",
+    loaded: list[report.OccupancyReport] = []
+
+    def saturated_now(current: report.OccupancyReport) -> bool:
+        loaded.append(current)
+        return (
+            current.health is report.Health.OK
+            and (current.usage_ratio or 0.0) >= 0.9
+            and (current.num_requests_waiting or 0) > 0
+            and (current.preemptions_per_second or 0.0) > 0
         )
+
+    try:
+        saturated = sidecar.until(saturated_now, "usage near 1, a queue and preemptions")
+        # A busy engine answers /metrics late at times: slow or missed scrapes, never a verdict.
+        slowest = max(current.scrape_seconds or 0.0 for current in loaded)
+        statuses = collections.Counter(str(current.scrape_status) for current in loaded)
+        print(f"under load: slowest scrape {slowest:.3f} s; reports by scrape status {statuses}")
+        assert all(current.health is not report.Health.UNREACHABLE for current in loaded)
         assert saturated.usage_ratio is not None
         assert saturated.num_used_blocks == round(saturated.usage_ratio * (NUM_GPU_BLOCKS - 1))
 

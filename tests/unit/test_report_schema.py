@@ -38,6 +38,10 @@ def _ok_document(**changes: Any) -> dict[str, Any]:
         "checked_at": 1_800_000_000.0,
         "served_at": 1_800_000_000.1,
         "age_seconds": 0.1,
+        "scrape_status": "slow",
+        "scrape_seconds": 0.6,
+        "missed_scrapes": 0,
+        "scrape_detail": "the engine answered after 0.6 s, more than the poll interval 0.25 s",
         "engine_started_at": 1_799_999_000.0,
         "block_size": 32,
         "num_gpu_blocks": 64,
@@ -208,6 +212,25 @@ REFUSED += [
     ),
 ]
 
+REFUSED += [
+    pytest.param(
+        json.dumps(_ok_document(scrape_status="late")), "scrape_status", id="unknown-scrape-status"
+    ),
+    pytest.param(
+        json.dumps(_ok_document(scrape_status="missed", missed_scrapes=0)),
+        "missed_scrapes: 0, but scrape_status is missed",
+        id="missed-without-a-count",
+    ),
+    pytest.param(
+        json.dumps(_ok_document(scrape_status="on_time", missed_scrapes=2)),
+        "missed_scrapes: 2, but scrape_status is on_time",
+        id="count-without-a-miss",
+    ),
+    pytest.param(
+        json.dumps(_ok_document(missed_scrapes=-1)), "missed_scrapes", id="negative-misses"
+    ),
+]
+
 
 def test_a_latency_window_reads_back_as_the_histogram_it_came_from() -> None:
     increase = histogram.Histogram.of((0.1, 0.5, 1.0), [0.05, 0.2, 0.3, 0.7, 3.0])
@@ -229,6 +252,30 @@ def test_a_report_from_before_the_latency_fields_still_reads() -> None:
     parsed = report.from_json(json.dumps(older))
     assert parsed.time_to_first_token is None
     assert parsed.request_queue_time is None
+
+
+def test_a_report_from_before_the_scrape_fields_still_reads() -> None:
+    scrape_fields = ("scrape_status", "scrape_seconds", "missed_scrapes", "scrape_detail")
+    older = {k: v for k, v in _ok_document().items() if k not in scrape_fields}
+    parsed = report.from_json(json.dumps(older))
+    assert all(getattr(parsed, name) is None for name in scrape_fields)
+
+
+def test_a_missed_scrape_inside_the_grace_is_an_ok_report_with_an_older_sample() -> None:
+    # What a sidecar serves between one lost answer and the verdict: health is still the last
+    # answer's, the sample is dated, and the miss is said in the fields an older reader skips.
+    document = _ok_document(
+        scrape_status="missed",
+        scrape_seconds=1.0,
+        missed_scrapes=2,
+        scrape_detail="GET http://10.0.0.7:8000/metrics: no answer within 1 s",
+        served_at=1_800_000_002.5,
+        age_seconds=2.5,
+    )
+    parsed = report.from_json(json.dumps(document))
+    assert parsed.health is report.Health.OK
+    assert parsed.scrape_status is report.ScrapeStatus.MISSED
+    assert json.loads(parsed.to_json()) == document
 
 
 @pytest.mark.parametrize(("text", "says"), REFUSED)

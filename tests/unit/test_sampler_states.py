@@ -10,11 +10,12 @@ import pathlib
 import pytest
 
 from kvscale import report
-from kvscale_sidecar import sampler, vllm_metrics
+from kvscale_sidecar import sampler, settings, vllm_metrics
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
 IDLE_PATH = DATA / "vllm_metrics_idle.txt"
 URL = "http://127.0.0.1:8000"
+GRACE = settings.DEFAULT_UNREACHABLE_AFTER
 
 
 def _idle() -> str:
@@ -97,18 +98,28 @@ def test_engine_not_up_yet_is_starting(outcome: sampler.Outcome) -> None:
 
 
 @pytest.mark.parametrize(
-    "outcome", [REFUSED, TIMED_OUT, HEALTH_503], ids=["refused", "timeout", "503"]
+    ("outcome", "reports", "says"),
+    [
+        (REFUSED, GRACE, f"({GRACE} scrapes in a row without an answer)"),
+        (TIMED_OUT, GRACE, f"({GRACE} scrapes in a row without an answer)"),
+        # vLLM's 503 is an answer (its engine is not serving): no grace.
+        (HEALTH_503, 1, ""),
+    ],
+    ids=["refused", "timeout", "503"],
 )
 def test_engine_gone_after_it_was_up_is_unreachable_and_the_sample_ages(
-    outcome: sampler.Outcome,
+    outcome: sampler.Outcome, reports: int, says: str
 ) -> None:
     state = _sampler()
     state.observe(_ok(usage=0.5, running=3), now=10.0)
-    assert state.observe(outcome, now=10.25) is report.Health.UNREACHABLE
+    for step in range(1, reports):
+        assert state.observe(outcome, now=10.0 + 0.25 * step) is report.Health.OK
+    assert state.observe(outcome, now=10.0 + 0.25 * reports) is report.Health.UNREACHABLE
     early = state.report(now=11.0)
     late = state.report(now=20.0)
     assert early.health is late.health is report.Health.UNREACHABLE
-    assert early.reason == outcome.detail
+    assert early.reason.startswith(outcome.detail)
+    assert says in early.reason
     # The last good numbers stay, dated; they never turn into zeros.
     assert early.sampled_at == late.sampled_at == 10.0
     assert early.age_seconds == pytest.approx(1.0)
@@ -167,7 +178,8 @@ def test_engine_restart_resets_counters_and_the_rate_stays_sane() -> None:
     state = _sampler()
     for at, total in [(0.0, 2000), (0.25, 2010), (0.5, 2020)]:
         state.observe(_ok(preemptions=total, started=1000.0), now=at)
-    state.observe(REFUSED, now=0.75)
+    for _ in range(GRACE):
+        state.observe(REFUSED, now=0.75)
     assert state.report(now=0.75).health is report.Health.UNREACHABLE
     # The new engine process (new start time) has counted 0 preemptions, then 6.
     state.observe(_ok(preemptions=0, started=1001.0), now=1.0)

@@ -13,7 +13,7 @@ from prometheus_client import exposition as prom_exposition
 from prometheus_client import metrics_core, parser, registry
 
 from kvscale import report
-from kvscale_sidecar import exposition, sampler
+from kvscale_sidecar import exposition, sampler, settings
 
 LOADED_PATH = pathlib.Path(__file__).resolve().parent.parent / "data" / "vllm_metrics_loaded.txt"
 
@@ -87,10 +87,24 @@ def test_ok_engine_exports_its_numbers() -> None:
     assert health == {"ok": 1.0, "starting": 0.0, "unreachable": 0.0, "bad_metrics": 0.0}
 
 
+def test_a_missed_scrape_inside_the_grace_keeps_the_numbers_and_counts_the_miss() -> None:
+    state = _state()
+    _loaded(state)
+    state.observe(sampler.TimedOut("GET /metrics: no answer within 1 s"), now=11.0, took=1.0)
+    found = _render(state, now=11.0)
+    health = {labels[0][1]: v for labels, v in found["kvscale_engine_health"].items()}
+    assert health["ok"] == 1.0
+    assert found["kvscale_sidecar_missed_scrapes"][()] == 1.0
+    # The numbers are the last good sample's; its age says how old they are.
+    assert "kvscale_engine_kv_usage_ratio" in found
+    assert found["kvscale_engine_sample_age_seconds"][()] == pytest.approx(1.0)
+
+
 def test_engine_numbers_vanish_when_the_engine_is_not_ok() -> None:
     state = _state()
     _loaded(state)
-    state.observe(sampler.Refused("connection refused"), now=11.0)
+    for _ in range(settings.DEFAULT_UNREACHABLE_AFTER):
+        state.observe(sampler.Refused("connection refused"), now=11.0)
     found = _render(state, now=12.0)
     assert "kvscale_engine_kv_usage_ratio" not in found
     assert "kvscale_engine_kv_blocks" not in found
@@ -99,7 +113,8 @@ def test_engine_numbers_vanish_when_the_engine_is_not_ok() -> None:
     assert found["kvscale_engine_sample_age_seconds"][()] == pytest.approx(2.0)
     scrapes = {labels[0][1]: v for labels, v in found["kvscale_sidecar_scrapes_total"].items()}
     assert scrapes["ok"] == 1
-    assert scrapes["refused"] == 1
+    assert scrapes["refused"] == settings.DEFAULT_UNREACHABLE_AFTER
+    assert found["kvscale_sidecar_missed_scrapes"][()] == settings.DEFAULT_UNREACHABLE_AFTER
 
 
 def test_nothing_is_invented_before_the_first_sample() -> None:

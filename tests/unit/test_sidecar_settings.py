@@ -24,7 +24,11 @@ def test_defaults_and_downward_api_environment() -> None:
     assert config.metrics_url == "http://10.1.2.3:8000/metrics"
     assert config.health_url == "http://10.1.2.3:8000/health"
     assert config.poll_interval == settings.DEFAULT_POLL_INTERVAL == 0.25
-    assert config.timeout < config.poll_interval
+    # A late answer is a sample: the deadline is longer than the interval, and an engine that
+    # stopped answering is unreachable within the stated bound, under the operator's 5 s.
+    assert config.timeout == settings.DEFAULT_TIMEOUT > config.poll_interval
+    assert config.unreachable_after == settings.DEFAULT_UNREACHABLE_AFTER
+    assert config.unreachable_within == 3 * 1.0 + 1.0
     assert (config.listen_host, config.listen_port) == settings.parse_listen(
         settings.DEFAULT_LISTEN
     )
@@ -87,9 +91,9 @@ REFUSED = [
         id="nan-timeout",
     ),
     pytest.param(
-        ["--engine-url", "http://e", "--timeout", "0.5"],
-        "--timeout = 0.5 must not exceed --poll-interval = 0.25",
-        id="timeout-beyond-interval",
+        ["--engine-url", "http://e", "--unreachable-after", "0"],
+        "--unreachable-after = 0 must be a whole number of scrapes, at least 1",
+        id="no-grace-at-all",
     ),
     pytest.param(
         ["--engine-url", "http://e", "--rate-window", "0.3"],
@@ -120,6 +124,22 @@ def test_throughput_has_its_own_longer_window() -> None:
         hostname="h",
     )
     assert made.throughput_window == 30.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "within"),
+    [
+        # Deadline under the interval: scrapes start an interval apart.
+        (["--poll-interval", "1", "--timeout", "0.5", "--unreachable-after", "2"], 2 * 1 + 0.5),
+        # Deadline over the interval: a hung engine's scrapes start a deadline apart.
+        (["--poll-interval", "0.25", "--timeout", "2", "--unreachable-after", "1"], 1 * 2 + 2),
+    ],
+)
+def test_the_detection_bound_follows_interval_deadline_and_grace(
+    argv: list[str], within: float
+) -> None:
+    made = settings.from_args(_args("--engine-url", "http://e", *argv), env={}, hostname="h")
+    assert made.unreachable_within == pytest.approx(within)
 
 
 @pytest.mark.parametrize(("argv", "says"), REFUSED)

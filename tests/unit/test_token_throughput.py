@@ -262,7 +262,7 @@ def test_an_unknown_token_rate_has_no_series() -> None:
     _feed(state, [(1.0, None, 90, 1000.0)])
     _feed(state, [(2.0, None, 100, 1000.0)])
     assert _token_series(state.report(now=2.0)) == {"generation": 25.0}  # 50 / 2.0 s
-    state.observe(sampler.Refused("connection refused"), now=3.0)
+    state.observe(sampler.Unhealthy(503, "GET /health answered HTTP 503"), now=3.0)
     assert _token_series(state.report(now=3.0)) is None  # not ok: no stale engine numbers
 
 
