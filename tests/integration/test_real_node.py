@@ -195,6 +195,39 @@ def test_cluster_ip_service_answers_inside_the_node_namespace(
     assert real.service_cidr not in host_routes
 
 
+def test_kubernetes_service_reaches_the_api_server_as_in_cluster_config_does(
+    real: local.Cluster,
+) -> None:
+    # What a pod's in-cluster client does: HTTPS to the `kubernetes` Service's ClusterIP on
+    # 443, checking the server's certificate against the cluster CA by that IP. Anonymous
+    # requests are refused by the API server (401): an answer from it is what counts here.
+    slice_ = _get(real, "endpointslice", "kubernetes")
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    cluster_ip = _get(real, "service", "kubernetes")["spec"]["clusterIP"]
+    ca = real.files.pem("ca.crt")
+    fetch = (
+        "import ssl, urllib.request as u, urllib.error as e\n"
+        f"c = ssl.create_default_context(cafile={str(ca)!r})\n"
+        "try:\n"
+        f"    u.urlopen('https://{cluster_ip}:443/version', context=c, timeout=5)\n"
+        "    print('answered 200')\n"
+        "except e.HTTPError as x:\n"
+        "    print('answered', x.code)\n"
+    )
+
+    def answered() -> str | None:
+        result = real.in_node(sys.executable, "-c", fetch)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    said = wait.eventually(
+        answered,
+        f"the kubernetes Service ({cluster_ip}:443) answering over verified TLS",
+        timeout_s=WAIT_S,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    assert said in {"answered 200", "answered 401", "answered 403"}
+
+
 def test_pod_asking_more_gpus_than_exist_stays_pending_with_the_schedulers_reason(
     real: local.Cluster,
 ) -> None:

@@ -154,3 +154,15 @@ def test_the_gpu_patch_sets_capacity_and_allocatable() -> None:
 
 def test_the_node_reaches_the_api_server_through_the_relay_on_the_veth() -> None:
     assert PLAN.relay_url == f"https://{PLAN.addresses.host_ip}:6443"
+
+
+def test_the_kubernetes_service_slice_points_at_the_relay_on_the_api_servers_port() -> None:
+    made = json.loads(node.api_endpoint_slice(PLAN, 6443))
+    # kube-proxy finds a Service's slices by this label alone.
+    assert made["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    assert made["metadata"]["namespace"] == "default"
+    assert made["endpoints"] == [
+        {"addresses": [PLAN.addresses.host_ip], "conditions": {"ready": True}}
+    ]
+    # The port's name matches the `kubernetes` Service's port name, or kube-proxy skips it.
+    assert made["ports"] == [{"name": "https", "port": 6443, "protocol": "TCP"}]

@@ -613,6 +613,11 @@ def _start_node(
         ],
     )
     done(node.KUBELET)
+    run_kubectl(
+        cluster.env(),
+        ["apply", "-f", "-"],
+        input=node.api_endpoint_slice(node_plan, ports.apiserver),
+    )
     launch(node.KUBE_PROXY, node.kube_proxy_argv(node_plan, node_files.kube_proxy), env)
     wait(node.KUBE_PROXY, functools.partial(_check_kube_proxy, node_plan), "syncing rules")
     done(node.KUBE_PROXY)

@@ -329,3 +329,31 @@ def gpu_patch(gpus: int) -> str:
             {"op": "add", "path": f"/status/allocatable/{key}", "value": str(gpus)},
         ]
     )
+
+
+def api_endpoint_slice(plan: Plan, port: int) -> str:
+    """The EndpointSlice that points the `kubernetes` Service at the relay, as JSON.
+
+    The API server runs with `--endpoint-reconciler-type=none` (it listens on the host's
+    loopback, which no pod can reach), so nothing fills the default Service's endpoints. Pods
+    that use in-cluster config (the operator's, the sidecars') dial `KUBERNETES_SERVICE_HOST`,
+    the Service's ClusterIP; kube-proxy sends that to this slice's address: the relay on the
+    host end of the veth, which forwards to the API server. Its certificate names the ClusterIP.
+    """
+    return json.dumps(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "kvscale-localstack",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [plan.addresses.host_ip], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+    )
