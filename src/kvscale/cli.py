@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cluster = sub.add_parser("cluster", help="a real local Kubernetes control plane")
-    cluster.add_argument("action", choices=["up", "down", "status"])
+    cluster.add_argument("action", choices=["up", "down", "status", "load-image"])
+    cluster.add_argument(
+        "archives", nargs="*", metavar="ARCHIVE", help="load-image: image archives to import"
+    )
     cluster.add_argument("--name", default="kvscale", help="cluster name (default: %(default)s)")
     cluster.add_argument("--nodes", type=int, default=2, help="local nodes to register")
     cluster.add_argument(

@@ -7,12 +7,14 @@ into the node's containerd like the pause image; nothing is pulled.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import sys
+import tarfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -226,6 +228,45 @@ def test_kubernetes_service_reaches_the_api_server_as_in_cluster_config_does(
         retry_on=wait.NOT_MADE_YET,
     )
     assert said in {"answered 200", "answered 401", "answered 403"}
+
+
+def _retagged(archive: pathlib.Path, name: str, into: pathlib.Path) -> pathlib.Path:
+    """A copy of an OCI layout tar whose one image is named `name` (as a build would name it)."""
+    out = into / "retagged.tar"
+    with tarfile.open(archive) as source, tarfile.open(out, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name == "index.json" and data is not None:
+                index = json.load(data)
+                index["manifests"][0]["annotations"]["io.containerd.image.name"] = name
+                raw = json.dumps(index).encode()
+                member.size = len(raw)
+                target.addfile(member, io.BytesIO(raw))
+            else:
+                target.addfile(member, data)
+    return out
+
+
+def test_an_image_built_here_loads_into_the_node_and_runs(
+    real: local.Cluster, tmp_path: pathlib.Path
+) -> None:
+    # What a user does with an image built on this machine (no registry): `kvscale cluster
+    # load-image ARCHIVE`, then a pod that names it with imagePullPolicy Never.
+    name = "kvscale.local/loaded:1"
+    archive = _retagged(binaries.ensure_node().root / "images" / "webecho.tar", name, tmp_path)
+    local.load_images(real, [archive])
+    pod = _pod("loaded")
+    pod["spec"]["containers"][0]["image"] = name
+    _apply(real, pod)
+    ready = wait.eventually(
+        lambda: _ready(real, "loaded"),
+        "pod loaded Ready",
+        timeout_s=WAIT_S,
+        retry_on=wait.NOT_MADE_YET,
+    )
+    assert ready["status"]["containerStatuses"][0]["image"] == name
+    with pytest.raises(local.ClusterError, match="not found"):
+        local.load_images(real, [tmp_path / "absent.tar"])
 
 
 def test_pod_asking_more_gpus_than_exist_stays_pending_with_the_schedulers_reason(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -93,3 +94,14 @@ def test_bad_settings_name_the_field(
     arguments: dict[str, object] = {"name": "ok", "state_dir": tmp_path, **overrides}
     with pytest.raises(ValueError, match=field):
         local.Settings(**arguments)  # type: ignore[arg-type]
+
+
+def test_images_load_only_into_a_real_node_and_only_from_archives_that_exist(
+    tmp_path: pathlib.Path,
+) -> None:
+    agent = _handle(tmp_path)
+    with pytest.raises(local.ClusterError, match="node-agent runtime, which has no image store"):
+        local.load_images(agent, [tmp_path / "image.tar"])
+    real = dataclasses.replace(agent, runtime=local.KUBELET_RUNTIME)
+    with pytest.raises(local.ClusterError, match=r"not found: .*absent\.tar"):
+        local.load_images(real, [tmp_path / "absent.tar"])

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from kvscale.localstack import (
@@ -546,7 +546,24 @@ def _write_node_files(
     return kubeconfigs
 
 
-def _import_images(plan: node.Plan, images: list[pathlib.Path]) -> None:
+def load_images(cluster: Cluster, archives: Sequence[pathlib.Path]) -> None:
+    """Import OCI or Docker image archives into the real node's containerd (as `kind load`).
+
+    Nothing can be pulled here (no registry is reachable), so images built on this machine reach
+    the node this way; pods then name them with `imagePullPolicy: IfNotPresent` or `Never`.
+    """
+    if cluster.runtime != KUBELET_RUNTIME:
+        raise ClusterError(
+            f"cluster {cluster.name!r} runs pods with the {cluster.runtime} runtime, which has no "
+            f"image store: images load only into a real node (`cluster up --runtime kubelet`)"
+        )
+    missing = [str(path) for path in archives if not path.is_file()]
+    if missing:
+        raise ClusterError(f"image archives not found: {', '.join(missing)}")
+    _import_images(cluster.node, archives)
+
+
+def _import_images(plan: node.Plan, images: Sequence[pathlib.Path]) -> None:
     for tar in images:
         argv = ["ctr", "--address", str(plan.socket), "-n", "k8s.io", "images", "import", str(tar)]
         result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)

@@ -1,4 +1,4 @@
-"""`kvscale cluster up|down|status`: the local cluster from the command line.
+"""`kvscale cluster up|down|status|load-image`: the local cluster from the command line.
 
 A thin shell over `cluster`: parses nothing itself (the CLI's argparse does), prints to stdout,
 errors to stderr, and returns the exit code. Does I/O.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 
 from kvscale.localstack import binaries, components, node, paths
@@ -115,9 +116,25 @@ def _status(args: argparse.Namespace) -> int:
     return 1
 
 
+def _load_image(args: argparse.Namespace) -> int:
+    archives = [pathlib.Path(path) for path in getattr(args, "archives", [])]
+    if not archives:
+        return _error("load-image: name one or more image archives (OCI or docker-archive tar)")
+    try:
+        handle = local.load(paths.cluster_state_dir(args.name))
+        if handle is None:
+            return _error(f"cluster {args.name!r} is not running: `kvscale cluster up` first")
+        local.load_images(handle, archives)
+    except (ValueError, OSError, local.ClusterError) as exc:
+        return _error(str(exc))
+    for archive in archives:
+        _say(f"loaded {archive} into the node of cluster {handle.name!r}")
+    return 0
+
+
 def cluster(args: argparse.Namespace) -> int:
     """Run `kvscale cluster <action>`; returns the exit code."""
-    actions = {"up": _up, "down": _down, "status": _status}
+    actions = {"up": _up, "down": _down, "status": _status, "load-image": _load_image}
     action = actions.get(args.action)
     if action is None:
         return _error(f"action = {args.action!r}: must be one of {', '.join(actions)}")
