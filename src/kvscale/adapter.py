@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from kvscale import report
+from kvscale import histogram, report
 from kvscale.scaling import demand, settings
 
 
@@ -43,6 +43,16 @@ class Engine(Protocol):
 
     @property
     def phase(self) -> demand.Phase: ...
+
+    @property
+    def created_at(self) -> float | None:
+        """When the pod was created, in seconds on the caller's wall clock; None if unknown."""
+        ...
+
+    @property
+    def ready_since(self) -> float | None:
+        """When its Ready condition last became True (wall clock); None while not ready."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +85,25 @@ def sample(received: Received) -> demand.Sample | None:
         preemptions_per_second=found.preemptions_per_second or 0.0,
         tokens_per_second=_tokens_per_second(found),
         healthy=found.health is report.Health.OK,
+        ttft=_increase(found.time_to_first_token),
+        itl=_increase(found.inter_token_latency),
+        latency_since=_latency_since(received.received_at - found.age_seconds, found),
     )
+
+
+def _increase(window: report.LatencyWindow | None) -> histogram.Histogram | None:
+    return None if window is None else window.as_histogram()
+
+
+def _latency_since(sampled: float, found: report.OccupancyReport) -> float | None:
+    """When the latency windows began, on the decision's clock: the sample's time less the
+    longest window (the histograms' windows end at the sample)."""
+    spans = [
+        window.window_seconds
+        for window in (found.time_to_first_token, found.inter_token_latency)
+        if window is not None
+    ]
+    return sampled - max(spans) if spans else None
 
 
 def _tokens_per_second(found: report.OccupancyReport) -> float | None:
@@ -123,22 +151,29 @@ class Reports:
 
 
 def observations(
-    pods: Sequence[Engine], polled: Collection[str], reports: Reports
+    pods: Sequence[Engine],
+    polled: Collection[str],
+    reports: Reports,
+    wall_offset: float = 0.0,
 ) -> list[demand.Observation]:
     """One observation per pod; `polled` are the uids of the pods asked this tick.
 
     A pod not asked this tick carries no sample: the decision assumes it at the asked pods'
-    mean whatever it last reported.
+    mean whatever it last reported. `wall_offset` is the decision clock minus the wall clock
+    the pods' timestamps are on (0 when they share one, as in the simulator).
     """
     found = []
     for pod in pods:
         asked = pod.uid in polled
+        created, ready = pod.created_at, pod.ready_since
         found.append(
             demand.Observation(
                 pod=pod.name,
                 phase=pod.phase,
                 sample=reports.sample(pod.uid) if asked else None,
                 polled=asked,
+                created_at=None if created is None else created + wall_offset,
+                ready_since=None if ready is None else ready + wall_offset,
             )
         )
     return found

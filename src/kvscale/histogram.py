@@ -232,3 +232,23 @@ class Window:
             return None
         first, last = self._snapshots[0], self._snapshots[-1]
         return Change(subtract(last.histogram, first.histogram), last.at - first.at)
+
+
+class Recorder:
+    """A cumulative histogram that only grows, as an engine keeps one; `snapshot` is what a
+    scrape of it reads (the simulator's engines record their latencies in these)."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = tuple(bounds)
+        Histogram.empty(self._bounds)  # the same checks of the bounds
+        self._per_bucket = [0] * (len(self._bounds) + 1)
+        self._total = 0.0
+
+    def observe(self, value: float, count: int = 1) -> None:
+        """`count` observations of `value` (one decode step gives its whole batch one gap)."""
+        self._per_bucket[bisect.bisect_left(self._bounds, value)] += count
+        self._total += value * count
+
+    def snapshot(self) -> Histogram:
+        cumulative = tuple(float(c) for c in itertools.accumulate(self._per_bucket[:-1]))
+        return Histogram(self._bounds, cumulative, float(sum(self._per_bucket)), self._total)

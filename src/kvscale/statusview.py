@@ -75,6 +75,22 @@ class Row:
     missing: tuple[tuple[str, str], ...]  # (pod, why) for the ready pods without one
     last_scale: LastScale | None
     conditions: tuple[Condition, ...]
+    slo: str | None = None  # spec.slo in words; None when the CR states none
+    capacity: tuple[Capacity, ...] = ()  # spec.slo: learned capacity per resource (status)
+    binding: str | None = None  # spec.slo: the resource that binds now (status)
+    lead_time_seconds: float | None = None  # spec.slo: new pods' start-up time (status)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    """One resource's learned capacity per pod under the SLO, as the status says it."""
+
+    resource: str
+    per_pod: float
+    confidence: float
+    source: str
+    use: str
+    proven_per_pod: float | None
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -154,6 +170,47 @@ def summarize(obj: Mapping[str, Any], pods: Sequence[PodReport]) -> Row:
         missing=missing,
         last_scale=last_scale,
         conditions=conditions,
+        slo=_slo_words(_map(spec.get("slo"))),
+        capacity=tuple(
+            Capacity(
+                resource=str(item.get("resource") or "?"),
+                per_pod=_number(item.get("perPod")) or 0.0,
+                confidence=_number(item.get("confidence")) or 0.0,
+                source=str(item.get("source") or "?"),
+                use=str(item.get("use") or "?"),
+                proven_per_pod=_number(item.get("provenPerPod")),
+            )
+            for item in status.get("capacity") or []
+            if isinstance(item, Mapping)
+        ),
+        binding=str(status["bindingResource"]) if status.get("bindingResource") else None,
+        lead_time_seconds=_number(status.get("leadTimeSeconds")),
+    )
+
+
+def _slo_words(slo: Mapping[str, Any]) -> str | None:
+    """`ttft p90 <= 2s, itl p90 <= 100ms` from spec.slo; None when there is none."""
+    parts = [
+        f"{signal} {percentile} <= {value}"
+        for signal in ("ttft", "itl")
+        for percentile, value in _map(slo.get(signal)).items()
+        if isinstance(value, str)
+    ]
+    return ", ".join(parts) or None
+
+
+def _capacity_words(item: Capacity) -> str:
+    unit = "of the KV cache" if item.resource == "kv" else "tokens/s"
+    amount = f"{item.per_pod:.0%}" if item.resource == "kv" else f"{item.per_pod:,.0f}"
+    proven = ""
+    if item.proven_per_pod is not None:
+        shown = (
+            f"{item.proven_per_pod:.0%}" if item.resource == "kv" else f"{item.proven_per_pod:,.0f}"
+        )
+        proven = f", proven {shown}"
+    return (
+        f"{item.resource:<8}{amount} {unit} per pod  ({item.source}, {item.use}, "
+        f"confidence {item.confidence:.2f}{proven})"
     )
 
 
@@ -221,6 +278,19 @@ def _block(row: Row, now: datetime.datetime) -> list[str]:
     ]
     for pod, why in row.missing:
         lines.append(f"               no report from {pod}: {_cut(why, 60)}")
+    if row.slo is not None:
+        binds = f"; {row.binding} binds" if row.binding else ""
+        lead = (
+            f"; pods start in {row.lead_time_seconds:.0f} s"
+            if row.lead_time_seconds is not None
+            else ""
+        )
+        lines.append(f"  slo          {row.slo}{binds}{lead}")
+        if not row.capacity:
+            lines.append("  capacity     not learned yet")
+        for index, item in enumerate(row.capacity):
+            label = "  capacity     " if index == 0 else "               "
+            lines.append(f"{label}{_capacity_words(item)}")
     if row.last_scale is None:
         lines.append("  last scale   none yet")
     else:
@@ -284,6 +354,10 @@ def document(rows: Sequence[Row], now: datetime.datetime) -> dict[str, Any]:
                     "reason": row.last_scale.reason,
                 },
                 "conditions": [dataclasses.asdict(condition) for condition in row.conditions],
+                "slo": row.slo,
+                "capacity": [dataclasses.asdict(item) for item in row.capacity],
+                "bindingResource": row.binding,
+                "leadTimeSeconds": row.lead_time_seconds,
             }
             for row in rows
         ],

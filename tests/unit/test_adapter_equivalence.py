@@ -9,13 +9,15 @@ every tick: one adapter, one decision core, between report and replicas.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 
 import pytest
 from tests.unit import test_autoscale_loop as loop
 
+from kvscale import histogram
 from kvscale.scaling import decision
-from kvscale.simulate import fleet, policy
-from kvscale.twin import engine, profile
+from kvscale.simulate import fleet, latency, policy
+from kvscale.twin import buckets, engine, profile
 
 PODS = ("a", "b", "c")
 SCALING = {
@@ -93,3 +95,79 @@ def test_the_same_reports_give_the_same_decisions(faults: policy.Faults) -> None
     # The sequence exercised both directions, not one steady state.
     assert decision.Reason.SCALE_DOWN.value in reasons
     assert reasons & {reason.value for reason in decision.Reason if reason.startswith("scale_up")}
+
+
+def _ttft_seconds(tick: int) -> float:
+    """Each request's time to first token: fine, then broken through the burst."""
+    return 6.0 if 15 <= tick < 40 else 0.3
+
+
+def test_with_an_slo_the_latency_and_the_learned_capacity_take_the_same_path() -> None:
+    # spec.slo set: the latency windows the simulated sidecars serve, the pods' start times and
+    # the learner behind the targets give the same decisions, learned capacity included.
+    slo = {"ttft": {"p90": "2s"}}
+    scaling = {key: value for key, value in SCALING.items() if key != "targetTokensPerSecond"}
+    simulated = policy.build(
+        "kvscale-slo",
+        min_replicas=SCALING["minReplicas"],
+        max_replicas=SCALING["maxReplicas"],
+        overrides={f"slo.{key}": str(value) for key, value in scaling.items()}
+        | {"slo.percentile": "90"},
+        slo=latency.Slo(ttft_s=2.0),
+    )
+    assert isinstance(simulated, policy.Kvscale)
+    pods = [loop.pod(name) for name in PODS]
+    clock = loop.Clock()
+    # Created and Ready at the decision clock's 0, as the simulated pods are.
+    started = clock.wall - datetime.timedelta(seconds=clock.now)
+    stamp = started.isoformat().replace("+00:00", "Z")
+    for found in pods:
+        found["metadata"]["creationTimestamp"] = stamp
+        for condition in found["status"]["conditions"]:
+            condition["lastTransitionTime"] = stamp
+    operator = loop.Harness(loop.cr(scaling=scaling, slo=slo), 3, pods)
+    recorders = {
+        name: (
+            histogram.Recorder(buckets.TIME_TO_FIRST_TOKEN),
+            histogram.Recorder(buckets.INTER_TOKEN_LATENCY),
+        )
+        for name in PODS
+    }
+    current = 3
+    learned = False
+    for tick in range(TICKS):
+        now = operator.clock.now
+        for ttft, itl in recorders.values():
+            ttft.observe(_ttft_seconds(tick), 40)
+            itl.observe(0.02, 400)
+        view = policy.View(
+            now,
+            current,
+            tuple(
+                policy.PodView(
+                    name,
+                    fleet.State.READY,
+                    0.0,
+                    0,
+                    _metrics(tick, index),
+                    requested_at=0.0,
+                    latency=recorders[name],
+                )
+                for index, name in enumerate(PODS)
+            ),
+        )
+        scale = simulated.decide(view)
+        for name in PODS:
+            latest = simulated.reports.latest(name)
+            assert latest is not None
+            operator.collector.answers[name] = latest.report
+        made = operator.tick()
+        assert made.decision == simulated.last, f"tick {tick}"
+        assert operator.api.replicas == scale.desired
+        current = scale.desired
+        sized = made.decision.sized if made.decision is not None else None
+        assert sized is not None
+        learned |= any(e.source.value == "learned" for e in sized.estimates)
+    # The latency reached the learner on both paths, and the status says what it learned.
+    assert learned
+    assert operator.api.status()["capacity"]

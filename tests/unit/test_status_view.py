@@ -4,6 +4,7 @@ and as JSON; garbage in an object never crashes it."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from typing import Any
@@ -252,3 +253,45 @@ def test_the_command_line() -> None:
     )
     args = cli.build_parser().parse_args(["status", "-A"])
     assert (args.name, args.all_namespaces, args.output, args.timeout) == (None, True, "text", 3.0)
+
+
+def test_the_learned_capacity_shows_under_the_slo() -> None:
+    learning = copy.deepcopy(CHAT)
+    learning["spec"]["slo"] = {"ttft": {"p90": "2s"}, "itl": {"p90": "100ms"}}
+    learning["status"]["capacity"] = [
+        {
+            "resource": "kv",
+            "perPod": 0.875,
+            "confidence": 0.0,
+            "source": "target",
+            "use": "scale_up_only",
+        },
+        {
+            "resource": "compute",
+            "perPod": 31200.0,
+            "confidence": 0.83,
+            "source": "learned",
+            "use": "trusted",
+            "provenPerPod": 30900.0,
+        },
+    ]
+    learning["status"]["bindingResource"] = "compute"
+    learning["status"]["leadTimeSeconds"] = 95
+    shown = statusview.text([statusview.summarize(learning, PODS)], NOW)
+    assert (
+        "  slo          ttft p90 <= 2s, itl p90 <= 100ms; compute binds; pods start in 95 s"
+        in shown
+    )
+    assert (
+        "  capacity     kv      88% of the KV cache per pod  "
+        "(target, scale_up_only, confidence 0.00)" in shown
+    )
+    assert (
+        "               compute 31,200 tokens/s per pod  (learned, trusted, confidence 0.83, "
+        "proven 30,900)" in shown
+    )
+    data = statusview.document([statusview.summarize(learning, PODS)], NOW)["items"][0]
+    assert data["bindingResource"] == "compute"
+    assert data["capacity"][1]["per_pod"] == 31200.0
+    # Without spec.slo, nothing about it is shown.
+    assert "slo" not in statusview.text([statusview.summarize(CHAT, PODS)], NOW)

@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kvscale import adapter
-from kvscale.scaling import decision, demand, settings
+from kvscale.scaling import capacity, decision, demand, settings, sizing
 from kvscale_operator import kube, metrics, utc
 from kvscale_operator.autoscaler import collector, inventory, observation, outcome, sampling
 from kvscale_operator.reconciler import conditions, reconcile, render, status
@@ -208,6 +208,7 @@ class Loop:
         self._deps = deps
         self._autoscaler: decision.Autoscaler | None = None
         self._config: settings.ScalingSettings | None = None
+        self._slo: sizing.Settings | None = None
         self._manual: bool | None = None
         self._memory = observation.Memory()
         self._marked: set[str] = set()
@@ -251,18 +252,25 @@ class Loop:
             await self._deps.sleep(max(0.0, started + period - self._deps.clock()))
 
     def _autoscaler_for(
-        self, config: settings.ScalingSettings, manual: bool
+        self, config: settings.ScalingSettings, slo: sizing.Settings | None, manual: bool
     ) -> decision.Autoscaler:
-        """The Autoscaler, rebuilt when the settings change or manual mode ends."""
-        if self._autoscaler is None or config != self._config or self._manual != manual:
+        """The Autoscaler, rebuilt when the settings or the SLO change or manual mode ends
+        (what it learned of the pods' capacity goes with it: the SLO it was learned for did)."""
+        if (
+            self._autoscaler is None
+            or config != self._config
+            or slo != self._slo
+            or self._manual != manual
+        ):
             where = f"{self.key[0]}/{self.key[1]}"
             if self._manual is not None and self._manual != manual:
                 what = "paused: spec.replicas is set" if manual else "resumed from the count"
                 log.info(f"{where}: autoscaling {what}")
             elif self._autoscaler is not None:
                 log.info(f"{where}: scaling settings changed; new windows")
-            self._autoscaler = decision.Autoscaler(config)
+            self._autoscaler = decision.Autoscaler(config, slo)
             self._config = config
+            self._slo = slo
         self._manual = manual
         return self._autoscaler
 
@@ -296,8 +304,11 @@ class Loop:
             return await self._finish(outcome.Tick(generation, blocked=blocked), None)
         current = int((deployment.get("spec") or {}).get("replicas") or 0)
         config = settings.from_spec(infd.spec.scaling)
+        slo = None
+        if infd.spec.slo is not None:
+            slo = sizing.Settings(capacity.Objective.from_slo(infd.spec.slo))
         manual = infd.spec.replicas
-        autoscaler = self._autoscaler_for(config, manual is not None)
+        autoscaler = self._autoscaler_for(config, slo, manual is not None)
 
         gathered = await self._gather(infd.spec.sidecar.port, config)
         # Manual mode is a decision too: the count a person set, with this tick's readings.
@@ -316,7 +327,10 @@ class Loop:
         self._memory.update(pods)
         await self._mark_ready(pods)
         polled = await self._collect(pods, port, config)
-        return _Gathered(pods, polled, adapter.observations(pods, polled, self._reports))
+        # Pods' timestamps are wall-clock; the decision's clock is monotonic.
+        offset = self._deps.clock() - self._deps.wall().timestamp()
+        observed = adapter.observations(pods, polled, self._reports, offset)
+        return _Gathered(pods, polled, observed)
 
     def _outcome(
         self,

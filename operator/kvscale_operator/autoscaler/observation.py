@@ -23,6 +23,7 @@ expects; the rules here:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -71,6 +72,11 @@ class Pod:
     """The pod-deletion-cost annotation as it is now."""
     marked_ready: bool = False
     """It carries `READY_ONCE_ANNOTATION`."""
+    created_at: float | None = None
+    """metadata.creationTimestamp, epoch seconds; None when absent or unreadable."""
+    ready_since: float | None = None
+    """When the Ready condition became True (its lastTransitionTime), epoch seconds; None while
+    not ready or when unreadable. Kubernetes timestamps have whole seconds."""
 
     @property
     def lost(self) -> bool:
@@ -114,7 +120,24 @@ def read_pod(obj: Mapping[str, Any], was_ready: bool) -> Pod:
         unschedulable=unschedulable,
         deletion_cost=str(cost) if cost is not None else None,
         marked_ready=marked,
+        created_at=_epoch(metadata.get("creationTimestamp")),
+        ready_since=_epoch(ready_condition.get("lastTransitionTime"))
+        if ready_condition and ready
+        else None,
     )
+
+
+def _epoch(text: object) -> float | None:
+    """An RFC 3339 timestamp as the API server writes it, in epoch seconds; None if not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
 
 
 class Memory:

@@ -36,7 +36,17 @@ SCALING_ACTIVE = models.ConditionType.SCALING_ACTIVE.value
 SCALING_LIMITED = models.ConditionType.SCALING_LIMITED.value
 METRICS_AVAILABLE = models.ConditionType.METRICS_AVAILABLE.value
 OWNED_TYPES = (SCALING_ACTIVE, SCALING_LIMITED, METRICS_AVAILABLE)
-OWNED_FIELDS = ("desiredReplicas", "occupancy", "lastScaleTime", "scalingHistory", "conditions")
+OWNED_FIELDS = (
+    "desiredReplicas",
+    "occupancy",
+    "lastScaleTime",
+    "scalingHistory",
+    "conditions",
+    # spec.slo only: what the autoscaler learned of the pods' capacity under the SLO.
+    "capacity",
+    "bindingResource",
+    "leadTimeSeconds",
+)
 HISTORY_LIMIT = 10
 """scalingHistory keeps this many entries, newest last."""
 OCCUPANCY_DIGITS = 3
@@ -242,11 +252,35 @@ def fields(
         found["occupancy"] = rounded(tick.occupancy)
     if tick.desired is not None:
         found["desiredReplicas"] = tick.desired
+    found.update(learned(tick))
     if new_history:
         history = [item for item in previous.get("scalingHistory") or [] if isinstance(item, dict)]
         history = [*history, *(dict(item) for item in new_history)][-HISTORY_LIMIT:]
         found["scalingHistory"] = history
         found["lastScaleTime"] = history[-1]["time"]
+    return found
+
+
+def learned(tick: Tick) -> dict[str, Any]:
+    """spec.slo's status fields: learned capacity per resource, what binds, the lead time
+    (rounded to 3 significant digits, so the status changes when the learning does)."""
+    sized = None if tick.decision is None else tick.decision.sized
+    if sized is None:
+        return {}
+    entries = [
+        models.LearnedCapacity(
+            resource=estimate.resource.value,
+            per_pod=float(f"{estimate.capacity:.3g}"),
+            confidence=round(estimate.confidence, 2),
+            source=estimate.source.value,
+            use=estimate.use.value,
+            proven_per_pod=None if estimate.proven is None else float(f"{estimate.proven:.3g}"),
+        ).model_dump(mode="json", by_alias=True, exclude_none=True)
+        for estimate in sized.estimates
+    ]
+    found: dict[str, Any] = {"capacity": entries, "leadTimeSeconds": round(sized.lead_seconds)}
+    if sized.binding is not None:
+        found["bindingResource"] = sized.binding.value
     return found
 
 
@@ -264,5 +298,5 @@ def summary(tick: Tick) -> tuple[Summary, Summary]:
         tick.desired,
         tuple((item.type, item.status.value, item.reason) for item in evaluated),
     )
-    minor = (rounded(tick.occupancy), tuple(item.message for item in evaluated))
+    minor = (rounded(tick.occupancy), tuple(item.message for item in evaluated), learned(tick))
     return urgent, minor

@@ -15,7 +15,7 @@ words them Knative-style. A test evaluates the CEL rules and checks pydantic agr
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -351,6 +351,29 @@ class ScalingEvent(_Model):
     occupancy: float | None = None
 
 
+class LearnedCapacity(_Model):
+    """spec.slo: one resource's capacity per pod under the SLO, as the operator learned it."""
+
+    resource: Literal["kv", "compute"] = Field(
+        description="kv: KV demand as a fraction of a pod's blocks; compute: tokens per second."
+    )
+    per_pod: Annotated[float, Field(ge=0)] = Field(
+        description="The load one pod carries and still meets the SLO (the resource's unit)."
+    )
+    confidence: Annotated[float, Field(ge=0, le=1)] = Field(
+        description="From the recent samples that tested it (decayed); 0 for an untested prior."
+    )
+    source: Literal["target", "profile", "learned"] = Field(
+        description="target: seeded from spec.scaling; learned: moved by the pods' latency."
+    )
+    use: Literal["trusted", "scale_up_only"] = Field(
+        description="trusted: sizes the fleet both ways; scale_up_only: never removes a pod."
+    )
+    proven_per_pod: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="The highest load recently seen to meet the SLO."
+    )
+
+
 class InferenceDeploymentStatus(_Model):
     """What the operator observes and reports. Written only through the status subresource."""
 
@@ -378,6 +401,19 @@ class InferenceDeploymentStatus(_Model):
     )
     selector: str | None = Field(
         default=None, description="Label selector of the engine pods (for the scale subresource)."
+    )
+    capacity: list[LearnedCapacity] = Field(
+        default_factory=list,
+        description="spec.slo: each resource's capacity per pod under the SLO, learned live.",
+    )
+    binding_resource: Literal["kv", "compute"] | None = Field(
+        default=None,
+        description="spec.slo: the resource whose capacity needs the most pods for the load now.",
+    )
+    lead_time_seconds: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="spec.slo: how long new pods take from creation to Ready, from their own "
+        "conditions (what the pods asked ahead of a ramp are sized by).",
     )
     scaling_history: list[ScalingEvent] = Field(
         default_factory=list, description="The most recent scaling actions, newest last."

@@ -212,6 +212,86 @@ class Manual:
         return f"spec.replicas is {self.count}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Sized:
+    """SLO mode: the targets the learned capacity set for this tick, and what binds."""
+
+    kv_target: float
+    kv_source: str
+    tokens_target: float | None
+    tokens_source: str | None
+    binding: str | None
+    """"KV cache" or "compute": the resource whose target needs the most pods."""
+
+    def words(self) -> str:
+        parts = [f"KV target {self.kv_target:.2f} ({self.kv_source})"]
+        if self.tokens_target is not None:
+            parts.append(f"{self.tokens_target:,.0f} tokens/s per pod ({self.tokens_source})")
+        binds = f"; {self.binding} binds" if self.binding else ""
+        return f"sized to the SLO: {', '.join(parts)}{binds}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Guarded:
+    """SLO mode: a scale-down cut short so the survivors carry the load (N/(N-1))."""
+
+    wanted: int
+    allowed: int
+    resource: str | None
+    """The resource that limits it; None when no load has been proven to meet the SLO."""
+
+    def words(self) -> str:
+        if self.resource is None:
+            return (
+                f"scale-down to {self.wanted} refused: no load has been proven to meet the "
+                f"SLO yet, so {self.allowed} stay"
+            )
+        return (
+            f"scale-down to {self.wanted} limited to {self.allowed}: the pods that stay must "
+            f"carry the fleet's {self.resource} load within the capacity proven to meet the SLO"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StartingNeeded:
+    """SLO mode: pods still starting are not removed while the ready ones run above target."""
+
+    starting: int
+    per_pod: float
+    target: float
+
+    def words(self) -> str:
+        return (
+            f"{pods(self.starting)} starting kept: the ready pods run at {self.per_pod:.2f} "
+            f"against target {self.target:.2f}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class UnderPressure:
+    """SLO mode: no scale-down while pods have a queue or preempt."""
+
+    pressured: int
+
+    def words(self) -> str:
+        return f"no scale-down: {pods(self.pressured)} under pressure from queue or preemptions"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ahead:
+    """SLO mode: pods asked for ahead of a ramp, growth x start-up time."""
+
+    pods: int
+    growth_per_second: float
+    lead_seconds: float
+
+    def words(self) -> str:
+        return (
+            f"{pods(self.pods)} more ahead of the ramp (demand growing "
+            f"{self.growth_per_second:.3f} pods/s, pods take {self.lead_seconds:.0f} s to start)"
+        )
+
+
 Step = (
     Held
     | TickUp
@@ -225,4 +305,9 @@ Step = (
     | Raised
     | Lowered
     | Manual
+    | Sized
+    | Guarded
+    | StartingNeeded
+    | UnderPressure
+    | Ahead
 )

@@ -69,7 +69,7 @@ import enum
 import math
 from collections.abc import Iterable
 
-from kvscale.scaling import account, arith, demand, settings, window
+from kvscale.scaling import account, arith, demand, settings, sizing, window
 
 GRANULARITY_SECONDS = 1.0
 """Bucket width of every window (Knative's too): ticks are at least 0.25 s apart."""
@@ -121,6 +121,12 @@ class Reason(enum.StrEnum):
     """Lowered to maxReplicas."""
     MANUAL = "manual"
     """spec.replicas is set: the count is a person's, not clamped, and the windows learn nothing."""
+    LIMITED_BY_CAPACITY = "limited_by_capacity"
+    """SLO mode: a scale-down cut so the pods that stay carry the load within proven capacity."""
+    HOLD_PRESSURE = "hold_pressure"
+    """SLO mode: no scale-down while a pod has a queue or preempts."""
+    HOLD_UNPROVEN_CAPACITY = "hold_unproven_capacity"
+    """SLO mode: no scale-down, because no load has been proven to meet the SLO yet."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +156,8 @@ class Decision:
     """The reading of each ready pod without a fresh report this tick (why: its freshness)."""
     removal_order: tuple[str, ...]
     """Ready pods with a known load, least loaded first (for pod-deletion-cost)."""
+    sized: sizing.Sized | None = None
+    """SLO mode: the learned capacities, what binds, the lead time; None without spec.slo."""
 
     @property
     def message(self) -> str:
@@ -192,9 +200,15 @@ class _Seen:
 class Autoscaler:
     """The decision for one InferenceDeployment: its windows, its panic state, its settings."""
 
-    def __init__(self, config: settings.ScalingSettings) -> None:
+    def __init__(
+        self, config: settings.ScalingSettings, slo: sizing.Settings | None = None
+    ) -> None:
+        self.base = config
+        """The settings as the CR states them."""
         self.config = config
-        """The settings every tick uses."""
+        """The settings the last tick used: `base`, with the learned targets in SLO mode."""
+        self.sizer = None if slo is None else sizing.Sizer(slo, config)
+        """SLO mode (spec.slo set): the learned capacity sets the targets; None otherwise."""
         self._stable = window.Average(config.stable_window_seconds, GRANULARITY_SECONDS)
         """Demand D over the stable window."""
         self._panic = window.Average(config.panic_window_seconds, GRANULARITY_SECONDS)
@@ -234,7 +248,14 @@ class Autoscaler:
         _check_count("current", current)
         if manual is not None:
             _check_count("manual", manual)
-        measured = demand.measure(now, observations, self.config)
+        observations = list(observations)
+        sizer = self.sizer
+        floor = demand.SATURATED
+        if sizer is not None:
+            sizer.learn(now, observations)
+            self.config = sizer.targets(now)
+            floor = sizing.pressure_floor(self.config)
+        measured = demand.measure(now, observations, self.config, floor)
         if manual is not None:
             return self._manual(measured, current, manual)
         if not self._seeded and self._delay is not None:
@@ -246,8 +267,54 @@ class Autoscaler:
             measured.load_demand,
         )
         if total is None or by_occupancy is None or by_load is None:
-            return self._hold(now, measured, current)
-        return self._decide(now, measured, total, by_occupancy, by_load, current)
+            made = self._hold(now, measured, current)
+        else:
+            made = self._decide(now, measured, total, by_occupancy, by_load, current)
+        return made if sizer is None else self._to_slo(now, sizer, measured, made)
+
+    def _to_slo(
+        self, now: float, sizer: sizing.Sizer, measured: demand.Signal, made: Decision
+    ) -> Decision:
+        """SLO mode, after the decision: pods ahead of a ramp on a scale-up; on a scale-down,
+        starting pods kept while the ready ones run hot, and the survivors' capacity guard."""
+        config = self.config
+        steps = list(made.steps)
+        binding = sizer.binding(config)
+        desired, reason = made.desired, made.reason
+        if made.mode is not Mode.HOLD and measured.demand is not None:
+            ahead = sizer.ahead(now, measured.demand / config.target_occupancy, made.ready)
+            if ahead is not None and desired > made.current:
+                up_limit = max(made.current, arith.ceil(config.max_scale_up_rate * made.ready))
+                raised = min(desired + ahead.pods, up_limit, config.max_replicas)
+                if raised > desired:
+                    desired = raised
+                    steps.append(dataclasses.replace(ahead, pods=raised - made.desired))
+        if desired < made.current:
+            on_the_way = made.starting + made.pending
+            per_pod = made.stable_occupancy
+            if on_the_way and per_pod is not None and per_pod > config.target_occupancy:
+                steps.append(account.StartingNeeded(on_the_way, per_pod, config.target_occupancy))
+                desired, reason = made.current, Reason.HOLD_PODS_STARTING
+            elif measured.num_pressured:
+                # Pressure counts as just over the target here, not as a full cache, so it
+                # buys at most about a pod; it must not buy a scale-down either.
+                steps.append(account.UnderPressure(measured.num_pressured))
+                desired, reason = made.current, Reason.HOLD_PRESSURE
+        if desired < made.current:
+            guarded = sizer.guard(now, desired, made.current)
+            if guarded is not None:
+                steps.append(guarded)
+                desired = guarded.allowed
+                reason = (
+                    Reason.HOLD_UNPROVEN_CAPACITY
+                    if guarded.resource is None
+                    else Reason.LIMITED_BY_CAPACITY
+                )
+        sized = sizer.sized(now, binding)
+        steps.insert(0, sizer.words(now, config, binding))
+        return dataclasses.replace(
+            made, desired=desired, reason=reason, steps=tuple(steps), sized=sized
+        )
 
     @staticmethod
     def _manual(measured: demand.Signal, current: int, manual: int) -> Decision:

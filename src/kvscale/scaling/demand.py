@@ -58,6 +58,7 @@ import enum
 import math
 from collections.abc import Iterable
 
+from kvscale import histogram
 from kvscale.scaling import settings
 
 
@@ -97,6 +98,13 @@ class Sample:
     when unknown (fewer than two samples, or an engine without the counters)."""
     healthy: bool = True
     """False when the sidecar's latest scrape failed and these numbers are the last good ones."""
+    ttft: histogram.Histogram | None = None
+    """What the engine's time-to-first-token histogram gained over the sidecar's latency
+    window; None when the engine exports none or the window is not two snapshots long yet."""
+    itl: histogram.Histogram | None = None
+    """Likewise for the inter-token latency histogram."""
+    latency_since: float | None = None
+    """When that latency window began, on the decision's clock; None without latency."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +119,12 @@ class Observation:
     """Its sidecar's latest sample; None when there is none (see the adapter notes)."""
     polled: bool = True
     """False when the collector did not ask this pod this tick (it polls a subset)."""
+    ready_since: float | None = None
+    """When the pod became Ready, on the decision's clock; None when not known (not ready,
+    or the caller cannot tell). Latency from a pod's first minutes teaches nothing."""
+    created_at: float | None = None
+    """When the pod was asked for (its creation), on the decision's clock; None when unknown.
+    With `ready_since`, the time a new pod takes to serve (the scale-up's lead time)."""
 
 
 class Freshness(enum.StrEnum):
@@ -320,9 +334,15 @@ def _phase(observation: Observation) -> Phase:
 
 
 def measure(
-    now: float, observations: Iterable[Observation], config: settings.ScalingSettings
+    now: float,
+    observations: Iterable[Observation],
+    config: settings.ScalingSettings,
+    pressure_floor: float = SATURATED,
 ) -> Signal:
-    """This tick's demand of the deployment (see the module docstring for the rules)."""
+    """This tick's demand of the deployment (see the module docstring for the rules).
+
+    `pressure_floor` is the least a pod under pressure counts as (a full cache by default;
+    sizing to an SLO counts it just over its target instead, `kvscale.scaling.sizing`)."""
     counts = dict.fromkeys(Phase, 0)
     readings = []
     for observation in observations:
@@ -340,7 +360,7 @@ def measure(
         for reading in readings:
             if reading.load is not None:
                 own = reading.load
-                contributions.append(max(own, SATURATED) if reading.pressure else own)
+                contributions.append(max(own, pressure_floor) if reading.pressure else own)
             elif reading.freshness is Freshness.UNPOLLED:
                 contributions.append(mean_load)
             else:

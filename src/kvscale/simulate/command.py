@@ -234,6 +234,7 @@ def evaluate(
                     max_replicas=args.max_replicas,
                     overrides=overrides,
                     faults=faults,
+                    slo=slo,
                 )
             )
     show_progress = args.progress or err.isatty()

@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from kvscale.twin import engine, profile
+from kvscale import histogram
+from kvscale.twin import buckets, engine, profile
 
 
 class State(enum.StrEnum):
@@ -73,6 +74,15 @@ class Pod:
     """Its KV demand when the gateway last refreshed its view."""
     sent_blocks: int = 0
     """Prompt blocks the gateway sent it since then."""
+    ttft: histogram.Recorder = dataclasses.field(
+        default_factory=lambda: histogram.Recorder(buckets.TIME_TO_FIRST_TOKEN)
+    )
+    """Its engine's vllm:time_to_first_token_seconds: from the request's arrival at the engine
+    (the gateway's queue is not the engine's to see, as in vLLM)."""
+    itl: histogram.Recorder = dataclasses.field(
+        default_factory=lambda: histogram.Recorder(buckets.INTER_TOKEN_LATENCY)
+    )
+    """Its engine's vllm:inter_token_latency_seconds: every gap between output tokens."""
 
     def state(self, now: float) -> State:
         if self.gone_at is not None:

@@ -6,6 +6,7 @@ import argparse
 
 POLICIES = (
     "kvscale",
+    "kvscale-slo",
     "hpa-cpu",
     "keda-waiting",
     "knative-concurrency",

@@ -31,14 +31,16 @@ import random
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from kvscale import adapter, rate, report
-from kvscale.scaling import decision, demand
+from kvscale import adapter, histogram, rate, report
+from kvscale.scaling import capacity, decision, demand, sizing
 from kvscale.scaling import settings as scaling_settings
-from kvscale.simulate import fleet, hpa, kpa
+from kvscale.simulate import fleet, hpa, kpa, latency
 from kvscale.twin import engine
 
 NAMES = (
     "kvscale",
+    # kvscale with spec.slo set and no hand-set target: capacity learned live from the pods.
+    "kvscale-slo",
     "hpa-cpu",
     "keda-waiting",
     "knative-concurrency",
@@ -60,6 +62,13 @@ DEFAULT_KNATIVE_TARGET = 37.5
 DEFAULT_KEDA_THRESHOLD = 5.0  # production-stack's chart
 RATE_WINDOW_S = 5.0  # the sidecar's --rate-window default (preemptions)
 THROUGHPUT_WINDOW_S = 15.0  # the sidecar's --throughput-window default (tokens)
+LATENCY_WINDOW_S = 30.0  # the sidecar's --latency-window default (TTFT, ITL histograms)
+# kvscale-slo reads the run's SLO (a request's TTFT and mean ITL within their targets) as
+# spec.slo's targets at this percentile of the engines' histograms (`slo.percentile=90` sets
+# another); `slo.headroom` is sizing.Settings.headroom.
+DEFAULT_SLO_PERCENTILE = 0.95
+SLO_PERCENTILE_KEY = "percentile"
+SLO_HEADROOM_KEY = "headroom"
 THROUGHPUT_WINDOW_KEY = "throughputWindowSeconds"  # a kvscale override that sets it
 
 
@@ -74,6 +83,11 @@ class PodView:
     """Requests routed to the pod and not finished (what a queue-proxy counts)."""
     metrics: engine.Metrics | None
     """What the engine exports; None while it is starting."""
+    requested_at: float | None = None
+    """When the pod was asked for."""
+    latency: tuple[histogram.Recorder, histogram.Recorder] | None = None
+    """Its engine's TTFT and inter-token latency histograms (read them with `snapshot`: a
+    scrape); None while it is starting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +150,8 @@ class _Engine:
     name: str
     uid: str
     phase: demand.Phase
+    created_at: float | None = None
+    ready_since: float | None = None
 
 
 class _Sidecar:
@@ -151,12 +167,22 @@ class _Sidecar:
         self._preemptions = rate.CounterWindow(RATE_WINDOW_S)
         self._prompt_tokens = rate.CounterWindow(throughput_window_s)
         self._generation_tokens = rate.CounterWindow(throughput_window_s)
+        self._ttft = histogram.Window(LATENCY_WINDOW_S)
+        self._itl = histogram.Window(LATENCY_WINDOW_S)
 
-    def observe(self, now: float, metrics: engine.Metrics) -> None:
+    def observe(
+        self,
+        now: float,
+        metrics: engine.Metrics,
+        latency: tuple[histogram.Recorder, histogram.Recorder] | None = None,
+    ) -> None:
         """A scrape of the engine at `now` (the twin never restarts: no counter reset)."""
         self._preemptions.observe(now, metrics.num_preemptions_total)
         self._prompt_tokens.observe(now, metrics.prompt_tokens_total)
         self._generation_tokens.observe(now, metrics.generation_tokens_total)
+        if latency is not None:
+            self._ttft.observe(now, latency[0].snapshot())
+            self._itl.observe(now, latency[1].snapshot())
 
     def serve(self, now: float, metrics: engine.Metrics, age_s: float) -> report.OccupancyReport:
         """The report served at `now` about the sample taken `age_s` ago."""
@@ -191,6 +217,8 @@ class _Sidecar:
                 None if generation_tokens is None else generation_tokens.per_second
             ),
             throughput_window_seconds=None if token_window is None else token_window.window_seconds,
+            time_to_first_token=_window(self._ttft),
+            inter_token_latency=_window(self._itl),
         )
 
     def missing(self, now: float) -> report.OccupancyReport:
@@ -203,16 +231,22 @@ class _Sidecar:
         )
 
 
+def _window(latency: histogram.Window) -> report.LatencyWindow | None:
+    change = latency.change()
+    return None if change is None else report.LatencyWindow.of(change)
+
+
 class Kvscale:
     """kvscale's decision core, fed through the operator's adapter (`kvscale.adapter`)."""
 
-    name = "kvscale"
+    name: str = "kvscale"
 
     def __init__(
         self,
         config: scaling_settings.ScalingSettings,
         faults: Faults = Faults(),
         throughput_window_s: float = THROUGHPUT_WINDOW_S,
+        slo: sizing.Settings | None = None,
     ) -> None:
         if not (math.isfinite(throughput_window_s) and throughput_window_s > 0):
             raise ValueError(f"{THROUGHPUT_WINDOW_KEY} = {throughput_window_s!r}, must be > 0")
@@ -220,7 +254,11 @@ class Kvscale:
         self.faults = faults
         self.throughput_window_s = throughput_window_s
         """The sidecars' token-rate window (`kvscale sidecar --throughput-window`)."""
-        self.autoscaler = decision.Autoscaler(config)
+        self.slo = slo
+        """spec.slo as the decision reads it; None: the CR's targets alone."""
+        if slo is not None:
+            self.name = "kvscale-slo"
+        self.autoscaler = decision.Autoscaler(config, slo)
         self._random = random.Random(faults.seed)
         self._sidecars: dict[str, _Sidecar] = {}
         self.reports = adapter.Reports()
@@ -236,7 +274,7 @@ class Kvscale:
         sidecar = self._sidecars.get(pod.name)
         if sidecar is None:
             sidecar = self._sidecars[pod.name] = _Sidecar(pod.name, self.throughput_window_s)
-        sidecar.observe(now, metrics)
+        sidecar.observe(now, metrics, pod.latency)
         draw = self._random.random() if self.faults.missing or self.faults.stale else 1.0
         if draw < self.faults.missing:
             return sidecar.missing(now)
@@ -249,14 +287,16 @@ class Kvscale:
         """One observation per pod, through the operator's adapter."""
         engines = []
         for pod in view.pods:
+            created = pod.requested_at
             if pod.state is fleet.State.STARTING:
-                engines.append(_Engine(pod.name, pod.name, demand.Phase.STARTING))
+                engines.append(_Engine(pod.name, pod.name, demand.Phase.STARTING, created))
             elif pod.state is fleet.State.DRAINING:
-                engines.append(_Engine(pod.name, pod.name, demand.Phase.TERMINATING))
+                engines.append(_Engine(pod.name, pod.name, demand.Phase.TERMINATING, created))
             elif pod.state is fleet.State.READY and pod.metrics is not None:
                 found = self._report(view.now, pod, pod.metrics)
                 self.reports.record(pod.name, adapter.Received(found, view.now))
-                engines.append(_Engine(pod.name, pod.name, demand.Phase.READY))
+                ready = _Engine(pod.name, pod.name, demand.Phase.READY, created, pod.ready_at)
+                engines.append(ready)
         # Every ready pod is asked at every tick (the operator samples only large fleets).
         present = {known.uid for known in engines}
         self.reports.keep_only(present)
@@ -414,6 +454,7 @@ _KPA_KEYS = {
 }
 PREFIXES = {
     "kvscale": "",
+    "kvscale-slo": "slo.",
     "hpa-cpu": "hpa.",
     "keda-waiting": "keda.",
     "knative-concurrency": "knative.",
@@ -491,10 +532,29 @@ def build(
     max_replicas: int,
     overrides: Mapping[str, str] | None = None,
     faults: Faults = Faults(),
+    slo: latency.Slo | None = None,
 ) -> Policy:
     """Policy `name` with the fleet's bounds and its own `key=value` overrides (see
-    `overrides_for`); every bad key or value raises ValueError naming it."""
+    `overrides_for`); every bad key or value raises ValueError naming it. `slo` is the run's
+    SLO, which kvscale-slo is given as spec.slo (and nothing else: no hand-set target)."""
     mine = overrides_for(name, overrides or {}) if name in PREFIXES else {}
+    if name == "kvscale-slo":
+        headroom = mine.pop(SLO_HEADROOM_KEY, None)
+        percentile = mine.pop(SLO_PERCENTILE_KEY, None)
+        raw_slo: dict[str, object] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
+        raw_slo.update({key: _kvscale_raw(key, value) for key, value in mine.items()})
+        stated = scaling_settings.validate(raw_slo)
+        if isinstance(stated, list):
+            raise ValueError("; ".join(stated))
+        run_slo = slo or latency.Slo()
+        q = DEFAULT_SLO_PERCENTILE
+        if percentile is not None:
+            q = _number(SLO_PERCENTILE_KEY, percentile) / 100
+        objective = capacity.Objective(ttft=((q, run_slo.ttft_s),), itl=((q, run_slo.itl_s),))
+        sized = sizing.Settings(objective)
+        if headroom is not None:
+            sized = dataclasses.replace(sized, headroom=_number(SLO_HEADROOM_KEY, headroom))
+        return Kvscale(stated, faults, slo=sized)
     if name == "kvscale":
         raw: dict[str, object] = {"minReplicas": min_replicas, "maxReplicas": max_replicas}
         # The one key that is the sidecar's, not the CR's: its --throughput-window.

@@ -223,6 +223,11 @@ class _Run:
             result = pod.twin.advance_until(t)
             if result.itl:
                 recorder.gaps(result.itl)
+                for gap, count in result.itl:
+                    pod.itl.observe(gap, count)
+            for req in result.first_tokens:
+                assert req.first_token_time is not None
+                pod.ttft.observe(req.first_token_time - req.arrival_time)
             self.num_preemptions += len(result.preempted)
             for req in result.finished:
                 first, finish = req.first_token_time, req.finish_time
@@ -245,7 +250,17 @@ class _Run:
         for pod in self.fleet.live():
             state = pod.state(now)
             metrics = None if state is fleet.State.STARTING else pod.twin.metrics()
-            pods.append(policy_.PodView(pod.name, state, pod.ready_at, pod.num_inflight, metrics))
+            pods.append(
+                policy_.PodView(
+                    pod.name,
+                    state,
+                    pod.ready_at,
+                    pod.num_inflight,
+                    metrics,
+                    requested_at=pod.requested_at,
+                    latency=None if metrics is None else (pod.ttft, pod.itl),
+                )
+            )
         return policy_.View(now, len(self.fleet.wanted()), tuple(pods))
 
     def _sample(self, now: float) -> None:

@@ -27,20 +27,16 @@ from collections.abc import Mapping, Sequence
 from prometheus_client import metrics_core
 from prometheus_client import samples as prom_samples
 
-from kvscale.twin import engine
+from kvscale.twin import buckets, engine
 
 ENGINE_INDEX = "0"
 LABEL_NAMES = ("engine", "model_name")
 
-# vLLM 0.32, v1/metrics/buckets.py.
-REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-                           50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
-TIME_TO_FIRST_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
-                               1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0,
-                               2560.0)  # fmt: skip
-INTER_TOKEN_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-                               1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
-REQUEST_NUM_PREEMPTIONS_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0)
+# vLLM 0.32's bucket bounds (kvscale.twin.buckets: the simulator's sidecar reports use them too).
+REQUEST_LATENCY_BUCKETS = buckets.REQUEST_LATENCY
+TIME_TO_FIRST_TOKEN_BUCKETS = buckets.TIME_TO_FIRST_TOKEN
+INTER_TOKEN_LATENCY_BUCKETS = buckets.INTER_TOKEN_LATENCY
+REQUEST_NUM_PREEMPTIONS_BUCKETS = buckets.REQUEST_NUM_PREEMPTIONS
 
 # vllm:request_success_total's finished_reason values, in vLLM's order.
 FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")

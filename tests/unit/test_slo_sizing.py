@@ -1,0 +1,280 @@
+"""Sizing to the SLO (`kvscale.scaling.sizing`) through the decision: tables for each rule, and
+the safety property that latency the learner cannot use (none, or from pods' warm-up) never
+makes the SLO mode keep fewer pods than the CR's own targets would."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvscale import histogram
+from kvscale.scaling import account, capacity, decision, demand, sizing
+from kvscale.scaling import settings as scaling_settings
+from kvscale.twin import buckets
+
+BLOCKS = 1001  # 1000 usable blocks: used blocks / 1000 is the occupancy
+SLO = sizing.Settings(capacity.Objective(ttft=((0.9, 2.0),)))
+FAST = capacity.Settings(warmup_seconds=0.0, sample_interval_seconds=0.0, trust_evidence=1.0)
+
+
+def _ttft(seconds: float, count: int = 200) -> histogram.Histogram:
+    return histogram.Histogram.of(buckets.TIME_TO_FIRST_TOKEN, [seconds] * count)
+
+
+def _pod(
+    name: str,
+    at: float,
+    occupancy: float,
+    tokens: float | None,
+    ttft: histogram.Histogram | None = None,
+    *,
+    ready_since: float | None = 0.0,
+    waiting: int = 0,
+    phase: demand.Phase = demand.Phase.READY,
+) -> demand.Observation:
+    sample = demand.Sample(
+        time=at,
+        num_gpu_blocks=BLOCKS,
+        num_used_blocks=round(occupancy * (BLOCKS - 1)),
+        num_requests_running=4,
+        num_requests_waiting=waiting,
+        tokens_per_second=tokens,
+        ttft=ttft,
+        latency_since=None if ttft is None else at - 30.0,
+    )
+    if phase is not demand.Phase.READY:
+        return demand.Observation(name, phase, None, created_at=at - 10.0)
+    return demand.Observation(name, phase, sample, ready_since=ready_since, created_at=0.0)
+
+
+def _config(**changes: object) -> scaling_settings.ScalingSettings:
+    base = scaling_settings.ScalingSettings(min_replicas=1, max_replicas=20)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _sizer(config: scaling_settings.ScalingSettings, **changes: object) -> sizing.Sizer:
+    return sizing.Sizer(dataclasses.replace(SLO, learning=FAST, **changes), config)  # type: ignore[arg-type]
+
+
+# --- the safety property ------------------------------------------------------------------
+
+_tick = st.tuples(
+    st.integers(1, 6),  # current
+    st.lists(
+        st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 60_000.0), st.booleans()),
+        min_size=1,
+        max_size=5,
+    ),  # (occupancy, tokens/s, reported) per ready pod
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ticks=st.lists(_tick, min_size=1, max_size=40),
+    warmup_latency=st.booleans(),
+    tokens_target=st.sampled_from([None, 15_000.0]),
+)
+def test_latency_the_learner_cannot_use_never_keeps_fewer_pods_than_the_crs_targets(
+    ticks: list[tuple[int, list[tuple[float, float, bool]]]],
+    warmup_latency: bool,
+    tokens_target: float | None,
+) -> None:
+    # No latency at all, or latency only from the pods' first minutes (a bad p90 of 30 s
+    # then): the learner is taught nothing, so the SLO mode decides on the CR's targets, and
+    # its own rules (guard, starting pods, pods ahead) can only keep more.
+    config = _config(scale_down_delay_seconds=0.0, target_tokens_per_second=tokens_target)
+    base = decision.Autoscaler(config)
+    slo = decision.Autoscaler(config, SLO)
+    for index, (current, pods) in enumerate(ticks):
+        now = 100.0 + 5.0 * index
+        latency = _ttft(30.0) if warmup_latency else None
+        observed = [
+            _pod(f"p{n}", now, occupancy, tokens, latency, ready_since=now - 1.0)
+            if reported
+            else demand.Observation(f"p{n}", demand.Phase.READY, None)
+            for n, (occupancy, tokens, reported) in enumerate(pods)
+        ]
+        plain = base.step(now, observed, current)
+        sized = slo.step(now, observed, current)
+        assert sized.desired >= plain.desired, (plain.message, sized.message)
+        assert sized.sized is not None
+        assert all(e.source is not capacity.Source.LEARNED for e in sized.sized.estimates)
+
+
+# --- targets from what was learned --------------------------------------------------------
+
+
+def test_a_violation_sets_the_compute_target_below_the_load_that_broke_the_slo() -> None:
+    config = _config()
+    sizer = _sizer(config)
+    assert sizer.targets(0.0).target_tokens_per_second is None  # nothing learned, none set
+    # 20k tokens/s met the SLO, then 30k broke it (p90 TTFT 5 s against 2 s).
+    for at in (100.0, 115.0, 130.0):
+        sizer.learn(at, [_pod("a", at, 0.2, 20_000.0, _ttft(0.5))])
+    for at in (145.0, 160.0):
+        sizer.learn(at, [_pod("a", at, 0.2, 30_000.0, _ttft(5.0))])
+    estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, 160.0)
+    assert estimate is not None
+    assert 20_000.0 <= estimate.capacity < 30_000.0
+    target = sizer.targets(160.0).target_tokens_per_second
+    # The edge is known: the headroom (20%) is kept below it.
+    assert target is not None
+    assert abs(target - 0.8 * estimate.capacity) < 1e-6
+    # The edge is forgotten after `edge_seconds`: with no target in the CR, compute sets none
+    # again (the KV target and pressure size the fleet, and the pods show the learner more);
+    # with one, the target is the estimate itself, without headroom, to explore above it.
+    later = 160.0 + SLO.edge_seconds + 1.0
+    assert sizer.targets(later).target_tokens_per_second is None
+    stated = _sizer(_config(target_tokens_per_second=16_000.0))
+    for at in (100.0, 115.0, 130.0):
+        stated.learn(at, [_pod("a", at, 0.2, 25_000.0, _ttft(0.5))])
+    learned = stated.learner.estimate(capacity.Resource.COMPUTE, 130.0)
+    assert learned is not None
+    assert learned.source is capacity.Source.LEARNED
+    assert stated.targets(130.0).target_tokens_per_second == learned.capacity
+
+
+def test_the_decision_names_compute_as_what_binds_and_scales_up_for_it() -> None:
+    slo = decision.Autoscaler(_config(), dataclasses.replace(SLO, learning=FAST))
+    for at in (100.0, 115.0):
+        slo.step(at, [_pod("a", at, 0.1, 20_000.0, _ttft(0.5))], 1)
+    made = slo.step(130.0, [_pod("a", 130.0, 0.1, 26_000.0, _ttft(6.0))], 1)
+    assert made.desired > 1
+    assert made.reason is decision.Reason.SCALE_UP_THROUGHPUT
+    assert made.sized is not None
+    assert made.sized.binding is capacity.Resource.COMPUTE
+    assert "compute binds" in made.message
+
+
+def test_warm_up_latency_teaches_nothing() -> None:
+    sizer = sizing.Sizer(SLO, _config())  # the default 60 s warm-up
+    for at in (10.0, 30.0, 50.0):
+        sizer.learn(at, [_pod("a", at, 0.5, 20_000.0, _ttft(9.0), ready_since=0.0)])
+    found = sizer.learner.estimates(50.0)
+    assert capacity.Resource.COMPUTE not in found
+    assert found[capacity.Resource.KV].source is capacity.Source.TARGET
+    # A pod whose Ready time is unknown cannot be told out of its warm-up: it teaches nothing.
+    sizer.learn(200.0, [_pod("b", 200.0, 0.5, 20_000.0, _ttft(9.0), ready_since=None)])
+    assert capacity.Resource.COMPUTE not in sizer.learner.estimates(200.0)
+
+
+# --- safe scale-down ----------------------------------------------------------------------
+
+
+def _taught(config: scaling_settings.ScalingSettings) -> sizing.Sizer:
+    """A sizer whose compute capacity was proven at 10k tokens/s (met, never broken)."""
+    sizer = _sizer(config)
+    for index in range(12):
+        at = 100.0 + 15.0 * index
+        sizer.learn(at, [_pod("a", at, 0.1, 10_000.0, _ttft(0.5))])
+    return sizer
+
+
+def test_survivors_must_carry_the_removed_pods_load_within_the_proven_capacity() -> None:
+    sizer = _taught(_config())
+    estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, 300.0)
+    assert estimate is not None
+    assert estimate.use is capacity.Use.TRUSTED
+    now = 300.0
+    # Three pods at 8k each: 24k needs 3 pods of 10k; the decision's 2 is cut back to 3.
+    sizer.learn(now, [_pod(p, now, 0.1, 8_000.0) for p in "abc"])
+    guarded = sizer.guard(now, wanted=2, current=3)
+    assert guarded == account.Guarded(2, 3, "compute")
+    # Three pods at 6k: 18k fits in 2 pods of 10k; the scale-down stands.
+    sizer.learn(now + 1, [_pod(p, now + 1, 0.1, 6_000.0) for p in "abc"])
+    assert sizer.guard(now + 1, wanted=2, current=3) is None
+    # 2 -> 1 at 6k each would run the last pod at 12k, above anything proven: refused.
+    sizer.learn(now + 2, [_pod(p, now + 2, 0.1, 6_000.0) for p in "ab"])
+    assert sizer.guard(now + 2, wanted=1, current=2) == account.Guarded(1, 2, "compute")
+
+
+def test_a_capacity_lowered_by_violations_and_never_proven_buys_no_scale_down() -> None:
+    sizer = _sizer(_config())
+    for at in (100.0, 115.0, 130.0):
+        sizer.learn(at, [_pod("a", at, 0.1, 30_000.0, _ttft(6.0))])
+    estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, 130.0)
+    assert estimate is not None
+    assert estimate.proven is None
+    sizer.learn(131.0, [_pod(p, 131.0, 0.1, 1_000.0) for p in "abcd"])
+    assert sizer.guard(131.0, wanted=1, current=4) == account.Guarded(1, 4, None)
+
+
+def test_starting_pods_stay_while_the_ready_ones_run_above_target() -> None:
+    config = _config(scale_down_delay_seconds=0.0, stable_window_seconds=6.0)
+    observed = [
+        _pod("a", 100.0, 0.8, None),
+        _pod("b", 100.0, 0.8, None),
+        _pod("c", 100.0, 0.0, None, phase=demand.Phase.STARTING),
+        _pod("d", 100.0, 0.0, None, phase=demand.Phase.STARTING),
+    ]
+    plain = decision.Autoscaler(config).step(100.0, observed, 4)
+    assert plain.desired == 3  # 1.6 pods' worth at 0.7 wants 3: a starting pod would go
+    sized = decision.Autoscaler(config, SLO).step(100.0, observed, 4)
+    assert sized.desired == 4
+    assert sized.reason is decision.Reason.HOLD_PODS_STARTING
+    assert any(isinstance(step, account.StartingNeeded) for step in sized.steps)
+
+
+# --- pressure -----------------------------------------------------------------------------
+
+
+def test_a_pod_under_pressure_counts_just_over_its_target_not_as_a_full_cache() -> None:
+    config = _config(target_occupancy=0.3)
+    floor = sizing.pressure_floor(config)
+    assert 0.33 < floor < 0.34
+    queued = [_pod("a", 100.0, 0.1, None, waiting=8), _pod("b", 100.0, 0.3, None)]
+    assert demand.measure(100.0, queued, config).demand == 1.3  # full cache: 1.0 + 0.3
+    measured = demand.measure(100.0, queued, config, floor)
+    assert measured.demand is not None
+    assert abs(measured.demand - (floor + 0.3)) < 1e-9
+    # One short queue at a low target: the CR alone asks 5 pods; in the SLO mode the queued
+    # pod reads just over its target, and the two pods' mean is within the tolerance band.
+    assert decision.Autoscaler(config).step(100.0, queued, 2).desired == 5
+    sized = decision.Autoscaler(config, SLO).step(100.0, queued, 2)
+    assert sized.desired == 2
+    # And pressure never buys a scale-down.
+    calm = _config(target_occupancy=0.9, scale_down_delay_seconds=0.0)
+    held = decision.Autoscaler(calm, SLO).step(100.0, queued, 4)
+    assert held.desired == 4
+    assert held.reason is decision.Reason.HOLD_PRESSURE
+
+
+# --- ahead of a ramp ----------------------------------------------------------------------
+
+
+def test_on_a_ramp_pods_are_asked_for_one_measured_start_up_time_ahead() -> None:
+    config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
+    slo = decision.Autoscaler(config, SLO)
+    # Pods took 100 s from creation to Ready (their own timestamps).
+    started = [
+        demand.Observation(
+            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
+        )
+        for n in range(3)
+    ]
+    made = None
+    for second in range(0, 61, 5):
+        now = 1000.0 + second
+        occupancy = 0.5 + 0.005 * second  # the demand grows 0.005 per pod per second
+        made = slo.step(
+            now, [*started, _pod("a", now, occupancy, None), _pod("b", now, occupancy, None)], 2
+        )
+    assert made is not None
+    assert made.desired > 2
+    ahead = [step for step in made.steps if isinstance(step, account.Ahead)]
+    assert ahead
+    assert ahead[0].lead_seconds == 100.0
+    # Two pods growing 0.005/s each = 0.01 pods' worth of cache per second over 100 s is
+    # 1 pod's worth at 0.7: one pod ahead of what this tick's demand asks.
+    assert made.sized is not None
+    assert made.sized.lead_seconds == 100.0
+    plain = decision.Autoscaler(config)
+    for second in range(0, 61, 5):
+        now = 1000.0 + second
+        occupancy = 0.5 + 0.005 * second
+        last = plain.step(
+            now, [_pod("a", now, occupancy, None), _pod("b", now, occupancy, None)], 2
+        )
+    assert made.desired == last.desired + ahead[0].pods
