@@ -118,11 +118,12 @@ def test_with_an_slo_the_latency_and_the_learned_capacity_take_the_same_path() -
     assert isinstance(simulated, policy.Kvscale)
     pods = [loop.pod(name) for name in PODS]
     clock = loop.Clock()
-    # Created and Ready at the decision clock's 0, as the simulated pods are.
+    # Created at the decision clock's -100 and Ready at 0, as the simulated pods are.
     started = clock.wall - datetime.timedelta(seconds=clock.now)
     stamp = started.isoformat().replace("+00:00", "Z")
+    created = (started - datetime.timedelta(seconds=100)).isoformat().replace("+00:00", "Z")
     for found in pods:
-        found["metadata"]["creationTimestamp"] = stamp
+        found["metadata"]["creationTimestamp"] = created
         for condition in found["status"]["conditions"]:
             condition["lastTransitionTime"] = stamp
     operator = loop.Harness(loop.cr(scaling=scaling, slo=slo), 3, pods)
@@ -150,7 +151,7 @@ def test_with_an_slo_the_latency_and_the_learned_capacity_take_the_same_path() -
                     0.0,
                     0,
                     _metrics(tick, index),
-                    requested_at=0.0,
+                    requested_at=-100.0,
                     latency=recorders[name],
                 )
                 for index, name in enumerate(PODS)

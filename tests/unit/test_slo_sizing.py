@@ -278,3 +278,33 @@ def test_on_a_ramp_pods_are_asked_for_one_measured_start_up_time_ahead() -> None
             now, [_pod("a", now, occupancy, None), _pod("b", now, occupancy, None)], 2
         )
     assert made.desired == last.desired + ahead[0].pods
+
+
+def test_pods_asked_ahead_are_not_taken_back_at_the_next_tick() -> None:
+    config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
+    slo = decision.Autoscaler(config, SLO)
+    started = [
+        demand.Observation(
+            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
+        )
+        for n in range(3)
+    ]
+    current = 2
+    made = None
+    for second in range(0, 61, 5):
+        now = 1000.0 + second
+        occupancy = 0.5 + 0.005 * second
+        made = slo.step(
+            now,
+            [*started, _pod("a", now, occupancy, None), _pod("b", now, occupancy, None)],
+            current,
+        )
+    assert made is not None
+    asked = made.desired
+    assert any(isinstance(step, account.Ahead) for step in made.steps)
+    # The ramp stops; the demand alone wants fewer than were asked, but the scale-down delay
+    # saw the pods asked ahead: they stay.
+    now = 1062.0
+    flat = [*started, _pod("a", now, 0.8, None), _pod("b", now, 0.8, None)]
+    after = slo.step(now, flat, asked)
+    assert after.desired == asked

@@ -289,6 +289,10 @@ class Autoscaler:
                 if raised > desired:
                     desired = raised
                     steps.append(dataclasses.replace(ahead, pods=raised - made.desired))
+                    # The scale-down delay must see the pods asked ahead, or the next tick
+                    # (whose demand alone wants fewer) would take them back at once.
+                    if self._delay is not None:
+                        self._delay.record(now, desired)
         if desired < made.current:
             on_the_way = made.starting + made.pending
             per_pod = made.stable_occupancy

@@ -287,7 +287,13 @@ class Kvscale:
         """One observation per pod, through the operator's adapter."""
         engines = []
         for pod in view.pods:
-            created = pod.requested_at
+            # Pods the run began with were never started in it (Ready at once): they say
+            # nothing about how long a pod takes to start, so they carry no creation time.
+            created = (
+                None
+                if pod.requested_at is None or pod.ready_at <= pod.requested_at
+                else pod.requested_at
+            )
             if pod.state is fleet.State.STARTING:
                 engines.append(_Engine(pod.name, pod.name, demand.Phase.STARTING, created))
             elif pod.state is fleet.State.DRAINING:
