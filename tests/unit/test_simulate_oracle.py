@@ -135,3 +135,12 @@ def test_the_bound_is_never_above_a_baseline_that_meets_the_slo(
         if result.latency.slo_attainment >= 0.99:
             assert low <= result.gpu_hours + 1e-9, (other.name, low, result.gpu_hours)
             assert table.over_oracle(result, low) >= 1.0 - 1e-9
+
+
+def test_a_table_over_the_bound_says_so_and_divides_by_it() -> None:
+    run = simulation.Settings(fleet=FLEET, min_replicas=1, max_replicas=1, slo=SLO)
+    result = simulation.simulate(MIX[:5], run, policy_.Static())
+    text = table.render([result], markdown=True, bound=result.gpu_hours / 2)
+    assert "GPU-h / bound" in text.splitlines()[0]
+    assert "| 2.00x |" in text.splitlines()[2]
+    assert "GPU-h / oracle" in table.render([result]).splitlines()[0]
