@@ -9,14 +9,15 @@ scenario it states what binds: the KV demand and the tokens/s of one pod at its 
 (KV binds when the pod runs out of KV cache, mean demand >= 0.7, before it runs out of
 compute). Per run: GPU-hours, SLO attainment,
 TTFT and ITL p50/p99, preemptions, scale actions and direction changes per hour, GPU-hours
-over the oracle.
+over the lower bound (`oracle.bound`, over the load test's full-queue throughput).
 
     .venv/bin/python benchmarks/matrix_bench.py --quick [--mooncake PATH]   # a few minutes
     .venv/bin/python benchmarks/matrix_bench.py [--mooncake PATH] [--jobs N]  # the full matrix
 
 The Mooncake FAST'25 synthetic trace (kvcache-ai/Mooncake,
 FAST25-release/traces/synthetic_trace.jsonl) is not in this repository: give a local copy's
-path with --mooncake; the results name the path read. Without it those scenarios are skipped.
+path with --mooncake; the results name the file, not where it was read from. Without it
+those scenarios are skipped, and the run says so.
 Writes matrix_{quick,full}.md and .json under --out and a plot under --img.
 """
 
@@ -32,7 +33,7 @@ import sys
 import time
 
 from kvscale import trace, tracefile
-from kvscale.simulate import calibrate, command, option, oracle, simulation, table
+from kvscale.simulate import calibrate, command, latency, option, oracle, simulation, table
 
 MOONCAKE = "mooncake"  # stands for the --mooncake path in a scenario's flags
 COMMON = ("--calibrate", "--calibrate-requests", "400", "--max-replicas", "64")
@@ -125,16 +126,29 @@ def _load(flags: list[str], name: str) -> tuple[argparse.Namespace, list[trace.T
     return args, command.prepare(tracefile.load(tracefile.resolve(args.trace)), args)
 
 
-def load_test(job: tuple[Scenario, list[str]]) -> calibrate.Capacity:
-    """A scenario's load test, run once and shared by its policies' jobs."""
+def load_test(job: tuple[Scenario, list[str]]) -> tuple[calibrate.Capacity, float]:
+    """A scenario's load test and its pod's full-queue throughput (`calibrate.peak`), run
+    once and shared by its policies' jobs."""
     args, requests = _load(job[1], "oracle")
-    return command.load_test(args, requests)
+    fleet = command.fleet_for(args)
+    slo = latency.Slo(ttft_s=args.slo_ttft, itl_s=args.slo_itl)
+    peak = calibrate.peak(requests, fleet, slo, num_requests=args.calibrate_requests)
+    return command.load_test(args, requests), peak
 
 
-def run(job: tuple[Scenario, list[str], str, calibrate.Capacity]) -> dict[str, object]:
+def run(
+    job: tuple[Scenario, list[str], str, tuple[calibrate.Capacity, float]],
+) -> dict[str, object]:
     """One policy on one scenario, as JSON-ready data and the Result for the table."""
-    scenario, flags, name, found = job
+    scenario, flags, name, (found, peak) = job
     args, requests = _load(flags, name)
+    bound = oracle.bound(
+        requests,
+        tokens_per_second=peak,
+        max_model_len=found.max_model_len,
+        min_replicas=args.min_replicas,
+        gpus_per_pod=command.fleet_for(args).gpus_per_pod,
+    )
     # Every run starts with the pods the first minute needs at SLO capacity (the oracle's
     # first bucket), so that no policy pays for a cold start the trace does not have.
     first = oracle.plan(
@@ -153,8 +167,11 @@ def run(job: tuple[Scenario, list[str], str, calibrate.Capacity]) -> dict[str, o
     cap = made.capacity.at_capacity
     return {
         "scenario": scenario.name,
-        "trace": str(path),
-        "flags": flags,
+        # The file's name only: where a user keeps the Mooncake trace is not a result.
+        "trace": path.name,
+        "flags": list(scenario.flags),
+        "bound_gpu_hours": round(bound, 4),
+        "peak_tokens_per_s": round(peak, 1),
         "num_requests": len(requests),
         "max_model_len": made.max_model_len,
         "initial_replicas": first,
@@ -174,7 +191,7 @@ def run(job: tuple[Scenario, list[str], str, calibrate.Capacity]) -> dict[str, o
 
 
 def merge(runs: list[dict[str, object]]) -> list[dict[str, object]]:
-    """One entry per scenario: its policies' rows, with GPU-hours over its oracle."""
+    """One entry per scenario: its policies' rows, with GPU-hours over its bound."""
     scenarios: dict[object, list[dict[str, object]]] = {}
     for item in runs:
         scenarios.setdefault(item["scenario"], []).append(item)
@@ -183,14 +200,15 @@ def merge(runs: list[dict[str, object]]) -> list[dict[str, object]]:
         results = [item["result"] for item in items]
         assert all(isinstance(r, simulation.Result) for r in results)
         typed = [r for r in results if isinstance(r, simulation.Result)]
-        oracle = table.oracle_gpu_hours(typed)
+        bound = items[0]["bound_gpu_hours"]
+        assert isinstance(bound, float)
         first = {k: v for k, v in items[0].items() if k not in ("result", "log", "wall_s")}
         merged.append(
             {
                 **first,
                 "wall_s": {str(i["result"].policy): i["wall_s"] for i in items},  # type: ignore[attr-defined]
-                "table": table.render(typed, markdown=True),
-                "results": [table.to_data(r, oracle=oracle) for r in typed],
+                "table": table.render(typed, markdown=True, bound=bound),
+                "results": [table.to_data(r, oracle=bound) for r in typed],
                 "log": str(items[0]["log"]).rsplit("\n", 2)[0]
                 + "\n"
                 + "".join(str(i["log"]).rstrip("\n").rsplit("\n", 1)[-1] + "\n" for i in items),
@@ -240,7 +258,7 @@ def _plot(done: list[dict[str, object]], path: pathlib.Path) -> None:
         ax.barh(names, ratios, color=colors)
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_title(f"{item['scenario']}\n(binds on {item['binds_on']})", fontsize=8)
-        ax.set_xlabel("GPU-hours / oracle (green: SLO >= 99%)")
+        ax.set_xlabel("GPU-hours / bound (green: SLO >= 99%)")
         ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -1,5 +1,5 @@
-"""The oracle's plan by hand, and the property that makes it a bound: on random small traces
-it never spends more GPU-hours than a policy that meets the SLO in the same run."""
+"""The oracle's plan and bound by hand, and the property that makes the bound one: on random
+small traces it is never above the GPU-hours of a policy that meets the SLO in the same run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvscale import trace
-from kvscale.simulate import calibrate, fleet, latency, oracle, simulation
+from kvscale.simulate import calibrate, fleet, latency, oracle, simulation, table
 from kvscale.simulate import policy as policy_
 from kvscale.twin import profile
 
@@ -79,6 +79,11 @@ def capacity_tokens_per_second() -> float:
     return found.at_capacity.tokens_per_s
 
 
+@functools.cache
+def peak_tokens_per_second() -> float:
+    return calibrate.peak(MIX, FLEET, SLO, num_requests=200)
+
+
 @st.composite
 def small_traces(draw: st.DrawFn) -> list[trace.TraceRequest]:
     count = draw(st.integers(20, 400))
@@ -91,27 +96,51 @@ def small_traces(draw: st.DrawFn) -> list[trace.TraceRequest]:
     ]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_bound_is_the_larger_of_the_floor_and_the_work_at_capacity() -> None:
+    reqs = [trace.TraceRequest(10.0, 500, 100), trace.TraceRequest(370.0, 9000, 100)]
+    # work: 600 + 8192 tokens; at 1 tok/s that is 8792 pod-seconds, over the 360 s floor.
+    assert oracle.bound(
+        reqs, tokens_per_second=1.0, max_model_len=8192, min_replicas=1
+    ) == pytest.approx(8792 / 3600)
+    # at 100 tok/s the work is 87.92 pod-seconds: 2 pods x 360 s of floor win, x 4 GPUs.
+    assert oracle.bound(
+        reqs, tokens_per_second=100.0, max_model_len=8192, min_replicas=2, gpus_per_pod=4
+    ) == pytest.approx(4 * 720 / 3600)
+    assert oracle.bound([], tokens_per_second=1.0, max_model_len=10, min_replicas=1) == 0.0
+    with pytest.raises(ValueError, match="gpus_per_pod"):
+        oracle.bound(reqs, tokens_per_second=1.0, max_model_len=10, min_replicas=1, gpus_per_pod=0)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_traces())
-def test_the_oracle_is_never_above_a_policy_that_meets_the_slo(
+def test_the_bound_is_never_above_a_baseline_that_meets_the_slo(
     reqs: list[trace.TraceRequest],
 ) -> None:
     run = simulation.Settings(fleet=FLEET, min_replicas=1, max_replicas=4, slo=SLO)
-    made = oracle.plan(
-        reqs,
-        tokens_per_second=capacity_tokens_per_second(),
-        max_model_len=8192,
-        min_replicas=1,
-        max_replicas=4,
+    tps = capacity_tokens_per_second()
+    low = oracle.bound(
+        reqs, tokens_per_second=peak_tokens_per_second(), max_model_len=8192, min_replicas=1
     )
-    bound = simulation.simulate(reqs, run, oracle.Oracle(made, FLEET.startup_delay_s))
+    made = oracle.plan(
+        reqs, tokens_per_second=tps, max_model_len=8192, min_replicas=1, max_replicas=4
+    )
     others: list[policy_.Policy] = [
         policy_.Static(),
         oracle.StaticPeak(made),
-        policy_.build("knative-concurrency", min_replicas=1, max_replicas=4),
-        policy_.build("llmd-saturation", min_replicas=1, max_replicas=4),
+        oracle.Oracle(made, FLEET.startup_delay_s),
+        *(policy_.build(name, min_replicas=1, max_replicas=4) for name in policy_.NAMES),
     ]
     for other in others:
         result = simulation.simulate(reqs, run, other)
         if result.latency.slo_attainment >= 0.99:
-            assert bound.gpu_hours <= result.gpu_hours + 1e-9, (other.name, made.needs)
+            assert low <= result.gpu_hours + 1e-9, (other.name, low, result.gpu_hours)
+            assert table.over_oracle(result, low) >= 1.0 - 1e-9
+
+
+def test_a_table_over_the_bound_says_so_and_divides_by_it() -> None:
+    run = simulation.Settings(fleet=FLEET, min_replicas=1, max_replicas=1, slo=SLO)
+    result = simulation.simulate(MIX[:5], run, policy_.Static())
+    text = table.render([result], markdown=True, bound=result.gpu_hours / 2)
+    assert "GPU-h / bound" in text.splitlines()[0]
+    assert "| 2.00x |" in text.splitlines()[2]
+    assert "GPU-h / oracle" in table.render([result]).splitlines()[0]

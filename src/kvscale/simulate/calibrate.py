@@ -162,6 +162,21 @@ def capacity(
     )
 
 
+def peak(
+    requests: Sequence[trace.TraceRequest],
+    settings: fleet.Settings,
+    slo: latency.Slo,
+    *,
+    num_requests: int = 2000,
+) -> float:
+    """One pod's tokens per second with a full queue: the load test's mix all arriving at
+    once. The most a pod of this fleet serves of this mix, SLO or not; `oracle.bound` divides
+    the trace's work by it (the steady-rate capacity is less: a burst batches more, and a
+    fleet met the SLO serving a short burst at about twice it)."""
+    mix = sample(requests, num_requests)
+    return measure(mix, 1e9, settings, slo).tokens_per_s
+
+
 RECOMMENDED_FOR_KVSCALE = ("targetTokensPerSecond",)
 """What `kvscale simulate --calibrate` sets on kvscale: its calibrated KV target (the KV demand
 at 70% load) cost 14-107% more GPU-hours than the throughput target beside the CRD's default

@@ -19,6 +19,20 @@ the others against ("GPU-hours over the oracle"), not a proof of optimality (a f
 meet the SLO a little under C for a burst shorter than a bucket).
 
 `StaticPeak` is the fleet the peers report against: max_k n_k pods for the whole run.
+
+The `oracle` policy is a clairvoyant *plan* (an achievable schedule), and its rounding up per
+bucket and its look-ahead over-provision. What the others are measured against is `bound`: a
+lower bound on the GPU-hours any policy needs to meet the SLO on the trace,
+
+    bound = gpus_per_pod x max(min_replicas x (last arrival - first arrival), W / P) / 3600
+
+with W the trace's whole work in tokens (after `simulation.fit`) and P one pod's tokens per
+second with a full queue (`calibrate.peak`: the load test's mix all arriving at once):
+fractional pods, no buckets, no look-ahead, start-up delay and draining counted as free, and
+the SLO not even asked for. It is a bound under two stated assumptions: no pod serves faster
+than with a full queue, and the trace's mix costs what the load test's sample of it costs.
+Not C, the capacity at the SLO from the steady-rate load test: a pod meets the SLO on a short
+burst at about twice C (it batches more), and the property test found runs under W / C.
 """
 
 from __future__ import annotations
@@ -82,6 +96,32 @@ def plan(
         for tokens in work
     )
     return Plan(bucket_s, needs, min_replicas)
+
+
+def bound(
+    requests: Sequence[trace.TraceRequest],
+    *,
+    tokens_per_second: float,
+    max_model_len: int,
+    min_replicas: int,
+    gpus_per_pod: int = 1,
+) -> float:
+    """The lower bound on GPU-hours for this trace, `tokens_per_second` one pod's full-queue
+    throughput, `calibrate.peak` (see the module doc)."""
+    if not (tokens_per_second > 0 and math.isfinite(tokens_per_second)):
+        raise ValueError(f"tokensPerSecond = {tokens_per_second!r}, must be a finite number > 0")
+    if min_replicas < 0:
+        raise ValueError(f"min_replicas = {min_replicas}, must be >= 0")
+    if gpus_per_pod < 1:
+        raise ValueError(f"gpus_per_pod = {gpus_per_pod}, must be >= 1")
+    if not requests:
+        return 0.0
+    work = sum(sum(simulation.fit(req, max_model_len)) for req in requests)
+    span = requests[-1].arrival_s - requests[0].arrival_s
+    # The floor holds min_replicas pods while requests arrive; the work term is the fewest
+    # pod-seconds that serve every token at the pod's full-queue throughput. Either alone is
+    # a bound, so the larger is.
+    return gpus_per_pod * max(min_replicas * span, work / tokens_per_second) / 3600.0
 
 
 class Oracle:

@@ -69,10 +69,14 @@ def row(result: simulation.Result, oracle: float | None = None) -> tuple[str, ..
     )
 
 
-def render(results: Sequence[simulation.Result], *, markdown: bool = False) -> str:
-    """The results side by side, one row per policy, then each policy's settings."""
-    oracle = oracle_gpu_hours(results)
-    rows = [COLUMNS, *(row(result, oracle) for result in results)]
+def render(
+    results: Sequence[simulation.Result], *, markdown: bool = False, bound: float | None = None
+) -> str:
+    """The results side by side, one row per policy, then each policy's settings. GPU-hours
+    are over `bound` (`oracle.bound`) when given, else over the oracle run's."""
+    oracle = oracle_gpu_hours(results) if bound is None else bound
+    header = COLUMNS if bound is None else (*COLUMNS[:-1], "GPU-h / bound")
+    rows = [header, *(row(result, oracle) for result in results)]
     if markdown:
         lines = ["| " + " | ".join(cells) + " |" for cells in rows]
         lines.insert(1, "|" + "|".join("---" for _ in COLUMNS) + "|")
