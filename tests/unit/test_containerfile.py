@@ -9,8 +9,11 @@ import re
 import shlex
 import tomllib
 
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from kvscale.api import models
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -43,7 +46,7 @@ def _final_stage() -> list[tuple[str, str]]:
 
 
 def _lock(name: str) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "requirements" / name).read_text().splitlines():
         if line and not line.startswith("#"):
             package, _, version = line.partition("==")
@@ -118,3 +121,15 @@ def test_runtime_lock_pins_the_base_dependencies_and_nothing_of_the_extras() -> 
         if not text.startswith("kvscale")
     }
     assert not extras & runtime.keys(), f"extras in the runtime lock: {extras & runtime.keys()}"
+
+
+def test_default_images_name_the_built_image_at_the_package_version() -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"ghcr.io/kvscale/kvscale:{version}" == models.DEFAULT_SIDECAR_IMAGE
+    chart = yaml.safe_load((ROOT / "charts" / "kvscale" / "Chart.yaml").read_text())
+    values = yaml.safe_load((ROOT / "charts" / "kvscale" / "values.yaml").read_text())
+    # The chart's empty tag means its appVersion, which must be the package's version.
+    assert chart["appVersion"] == version
+    repository = values["image"]["repository"]
+    tag = values["image"]["tag"] or chart["appVersion"]
+    assert f"{repository}:{tag}" == models.DEFAULT_SIDECAR_IMAGE
