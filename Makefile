@@ -8,7 +8,7 @@ export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
 # The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test check lint typecheck contracts unit setup venv control-plane node engine-env tools clean
+.PHONY: demo test check lint typecheck contracts unit setup venv control-plane node engine-env tools images clean
 
 demo: setup
 	$(BIN)/kvscale demo
@@ -51,6 +51,11 @@ node:
 
 engine-env:
 	scripts/build-engine-env.sh
+
+# The kvscale image as an OCI archive (buildah over an mmdebstrap Debian base, needs root);
+# cached by content hash, instant when warm. See docs/images.md.
+images:
+	scripts/build-images.sh
 
 # helm (from its Go module), promtool (Debian's package, or its Go module) and the Prometheus
 # Operator's CRDs (its Go module) for the chart's tests; all cached, instant when warm.

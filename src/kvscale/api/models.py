@@ -15,6 +15,7 @@ words them Knative-style. A test evaluates the CEL rules and checks pydantic agr
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,7 +35,9 @@ SHORT_NAMES = ("infd",)
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.32.0"
-DEFAULT_SIDECAR_IMAGE = "ghcr.io/kvscale/kvscale:0.1.0"
+# The image Containerfile builds, tagged with the installed package's version: pyproject.toml
+# is the one place that holds it.
+DEFAULT_SIDECAR_IMAGE = f"ghcr.io/kvscale/kvscale:{importlib.metadata.version('kvscale')}"
 
 
 class _Model(BaseModel):
