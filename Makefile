@@ -32,7 +32,7 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 # The chaos scenarios (docs/reliability.md), printing their request accounting. Today only the
-# engine-kill scenario exists (about 70 s with the cluster's start).
+# engine killed and engine hung scenarios exist (about 110 s with the cluster's start).
 chaos: setup
 	$(BIN)/pytest tests/integration/test_chaos.py -s
 

@@ -1,7 +1,9 @@
-"""Chaos, first scenario (issue 14, item c): one engine killed (SIGKILL) while serving.
+"""Chaos, first scenario (issue 14, item c): one engine killed (SIGKILL), or hung (SIGSTOP),
+while serving.
 
 Two engine twins behind the operator, light steady load spread over both by pod IP, with
-request accounting per engine. One engine's process group is killed mid-stream. Goals: no
+request accounting per engine. One engine's process group is killed (or stopped, then resumed
+after the watch) mid-stream. Goals: no
 request fails on the surviving engine, the requests cut are at most those in flight on the
 killed engine at the kill (plus those a router sent to it before it left the ready set), and
 the Deployment's count does not move (no scale action on missing data, none spurious).
@@ -13,6 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -128,7 +132,16 @@ def story(cluster: local.Cluster, namespace: str, operator: Operator) -> Iterato
         cluster.kubectl("delete", "infd", NAME, "-n", namespace, "--wait=false")
 
 
-def test_an_engine_killed_while_serving_cuts_only_its_own_requests(story: Story) -> None:
+def pause(story: Story, pod: dict[str, Any], sig: signal.Signals) -> None:
+    """SIGSTOP (a hung engine) or SIGCONT its container's process group."""
+    pid = json.loads(story.pid_file(pod, "engine").read_text())["pid"]
+    os.killpg(pid, sig)
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
+    story: Story, fault: str
+) -> None:
     story.cluster.kubectl("apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd()))
     ips = wait.eventually(
         lambda: ((found := story.ready_ips()) and len(found) == 2 and found) or None,
@@ -142,36 +155,50 @@ def test_an_engine_killed_while_serving_cuts_only_its_own_requests(story: Story)
         timeout_s=90,
         retry_on=wait.NOT_MADE_YET,
     )
+    (victim,) = [p for p in story.pods() if p["status"]["podIP"] == ips[0]]
     watch = Watch(story)
     load = Accounted(concurrency=4)
     load.targets = list(ips)
     load.start()
     try:
         time.sleep(5)
-        (victim,) = [p for p in story.pods() if p["status"]["podIP"] == ips[0]]
         in_flight_at_kill = load.tallies[ips[0]].in_flight
-        assert story.kill(victim, "engine"), "the engine's process was not running"
+        if fault == "killed":
+            assert story.kill(victim, "engine"), "the engine's process was not running"
+        else:
+            pause(story, victim, signal.SIGSTOP)
         sent_at_kill = load.tallies[ips[0]].sent
         sent_until_dropped: int | None = None
+        faulted_at = time.monotonic()
+        dropped_after_s: float | None = None
+        seen: set[tuple[str, str]] = set()  # MetricsAvailable (status, reason) during the fault
         # The router's view follows readiness, as a Service's endpoints would.
         until = time.monotonic() + 30
         while time.monotonic() < until:
             load.targets = story.ready_ips() or load.targets
             if sent_until_dropped is None and ips[0] not in load.targets:
                 sent_until_dropped = load.tallies[ips[0]].sent
-            watch.check(what="after an engine was killed")
+                dropped_after_s = time.monotonic() - faulted_at
+            condition = story.condition("MetricsAvailable") or {}
+            seen.add((str(condition.get("status")), str(condition.get("reason"))))
+            watch.check(what=f"after an engine was {fault}")
             time.sleep(0.5)
     finally:
+        if fault == "hung":  # resumed, so requests stuck on it end and nothing stays stopped
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                pause(story, victim, signal.SIGCONT)
         load.stop()
     victim_tally, survivor = load.tallies[ips[0]], load.tallies[ips[1]]
-    print(f"killed engine: {victim_tally}; in flight at the kill: {in_flight_at_kill}")
+    print(f"{fault} engine: {victim_tally}; in flight at the kill: {in_flight_at_kill}")
     print(f"surviving engine: {survivor}; count changes: {watch.changes}")
+    print(f"left the ready set after {dropped_after_s} s; MetricsAvailable seen: {sorted(seen)}")
     assert survivor.completed > 0
     assert survivor.failed == 0, f"the surviving engine failed requests: {survivor.why}"
     assert watch.changes == [], f"scale actions during the fault: {watch.changes}"
     # The kill cuts what was in flight; sends in the moments before readiness dropped the pod
     # may fail too (the router's window), but nothing else.
-    window = (sent_until_dropped or victim_tally.sent) - sent_at_kill
-    print(f"sent to the killed engine before readiness dropped it: {window}")
+    dropped = victim_tally.sent if sent_until_dropped is None else sent_until_dropped
+    window = dropped - sent_at_kill
+    print(f"sent to the {fault} engine before readiness dropped it: {window}")
     assert victim_tally.failed <= in_flight_at_kill + window, victim_tally.why
     assert any(is_ready(p) for p in story.pods())
