@@ -8,7 +8,7 @@ export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
 # The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test check lint typecheck contracts unit setup venv control-plane node engine-env tools images clean
+.PHONY: demo test check lint typecheck contracts unit setup venv control-plane node engine-env tools images clean chaos
 
 demo: setup
 	$(BIN)/kvscale demo
@@ -30,6 +30,11 @@ contracts: venv
 
 unit: venv
 	$(BIN)/pytest tests/unit
+
+# The chaos scenarios (docs/reliability.md), printing their request accounting. Today only the
+# engine killed and engine hung scenarios exist (about 110 s with the cluster's start).
+chaos: setup
+	$(BIN)/pytest tests/integration/test_chaos.py -s
 
 setup: venv control-plane node engine-env tools
 
