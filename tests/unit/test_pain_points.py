@@ -1,5 +1,5 @@
-"""One test per pain point that users of other autoscalers hit (shared/ANCHORS.md, "What their
-users hit"), wherever the pain lives in the scaling decision.
+"""One test per pain point that users of other autoscalers hit (as reported in those projects'
+issue trackers), wherever the pain lives in the scaling decision.
 
 Pain points that live outside the decision core, and where they are handled instead:
 - in-flight streams dropped on scale-down (AIBrix, KServe): the pod template's preStop, the

@@ -1,7 +1,7 @@
 """Knative's Pod Autoscaler (KPA) on a concurrency target, as a simulation baseline. Pure.
 
 Written from Knative Serving's documented autoscaling behavior (knative.dev, "Configuring
-the autoscaler", "Configuring scale bounds") and its defaults (shared/ANCHORS.md):
+the autoscaler", "Configuring scale bounds") and its documented defaults:
 
 - the metric (in-flight requests of the ready pods) is scraped every second into 1 s buckets;
 - every tick (2 s): stable = average over the stable window (60 s), panic = average over the

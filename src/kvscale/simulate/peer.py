@@ -16,8 +16,8 @@ the peer's defaults, each overridable with `--set` (docs/simulation.md lists the
   choices: with every pod saturated the spare is taken as none (scale up); Prometheus scrapes
   every 15 s; the HPA it acts through is taken as applying its target directly.
 - `DynamoReactive`: NVIDIA Dynamo planner's load-based (reactive) decode scaling (Dynamo docs,
-  "Planner" and "Load-based Planner" pages, docs.nvidia.com/dynamo; ../shared/ANCHORS.md,
-  refresh): every 5 s (`adjustment-interval`) it compares the mean per-worker KV load,
+  "Planner" and "Load-based Planner" pages, docs.nvidia.com/dynamo):
+  every 5 s (`adjustment-interval`) it compares the mean per-worker KV load,
   (scheduled + queued KV) / capacity, averaged over the metric pulls (1 s) of the interval,
   with a target: above 1.0 x target it scales up to ceil(workers x load / target), at most 8
   more per step; below 0.6 x target it removes one worker. It blocks while workers are being
