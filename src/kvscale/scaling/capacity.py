@@ -353,20 +353,11 @@ class Learner:
                 if load is not None:
                     self._met(resource, load, step, sample.at)
         else:
-            binding = self._binding(sample)
+            binding = blamed(sample, settings)
             load = sample.load(binding)
             if load is not None:
                 self._violated(binding, load, step, sample.at)
         return found
-
-    def _binding(self, sample: Sample) -> Resource:
-        """The resource a violation is blamed on: KV when the cache is (nearly) full."""
-        kv = sample.kv_demand
-        if kv is not None and kv >= self.settings.kv_saturation:
-            return Resource.KV
-        if sample.tokens_per_second is None:
-            return Resource.KV  # nothing else to blame; KV's own rule decides below
-        return Resource.COMPUTE
 
     def _proven(self, belief: _Belief, now: float) -> float | None:
         """The highest load met within the proof window before `now` (older: no proof)."""
@@ -404,6 +395,16 @@ class Learner:
     def _count(self, belief: _Belief, at: float) -> None:
         belief.evidence = _decayed(belief.evidence, belief.evidence_at, at, self.settings) + 1.0
         belief.evidence_at = max(at, belief.evidence_at)
+
+
+def blamed(sample: Sample, settings: Settings) -> Resource:
+    """The resource a violation is blamed on: KV when the cache is (nearly) full."""
+    kv = sample.kv_demand
+    if kv is not None and kv >= settings.kv_saturation:
+        return Resource.KV
+    if sample.tokens_per_second is None:
+        return Resource.KV  # nothing else to blame; KV's own rule decides below
+    return Resource.COMPUTE
 
 
 def _decayed(evidence: float, since: float, now: float, settings: Settings) -> float:

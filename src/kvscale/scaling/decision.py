@@ -284,7 +284,7 @@ class Autoscaler:
         if made.mode is not Mode.HOLD and measured.demand is not None:
             ahead = sizer.ahead(now, measured.demand / config.target_occupancy, made.ready)
             if ahead is not None and desired > made.current:
-                up_limit = max(made.current, arith.ceil(config.max_scale_up_rate * made.ready))
+                up_limit = self._up_limit(made.current, made.ready)
                 raised = min(desired + ahead.pods, up_limit, config.max_replicas)
                 if raised > desired:
                     desired = raised
@@ -496,7 +496,7 @@ class Autoscaler:
                     steps.append(account.Delayed(held, config.scale_down_delay_seconds))
 
         # 7. Rates: how far one decision may go.
-        up_limit = max(current, arith.ceil(config.max_scale_up_rate * ready))
+        up_limit = self._up_limit(current, ready)
         down_limit = min(current, arith.floor(ready / config.max_scale_down_rate))
         if proposed > up_limit:
             proposed, reason = up_limit, Reason.LIMITED_BY_RATE
@@ -508,6 +508,10 @@ class Autoscaler:
             down_rate = config.max_scale_down_rate
             steps.append(account.RateLimited("maxScaleDownRate", down_rate, down_limit, ready))
         return proposed, reason
+
+    def _up_limit(self, current: int, ready: int) -> int:
+        """Step 7's ceiling: the most one decision may scale up to (relative to ready)."""
+        return max(current, arith.ceil(self.config.max_scale_up_rate * ready))
 
     def _within_band(self, total: float, ready: int) -> bool:
         """Is this demand of `ready` pods within 1 +/- tolerance of their target?"""

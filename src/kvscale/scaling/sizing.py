@@ -127,15 +127,18 @@ class Sizer:
         samples: list[capacity.Sample] = []
         kv_total = 0.0
         tokens: list[float] = []
-        ready = 0
+        ready = fresh = 0
         for observation in observations:
             self._note_start(observation)
             if observation.phase is not demand.Phase.READY:
                 continue
             ready += 1
+            # Fresh as the decision reads it: valid, healthy, recent (`demand.read`).
+            reading = demand.read(now, observation, self.base)
             sample = observation.sample
-            if sample is None or not _fresh(now, sample, self.base):
+            if reading.freshness is not demand.Freshness.FRESH or sample is None:
                 continue
+            fresh += 1
             kv = demand.occupancy(sample)
             kv_total += kv
             if sample.tokens_per_second is not None:
@@ -158,7 +161,6 @@ class Sizer:
         for gone in [pod for pod in self._recent if pod not in present]:
             del self._recent[gone]
             self.learner.forget(gone)
-        fresh = sum(1 for o in observations if _usable(now, o, self.base))
         scale = ready / fresh if fresh else 0.0  # unpolled pods at the fresh ones' mean
         self.loads = Loads(
             kv_total * scale,
@@ -167,7 +169,8 @@ class Sizer:
         )
         for taught, verdict in zip(samples, self.learner.observe(samples), strict=True):
             if verdict is capacity.Verdict.VIOLATED:
-                self._violated_at[self._blamed(taught)] = taught.at
+                blamed = capacity.blamed(taught, self.config.learning)
+                self._violated_at[blamed] = taught.at
 
     def targets(self, now: float) -> settings.ScalingSettings:
         """The settings the decision runs on this tick: the CR's, with learned targets."""
@@ -347,15 +350,6 @@ class Sizer:
         at = self._violated_at.get(resource)
         return at is not None and now - at <= self.config.edge_seconds
 
-    def _blamed(self, sample: capacity.Sample) -> capacity.Resource:
-        """The resource a violation is blamed on, as the learner blames it."""
-        kv = sample.kv_demand
-        if kv is not None and kv >= self.config.learning.kv_saturation:
-            return capacity.Resource.KV
-        if sample.tokens_per_second is None:
-            return capacity.Resource.KV
-        return capacity.Resource.COMPUTE
-
     def _load(self, resource: capacity.Resource) -> float | None:
         if resource is capacity.Resource.KV:
             return self.loads.kv if self.loads.fresh else None
@@ -373,19 +367,6 @@ class Sizer:
         self._started.add(observation.pod)
         if len(self._started) > 10_000:  # pods come and go; keep the memory bounded
             self._started.clear()
-
-
-def _fresh(now: float, sample: demand.Sample, base: settings.ScalingSettings) -> bool:
-    """A sample the decision would read as fresh (valid, healthy, recent)."""
-    if demand.problem(sample) is not None or not sample.healthy:
-        return False
-    return abs(now - sample.time) <= base.stale_after_seconds
-
-
-def _usable(now: float, observation: demand.Observation, base: settings.ScalingSettings) -> bool:
-    if observation.phase is not demand.Phase.READY or observation.sample is None:
-        return False
-    return _fresh(now, observation.sample, base)
 
 
 def pressure_floor(config: settings.ScalingSettings) -> float:
