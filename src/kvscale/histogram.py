@@ -235,20 +235,27 @@ class Window:
 
 
 class Recorder:
-    """A cumulative histogram that only grows, as an engine keeps one; `snapshot` is what a
-    scrape of it reads (the simulator's engines record their latencies in these)."""
+    """A histogram that only grows, as an engine keeps one: the twin server exports these and
+    the simulator's sidecars read them; `snapshot` is what a scrape sees. Fields:
+    - `bounds`: the finite upper bounds, strictly increasing;
+    - `counts`: observations per bucket (not cumulative), the last one the +Inf bucket;
+    - `total`: the sum of the observed values."""
 
     def __init__(self, bounds: Sequence[float]) -> None:
-        self._bounds = tuple(bounds)
-        Histogram.empty(self._bounds)  # the same checks of the bounds
-        self._per_bucket = [0] * (len(self._bounds) + 1)
-        self._total = 0.0
+        self.bounds = tuple(bounds)
+        Histogram.empty(self.bounds)  # the same checks of the bounds
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
 
     def observe(self, value: float, count: int = 1) -> None:
         """`count` observations of `value` (one decode step gives its whole batch one gap)."""
-        self._per_bucket[bisect.bisect_left(self._bounds, value)] += count
-        self._total += value * count
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.total += value * count
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def snapshot(self) -> Histogram:
-        cumulative = tuple(float(c) for c in itertools.accumulate(self._per_bucket[:-1]))
-        return Histogram(self._bounds, cumulative, float(sum(self._per_bucket)), self._total)
+        cumulative = tuple(float(c) for c in itertools.accumulate(self.counts[:-1]))
+        return Histogram(self.bounds, cumulative, float(self.count), self.total)

@@ -20,13 +20,13 @@ requests), kept out of the `vllm:` namespace.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from collections.abc import Mapping, Sequence
 
 from prometheus_client import metrics_core
 from prometheus_client import samples as prom_samples
 
+from kvscale import histogram
 from kvscale.twin import buckets, engine
 
 ENGINE_INDEX = "0"
@@ -88,28 +88,9 @@ def build_1_2_5_buckets(max_value: int) -> tuple[float, ...]:
         exponent += 1
 
 
-@dataclasses.dataclass
-class Histogram:
-    """Bucket counts (not cumulative; the last is +Inf), sum and count of observations."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = dataclasses.field(default_factory=list)
-    total: float = 0.0
-
-    def __post_init__(self) -> None:
-        if list(self.bounds) != sorted(set(self.bounds)):
-            raise ValueError(f"bounds = {self.bounds!r}, must be strictly increasing")
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
-
-    def observe(self, value: float, count: int = 1) -> None:
-        """Record `count` observations of `value` (a decode step gives a batch one ITL)."""
-        self.counts[bisect.bisect_left(self.bounds, value)] += count
-        self.total += value * count
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
+class Histogram(histogram.Recorder):
+    """An engine's histogram (`kvscale.histogram.Recorder`), with the `le` labels of its
+    exposition."""
 
     def cumulative(self) -> list[tuple[str, float]]:
         running = 0
