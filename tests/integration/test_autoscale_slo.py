@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Load, Story
 from tests.integration.conftest import Operator
 from tests.integration.test_autoscale_twin import ENGINE_PORT, MODEL, wait_ready
 from tests.integration.test_status_command import KVSCALE
-from tests.support import manifest, wait
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
@@ -35,20 +36,9 @@ WARMUP_S = 60  # kvscale.scaling.capacity.Settings.warmup_seconds: before it not
 
 
 def infd(gpus_per_node: int) -> dict[str, Any]:
-    spec = {
-        "model": {"name": MODEL},
-        "engine": {
-            "image": "ghcr.io/kvscale/engine-twin:0.1.0",
-            "blockSize": 16,
-            "maxModelLen": 4096,
-            "shutdownGraceSeconds": 1,
-            "extraArgs": ["--num-gpu-blocks-override", "512"],
-        },
-        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
-        "scaling": {"minReplicas": 1, "maxReplicas": 2, "stableWindowSeconds": 8},
-        "slo": {"ttft": {"p90": "1s"}},
-    }
-    return manifest.inference_deployment(NAME, spec)
+    """The twins of test_autoscale_twin with only the bounds and spec.slo: no target by hand."""
+    scaling = {"minReplicas": 1, "maxReplicas": 2, "stableWindowSeconds": 8}
+    return twin.infd(gpus_per_node, name=NAME, scaling=scaling, slo={"ttft": {"p90": "1s"}})
 
 
 @pytest.fixture

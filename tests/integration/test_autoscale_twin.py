@@ -42,7 +42,14 @@ DELAY_S = 15
 STABLE_S = 8
 
 
-def infd(gpus_per_node: int) -> dict[str, Any]:
+def infd(
+    gpus_per_node: int,
+    *,
+    name: str = NAME,
+    scaling: dict[str, Any] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """Twin engines of 512 blocks; `scaling` replaces the test's windows, `more` adds spec keys."""
     spec = {
         "model": {"name": MODEL},
         "engine": {
@@ -53,9 +60,10 @@ def infd(gpus_per_node: int) -> dict[str, Any]:
             "extraArgs": ["--num-gpu-blocks-override", "512"],
         },
         "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
-        "scaling": manifest.autoscaling(STABLE_S, DELAY_S),
+        "scaling": manifest.autoscaling(STABLE_S, DELAY_S) if scaling is None else scaling,
+        **more,
     }
-    return manifest.inference_deployment(NAME, spec)
+    return manifest.inference_deployment(name, spec)
 
 
 @pytest.fixture
