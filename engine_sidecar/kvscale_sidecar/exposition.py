@@ -154,6 +154,7 @@ def _latency(current: report.OccupancyReport) -> list[metrics_core.Metric]:
         ("time_to_first_token", current.time_to_first_token),
         ("inter_token_latency", current.inter_token_latency),
         ("request_queue_time", current.request_queue_time),
+        ("time_per_output_token", current.time_per_output_token),
     )
     present = [(name, window) for name, window in signals if window is not None]
     if not present:

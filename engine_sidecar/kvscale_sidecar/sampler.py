@@ -142,6 +142,7 @@ class Sampler:
         self._time_to_first_token = histogram.Window(latency_window_seconds)
         self._inter_token_latency = histogram.Window(latency_window_seconds)
         self._request_queue_time = histogram.Window(latency_window_seconds)
+        self._time_per_output_token = histogram.Window(latency_window_seconds)
         self.outcome_counts = dict.fromkeys(OUTCOME_LABELS, 0)
 
     @property
@@ -230,6 +231,8 @@ class Sampler:
         _observe_histogram(self._time_to_first_token, now, sample.time_to_first_token, restarted)
         _observe_histogram(self._inter_token_latency, now, sample.inter_token_latency, restarted)
         _observe_histogram(self._request_queue_time, now, sample.request_queue_time, restarted)
+        tpot = sample.time_per_output_token
+        _observe_histogram(self._time_per_output_token, now, tpot, restarted)
         self._sample = sample
         self._sampled_at = now
         self._set("ok", report.Health.OK, "")
@@ -293,6 +296,7 @@ class Sampler:
             time_to_first_token=_latency(self._time_to_first_token),
             inter_token_latency=_latency(self._inter_token_latency),
             request_queue_time=_latency(self._request_queue_time),
+            time_per_output_token=_latency(self._time_per_output_token),
         )
 
     def _scrape_fields(self) -> dict[str, Any]:

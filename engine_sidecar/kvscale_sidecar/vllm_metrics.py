@@ -63,9 +63,12 @@ OPTIONAL = (PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, OFFLOAD_CPU_USAGE, OFFLOAD_
 # name fails the parse (see RENAMED), so a rename cannot silently turn the SLO signal off.
 TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"  # observed at each first token
 INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"  # observed at each later token
+# Observed when a request finishes: its decode time over its output tokens after the first
+# (what users call TPOT, a request's mean inter-token latency).
+TIME_PER_OUTPUT_TOKEN = "vllm:request_time_per_output_token_seconds"
 # Observed when a request finishes: from queued to first scheduled (preemptions not counted).
 REQUEST_QUEUE_TIME = "vllm:request_queue_time_seconds"
-HISTOGRAMS = (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, REQUEST_QUEUE_TIME)
+HISTOGRAMS = (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, TIME_PER_OUTPUT_TOKEN, REQUEST_QUEUE_TIME)
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 _LE_LABEL = "le"
 
@@ -139,6 +142,8 @@ class EngineSample:
     """Cumulative inter-token latency histogram (seconds); None if not exported."""
     request_queue_time: histogram.Histogram | None = None
     """Cumulative queue time histogram (seconds) of finished requests; None if not exported."""
+    time_per_output_token: histogram.Histogram | None = None
+    """Cumulative histogram of finished requests' time per output token (seconds)."""
 
     @property
     def num_used_blocks(self) -> int:
@@ -205,6 +210,7 @@ def parse(text: str) -> EngineSample:
         time_to_first_token=_optional_histogram(by_name, TIME_TO_FIRST_TOKEN, text),
         inter_token_latency=_optional_histogram(by_name, INTER_TOKEN_LATENCY, text),
         request_queue_time=_optional_histogram(by_name, REQUEST_QUEUE_TIME, text),
+        time_per_output_token=_optional_histogram(by_name, TIME_PER_OUTPUT_TOKEN, text),
     )
 
 

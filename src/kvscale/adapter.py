@@ -87,6 +87,7 @@ def sample(received: Received) -> demand.Sample | None:
         healthy=found.health is report.Health.OK,
         ttft=_increase(found.time_to_first_token),
         itl=_increase(found.inter_token_latency),
+        tpot=_increase(found.time_per_output_token),
         latency_since=_latency_since(received.received_at - found.age_seconds, found),
     )
 
@@ -100,7 +101,11 @@ def _latency_since(sampled: float, found: report.OccupancyReport) -> float | Non
     longest window (the histograms' windows end at the sample)."""
     spans = [
         window.window_seconds
-        for window in (found.time_to_first_token, found.inter_token_latency)
+        for window in (
+            found.time_to_first_token,
+            found.inter_token_latency,
+            found.time_per_output_token,
+        )
         if window is not None
     ]
     return sampled - max(spans) if spans else None

@@ -163,6 +163,29 @@ def quantile(q: float, histogram: Histogram) -> float | None:
     return lower + (upper - lower) * (rank - below) / in_bucket
 
 
+def share_within(histogram: Histogram, limit: float) -> tuple[float, float] | None:
+    """(at least, at most): the share of the observations that were <= `limit`, as far as the
+    buckets tell; None with no observations.
+
+    A limit on a bucket bound is known exactly. A limit inside a bucket is not: the bucket's
+    observations may all lie below it or all above it, so the share lies between the share up
+    to the bucket's lower bound and the share up to its upper bound. (`quantile` interpolates
+    inside the bucket instead, assuming its observations spread evenly; for an SLO check that
+    guess decides misses that never happened, e.g. a 2 s TTFT target inside vLLM's 1-2.5 s
+    bucket.)
+    """
+    if histogram.count <= 0:
+        return None
+    bounds, cumulative = histogram.bounds, histogram.cumulative
+    index = bisect.bisect_left(bounds, limit)
+    if index < len(bounds) and bounds[index] == limit:
+        exact = cumulative[index] / histogram.count
+        return exact, exact
+    low = cumulative[index - 1] if index > 0 else 0.0
+    high = cumulative[index] if index < len(bounds) else histogram.count
+    return low / histogram.count, high / histogram.count
+
+
 def bucket_of(value: float, bounds: Sequence[float]) -> tuple[float, float]:
     """The (lower, upper] bucket a value falls in; upper is inf past the last bound."""
     index = bisect.bisect_left(bounds, value)

@@ -296,6 +296,11 @@ class OccupancyReport(BaseModel):
         description="vllm:request_queue_time_seconds over the latency window (seconds): queued "
         "to first scheduled, observed when a request finishes.",
     )
+    time_per_output_token: LatencyWindow | None = Field(
+        default=None,
+        description="vllm:request_time_per_output_token_seconds over the latency window "
+        "(seconds): each finished request's decode time over its output tokens after the first.",
+    )
 
     # KV offloading to CPU memory (vLLM V1's form of swap); None where the engine exposes none.
     offload_backend: str | None = None

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 from tests.integration import test_autoscale_twin as twin
-from tests.integration.autoscale_story import Load, Story
+from tests.integration.autoscale_story import Load, Story, wait_ready
 from tests.integration.conftest import Operator
-from tests.integration.test_autoscale_twin import ENGINE_PORT, MODEL, wait_ready
+from tests.integration.test_autoscale_twin import ENGINE_PORT, MODEL
 from tests.integration.test_status_command import KVSCALE
 from tests.support import wait
 

@@ -105,7 +105,8 @@ def _ttft_seconds(tick: int) -> float:
 def test_with_an_slo_the_latency_and_the_learned_capacity_take_the_same_path() -> None:
     # spec.slo set: the latency windows the simulated sidecars serve, the pods' start times and
     # the learner behind the targets give the same decisions, learned capacity included.
-    slo = {"ttft": {"p90": "2s"}}
+    # As kvscale-slo reads latency.Slo(ttft_s=2.0): TTFT and the requests' pace (tpot).
+    slo = {"ttft": {"p90": "2s"}, "tpot": {"p90": "100ms"}}
     scaling = {key: value for key, value in SCALING.items() if key != "targetTokensPerSecond"}
     simulated = policy.build(
         "kvscale-slo",
@@ -131,6 +132,7 @@ def test_with_an_slo_the_latency_and_the_learned_capacity_take_the_same_path() -
         name: (
             histogram.Recorder(buckets.TIME_TO_FIRST_TOKEN),
             histogram.Recorder(buckets.INTER_TOKEN_LATENCY),
+            histogram.Recorder(buckets.INTER_TOKEN_LATENCY),
         )
         for name in PODS
     }
@@ -138,9 +140,10 @@ def test_with_an_slo_the_latency_and_the_learned_capacity_take_the_same_path() -
     learned = False
     for tick in range(TICKS):
         now = operator.clock.now
-        for ttft, itl in recorders.values():
+        for ttft, itl, tpot in recorders.values():
             ttft.observe(_ttft_seconds(tick), 40)
             itl.observe(0.02, 400)
+            tpot.observe(0.02, 40)
         view = policy.View(
             now,
             current,

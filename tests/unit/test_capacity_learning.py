@@ -7,6 +7,7 @@ its TTFT window is 100 observations of 0.2 s then, and of 5 s above K, against `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -99,6 +100,31 @@ VERDICTS = [
         capacity.Verdict.VIOLATED,
         id="itl-over",
     ),
+    # A 2 s target inside the 1-2.5 s bucket: every TTFT of 1.1 s met it, but the buckets
+    # cannot say so (interpolating read p90 as 2.35 s, a miss that never happened).
+    pytest.param(
+        OBJECTIVE,
+        histogram.Histogram.of(TTFT_BOUNDS, [1.1] * 100),
+        None,
+        capacity.Verdict.UNKNOWN,
+        id="target-inside-a-bucket-cannot-tell",
+    ),
+    # ... unless enough of them sit below the bucket (90 of 100 at 0.2 s: met for sure) ...
+    pytest.param(
+        OBJECTIVE,
+        histogram.Histogram.of(TTFT_BOUNDS, [0.2] * 90 + [1.1] * 10),
+        None,
+        capacity.Verdict.MET,
+        id="met-below-the-bucket",
+    ),
+    # ... or above it (11 of 100 past 2.5 s: the p90 is past 2 s for sure).
+    pytest.param(
+        OBJECTIVE,
+        histogram.Histogram.of(TTFT_BOUNDS, [0.2] * 89 + [5.0] * 11),
+        None,
+        capacity.Verdict.VIOLATED,
+        id="violated-past-the-bucket",
+    ),
 ]
 
 
@@ -114,10 +140,26 @@ def test_verdict_table(
 
 
 def test_the_objective_comes_from_spec_slo() -> None:
-    slo = models.Slo.model_validate({"ttft": {"p90": "2s"}, "itl": {"p99": "100ms"}})
-    assert capacity.Objective.from_slo(slo) == capacity.Objective(
-        ttft=((0.9, 2.0),), itl=((0.99, 0.1),)
+    slo = models.Slo.model_validate(
+        {"ttft": {"p90": "2s"}, "itl": {"p99": "100ms"}, "tpot": {"p95": "50ms"}}
     )
+    assert capacity.Objective.from_slo(slo) == capacity.Objective(
+        ttft=((0.9, 2.0),), itl=((0.99, 0.1),), tpot=((0.95, 0.05),)
+    )
+
+
+def test_tpot_is_the_requests_pace_not_every_gap() -> None:
+    """A prefill in the batch stretches some gaps past 100 ms (itl's tail) while each request's
+    mean pace stays 40 ms: a tpot objective is met where an itl one is violated."""
+    gaps = histogram.Histogram.of(ITL_OK.bounds, [0.02] * 400 + [0.15] * 100)
+    pace = histogram.Histogram.of(ITL_OK.bounds, [0.04] * 50)
+    sample = dataclasses.replace(_sample(100.0, ttft=None, itl=gaps), tpot=pace)
+    settings = capacity.Settings()
+    on_gaps = capacity.Objective(itl=((0.9, 0.1),))
+    on_pace = capacity.Objective(tpot=((0.9, 0.1),))
+    assert capacity.verdict(sample, on_gaps, settings) is capacity.Verdict.VIOLATED
+    assert capacity.verdict(sample, on_pace, settings) is capacity.Verdict.MET
+    assert capacity.weight(sample, on_pace, settings) == 0.5  # 50 requests of 100 for full
 
 
 # --- the learning rule, step by step -----------------------------------------------------------

@@ -119,3 +119,37 @@ def test_merge_of_nothing_is_none_and_other_bounds_are_refused() -> None:
     assert histogram.merge([]) is None
     with pytest.raises(ValueError, match="bounds differ"):
         histogram.merge([histogram.Histogram.empty((1.0,)), histogram.Histogram.empty((2.0,))])
+
+
+SHARES = [
+    # (values, limit, (at least, at most))
+    pytest.param([0.5, 1.5, 3.0, 7.0], 2.0, (0.25, 0.5), id="inside-a-bucket-a-range"),
+    pytest.param([0.5, 1.5, 3.0, 7.0], 1.0, (0.25, 0.25), id="on-a-bound-exact"),
+    pytest.param([0.5, 1.5, 3.0, 7.0], 0.5, (0.0, 0.25), id="inside-the-first-bucket"),
+    pytest.param([0.5, 1.5, 3.0, 7.0], 9.0, (0.75, 1.0), id="past-the-last-bound"),
+]
+
+
+@pytest.mark.parametrize(("values", "limit", "expected"), SHARES)
+def test_share_within_is_what_the_buckets_can_tell(
+    values: list[float], limit: float, expected: tuple[float, float]
+) -> None:
+    found = histogram.share_within(histogram.Histogram.of((1.0, 2.5, 5.0), values), limit)
+    assert found == expected
+
+
+def test_share_within_an_empty_histogram_is_unknown() -> None:
+    assert histogram.share_within(histogram.Histogram.empty((1.0, 2.5)), 2.0) is None
+
+
+@given(
+    values=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=50),
+    limit=st.floats(0.0, 12.0),
+)
+def test_the_true_share_is_always_within_the_bounds(values: list[float], limit: float) -> None:
+    low, high = histogram.share_within(histogram.Histogram.of((1.0, 2.5, 5.0), values), limit) or (
+        math.nan,
+        math.nan,
+    )
+    true = sum(value <= limit for value in values) / len(values)
+    assert low <= true <= high

@@ -65,6 +65,7 @@ def _ok_document(**changes: Any) -> dict[str, Any]:
         "request_queue_time": _latency_window(
             p50=None, p90=None, p99=None, count=0, sum_seconds=0.0, bucket_counts=[0, 0, 0]
         ),
+        "time_per_output_token": _latency_window(),
         "offload_backend": None,
         "offload_capacity_bytes": None,
         "offload_usage_ratio": None,
@@ -247,11 +248,18 @@ def test_a_report_from_before_the_latency_fields_still_reads() -> None:
     older = {
         k: v
         for k, v in _ok_document().items()
-        if k not in ("time_to_first_token", "inter_token_latency", "request_queue_time")
+        if k
+        not in (
+            "time_to_first_token",
+            "inter_token_latency",
+            "request_queue_time",
+            "time_per_output_token",
+        )
     }
     parsed = report.from_json(json.dumps(older))
     assert parsed.time_to_first_token is None
     assert parsed.request_queue_time is None
+    assert parsed.time_per_output_token is None
 
 
 def test_a_report_from_before_the_scrape_fields_still_reads() -> None:

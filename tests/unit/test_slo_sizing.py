@@ -122,11 +122,11 @@ def test_a_violation_sets_the_compute_target_below_the_load_that_broke_the_slo()
     # The edge is known: the headroom (20%) is kept below it.
     assert target is not None
     assert abs(target - 0.8 * estimate.capacity) < 1e-6
-    # The edge is forgotten after `edge_seconds`: with no target in the CR, compute sets none
-    # again (the KV target and pressure size the fleet, and the pods show the learner more);
-    # with one, the target is the estimate itself, without headroom, to explore above it.
+    # The edge is forgotten after `edge_seconds`: the target is the estimate itself, without
+    # headroom, to explore above it; compute keeps a target (it has broken the SLO before, so
+    # it binds), and KV alone never sizes this fleet again.
     later = 160.0 + SLO.edge_seconds + 1.0
-    assert sizer.targets(later).target_tokens_per_second is None
+    assert sizer.targets(later).target_tokens_per_second == estimate.capacity
     stated = _sizer(_config(target_tokens_per_second=16_000.0))
     for at in (100.0, 115.0, 130.0):
         stated.learn(at, [_pod("a", at, 0.2, 25_000.0, _ttft(0.5))])
@@ -134,6 +134,30 @@ def test_a_violation_sets_the_compute_target_below_the_load_that_broke_the_slo()
     assert learned is not None
     assert learned.source is capacity.Source.LEARNED
     assert stated.targets(130.0).target_tokens_per_second == learned.capacity
+
+
+def test_bursty_kv_demand_teaches_the_windows_mean_and_blames_its_peak() -> None:
+    """Long-context traffic: a pod's cache swings between 0.4 full and full within each latency
+    window (mean 0.64, below the 0.875 prior). The SLO breaks in every window. Pinned on the
+    window's peak (1.0, above the estimate) the violations agreed with the prior and nothing
+    was learned; the mean is below it, so the KV capacity comes down, and the peak (a full
+    cache) puts the blame on the KV cache, not on compute."""
+    config = _config()
+    sizer = _sizer(config)
+    before = sizer.learner.estimate(capacity.Resource.KV, 0.0)
+    assert before is not None
+    assert abs(before.capacity - 0.875) < 1e-9  # the CR's 0.7 over the headroom's share
+    for second in range(1, 121):
+        at = float(second)
+        swing = 1.0 if second % 10 < 4 else 0.4  # 0.4 of the time full, 0.6 of it light
+        broke = _ttft(8.0) if second % 15 == 0 else None  # a latency window every 15 s
+        sizer.learn(at, [_pod("a", at, swing, 5_000.0, broke)])
+    after = sizer.learner.estimate(capacity.Resource.KV, 120.0)
+    assert after is not None
+    assert after.capacity < 0.875
+    assert after.capacity >= 0.64  # toward the window's mean, never past it
+    assert sizer.learner.estimate(capacity.Resource.COMPUTE, 120.0) is None  # not blamed
+    assert sizer.targets(120.0).target_occupancy < 0.7  # headroom below what broke
 
 
 def test_the_decision_names_compute_as_what_binds_and_scales_up_for_it() -> None:
@@ -308,3 +332,14 @@ def test_pods_asked_ahead_are_not_taken_back_at_the_next_tick() -> None:
     flat = [*started, _pod("a", now, 0.8, None), _pod("b", now, 0.8, None)]
     after = slo.step(now, flat, asked)
     assert after.desired == asked
+
+
+def test_a_tokens_target_anywhere_in_the_crs_range_makes_a_sizer() -> None:
+    # targetTokensPerSecond is (0, 1e9] in the CRD; over the headroom's share it left the
+    # learner's [1, 1e9], and the learner refused the prior on every tick (chaos scenario 9).
+    low, high = FAST.bounds[capacity.Resource.COMPUTE]
+    for target, prior in ((1e9, high), (5e-324, low), (1e-6, low), (1000.0, 1000.0 / 0.8)):
+        sizer = _sizer(_config(target_tokens_per_second=target), headroom=0.2)
+        estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, 0.0)
+        assert estimate is not None
+        assert estimate.capacity == prior

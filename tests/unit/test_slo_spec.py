@@ -61,10 +61,10 @@ def test_without_slo_the_spec_is_as_before() -> None:
 
 REFUSED: list[Any] = [
     pytest.param({"ttft": {}}, ("slo", "ttft"), "set at least one of p50", id="no-percentile"),
-    pytest.param({}, ("slo",), "set ttft, itl or both", id="no-target"),
+    pytest.param({}, ("slo",), "set at least one of ttft, itl, tpot", id="no-target"),
     pytest.param({"ttft": {"p90": "0s"}}, ("slo", "ttft", "p90"), "pattern", id="zero"),
     pytest.param({"ttft": {"p85": "1s"}}, ("slo", "ttft", "p85"), "Extra", id="unknown-pct"),
-    pytest.param({"tpot": {"p90": "1s"}}, ("slo", "tpot"), "Extra", id="unknown-signal"),
+    pytest.param({"e2e": {"p90": "1s"}}, ("slo", "e2e"), "Extra", id="unknown-signal"),
 ]
 
 

@@ -333,6 +333,7 @@ def test_real_capture_latency_histograms_read_as_a_full_parse(text: str, name: s
         vllm_metrics.TIME_TO_FIRST_TOKEN: "time_to_first_token",
         vllm_metrics.INTER_TOKEN_LATENCY: "inter_token_latency",
         vllm_metrics.REQUEST_QUEUE_TIME: "request_queue_time",
+        vllm_metrics.TIME_PER_OUTPUT_TOKEN: "time_per_output_token",
     }[name]
     read = getattr(vllm_metrics.parse(text), field)
     buckets, count, total = _histogram_oracle(text, name)

@@ -16,7 +16,8 @@ learning rule is a bounded step toward the evidence:
 
 - MET at load L above the estimate C: C += rate x weight x (L - C), for every resource;
 - VIOLATED at load L below the estimate: C -= rate x weight x (C - L), for the resource that
-  binds (KV when the KV demand is at or above `kv_saturation`, else compute);
+  binds (KV when the KV demand reached `kv_saturation` at some moment of the latency window,
+  `Sample.kv_peak`, else compute);
 - otherwise nothing (a met sample below C and a violation above it agree with C).
 
 A met sample never moves C past its own load and a violation never moves it below its own, so
@@ -105,11 +106,12 @@ class Objective:
 
     ttft: tuple[tuple[float, float], ...] = ()
     itl: tuple[tuple[float, float], ...] = ()
+    tpot: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.ttft and not self.itl:
-            raise ValueError("ttft, itl: both empty, an objective needs at least one target")
-        for name, targets in (("ttft", self.ttft), ("itl", self.itl)):
+        if not self.ttft and not self.itl and not self.tpot:
+            raise ValueError("ttft, itl, tpot: all empty, an objective needs at least one target")
+        for name, targets in (("ttft", self.ttft), ("itl", self.itl), ("tpot", self.tpot)):
             for q, seconds in targets:
                 if not 0.0 < q < 1.0:
                     raise ValueError(f"{name}: percentile {q!r}, must be in (0, 1)")
@@ -121,7 +123,15 @@ class Objective:
         return cls(
             ttft=() if slo.ttft is None else slo.ttft.targets(),
             itl=() if slo.itl is None else slo.itl.targets(),
+            tpot=() if slo.tpot is None else slo.tpot.targets(),
         )
+
+    def signals(
+        self, sample: Sample
+    ) -> tuple[tuple[tuple[tuple[float, float], ...], histogram.Histogram | None], ...]:
+        """(targets, the sample's window) for each signal the objective names."""
+        pairs = ((self.ttft, sample.ttft), (self.itl, sample.itl), (self.tpot, sample.tpot))
+        return tuple((targets, window) for targets, window in pairs if targets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +153,12 @@ class Sample:
     """The window's increase of the TTFT histogram; None when the engine exports none."""
     itl: histogram.Histogram | None
     """The window's increase of the inter-token latency histogram."""
+    tpot: histogram.Histogram | None = None
+    """The window's increase of the finished requests' time-per-output-token histogram."""
+    kv_peak: float | None = None
+    """The highest KV demand seen while the latency window ran (None: `kv_demand` is all that
+    is known). Blame reads it: a cache that filled at any moment of the window explains a
+    violation that the window's mean load would not."""
 
     def load(self, resource: Resource) -> float | None:
         return self.kv_demand if resource is Resource.KV else self.tokens_per_second
@@ -221,31 +237,36 @@ class Estimate:
 def verdict(sample: Sample, objective: Objective, settings: Settings) -> Verdict:
     """MET, VIOLATED or UNKNOWN: what the sample's latency says against the objective.
 
-    Any signal with enough observations past its target is a violation. MET needs every signal
-    the objective names to have enough observations and to be within its targets: a signal we
-    cannot see may be the one that fails.
+    A target "p-quantile <= t" holds when at least a share p of the window's observations were
+    <= t. The buckets bound that share (`histogram.share_within`): a violation when even the
+    highest share they allow is below p, met when even the lowest reaches p, and unknown in
+    between (a target inside a bucket, with the quantile in that bucket: the histogram cannot
+    tell, and a guess would teach the learner misses that never happened, or successes).
+    Any signal certainly past a target is a violation. MET needs every signal the objective
+    names to have enough observations and to meet its targets: a signal we cannot see may be
+    the one that fails.
     """
     known_ok = True
-    for targets, window in ((objective.ttft, sample.ttft), (objective.itl, sample.itl)):
-        if not targets:
-            continue
+    for targets, window in objective.signals(sample):
         if window is None or window.count < settings.min_observations:
             known_ok = False
             continue
         for q, seconds in targets:
-            value = histogram.quantile(q, window)
-            if value is not None and value > seconds:
+            share = histogram.share_within(window, seconds)
+            if share is None:
+                known_ok = False
+                continue
+            lowest, highest = share
+            if highest < q:
                 return Verdict.VIOLATED
+            if lowest < q:
+                known_ok = False
     return Verdict.MET if known_ok else Verdict.UNKNOWN
 
 
 def weight(sample: Sample, objective: Objective, settings: Settings) -> float:
     """0..1: how far one sample may move the estimate, from the observations behind it."""
-    counts = [
-        window.count
-        for targets, window in ((objective.ttft, sample.ttft), (objective.itl, sample.itl))
-        if targets and window is not None
-    ]
+    counts = [window.count for _, window in objective.signals(sample) if window is not None]
     if not counts:
         return 0.0
     return min(1.0, min(counts) / settings.full_weight_observations)
@@ -398,8 +419,9 @@ class Learner:
 
 
 def blamed(sample: Sample, settings: Settings) -> Resource:
-    """The resource a violation is blamed on: KV when the cache is (nearly) full."""
-    kv = sample.kv_demand
+    """The resource a violation is blamed on: KV when the cache was (nearly) full at some
+    moment of the latency window, else compute."""
+    kv = sample.kv_peak if sample.kv_peak is not None else sample.kv_demand
     if kv is not None and kv >= settings.kv_saturation:
         return Resource.KV
     if sample.tokens_per_second is None:

@@ -103,6 +103,8 @@ class Sample:
     window; None when the engine exports none or the window is not two snapshots long yet."""
     itl: histogram.Histogram | None = None
     """Likewise for the inter-token latency histogram."""
+    tpot: histogram.Histogram | None = None
+    """Likewise for the finished requests' time-per-output-token histogram."""
     latency_since: float | None = None
     """When that latency window began, on the decision's clock; None without latency."""
 

@@ -35,6 +35,12 @@ DEFAULT_STALE_AFTER_SECONDS = 5.0
 STALE_AFTER_TICKS = 3.0
 
 
+LOOP_ONLY_FIELDS = frozenset({"mode"})
+"""Fields of `spec.scaling` the decision does not see. The mode (Active or Advisory) is the
+loop's business: switching it keeps what the autoscaler learned, so capacity learned while
+advising carries into Active."""
+
+
 def stale_after_for(tick_seconds: float) -> float:
     """The default staleness limit for a tick: at least 5 s, and never under three ticks."""
     return max(DEFAULT_STALE_AFTER_SECONDS, STALE_AFTER_TICKS * tick_seconds)
@@ -203,7 +209,7 @@ def validate(raw: object) -> ScalingSettings | list[str]:
 def from_spec(spec: models.Scaling, *, stale_after_seconds: float | None = None) -> ScalingSettings:
     """Settings from a parsed CR's `spec.scaling` (already valid: pydantic and the CRD agree)."""
     return ScalingSettings(
-        **spec.model_dump(),
+        **spec.model_dump(exclude=set(LOOP_ONLY_FIELDS)),
         stale_after_seconds=(
             stale_after_for(spec.tick_seconds)
             if stale_after_seconds is None

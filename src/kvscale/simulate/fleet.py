@@ -83,6 +83,11 @@ class Pod:
         default_factory=lambda: histogram.Recorder(buckets.INTER_TOKEN_LATENCY)
     )
     """Its engine's vllm:inter_token_latency_seconds: every gap between output tokens."""
+    tpot: histogram.Recorder = dataclasses.field(
+        default_factory=lambda: histogram.Recorder(buckets.INTER_TOKEN_LATENCY)
+    )
+    """Its engine's vllm:request_time_per_output_token_seconds: each finished request's
+    decode time over its output tokens after the first (vLLM uses the ITL buckets)."""
 
     def state(self, now: float) -> State:
         if self.gone_at is not None:

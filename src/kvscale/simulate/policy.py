@@ -70,6 +70,8 @@ DEFAULT_SLO_PERCENTILE = 0.95
 SLO_PERCENTILE_KEY = "percentile"
 SLO_HEADROOM_KEY = "headroom"
 THROUGHPUT_WINDOW_KEY = "throughputWindowSeconds"  # a kvscale override that sets it
+Latency = tuple[histogram.Recorder, histogram.Recorder, histogram.Recorder]
+"""An engine's TTFT, inter-token latency and time-per-output-token histograms."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +87,9 @@ class PodView:
     """What the engine exports; None while it is starting."""
     requested_at: float | None = None
     """When the pod was asked for."""
-    latency: tuple[histogram.Recorder, histogram.Recorder] | None = None
-    """Its engine's TTFT and inter-token latency histograms (read them with `snapshot`: a
-    scrape); None while it is starting."""
+    latency: Latency | None = None
+    """Its engine's TTFT, inter-token latency and time-per-output-token histograms (read them
+    with `snapshot`: a scrape); None while it is starting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,12 +171,13 @@ class _Sidecar:
         self._generation_tokens = rate.CounterWindow(throughput_window_s)
         self._ttft = histogram.Window(LATENCY_WINDOW_S)
         self._itl = histogram.Window(LATENCY_WINDOW_S)
+        self._tpot = histogram.Window(LATENCY_WINDOW_S)
 
     def observe(
         self,
         now: float,
         metrics: engine.Metrics,
-        latency: tuple[histogram.Recorder, histogram.Recorder] | None = None,
+        latency: Latency | None = None,
     ) -> None:
         """A scrape of the engine at `now` (the twin never restarts: no counter reset)."""
         self._preemptions.observe(now, metrics.num_preemptions_total)
@@ -183,6 +186,7 @@ class _Sidecar:
         if latency is not None:
             self._ttft.observe(now, latency[0].snapshot())
             self._itl.observe(now, latency[1].snapshot())
+            self._tpot.observe(now, latency[2].snapshot())
 
     def serve(self, now: float, metrics: engine.Metrics, age_s: float) -> report.OccupancyReport:
         """The report served at `now` about the sample taken `age_s` ago."""
@@ -219,6 +223,7 @@ class _Sidecar:
             throughput_window_seconds=None if token_window is None else token_window.window_seconds,
             time_to_first_token=_window(self._ttft),
             inter_token_latency=_window(self._itl),
+            time_per_output_token=_window(self._tpot),
         )
 
     def missing(self, now: float) -> report.OccupancyReport:
@@ -556,7 +561,10 @@ def build(
         q = DEFAULT_SLO_PERCENTILE
         if percentile is not None:
             q = _number(SLO_PERCENTILE_KEY, percentile) / 100
-        objective = capacity.Objective(ttft=((q, run_slo.ttft_s),), itl=((q, run_slo.itl_s),))
+        # The run's ITL limit is on each request's mean inter-token latency: vLLM's
+        # per-request time per output token (tpot), not its every-gap histogram (itl), whose
+        # tail a prefill in the batch stretches while the requests keep their pace.
+        objective = capacity.Objective(ttft=((q, run_slo.ttft_s),), tpot=((q, run_slo.itl_s),))
         sized = sizing.Settings(objective)
         if headroom is not None:
             sized = dataclasses.replace(sized, headroom=_number(SLO_HEADROOM_KEY, headroom))

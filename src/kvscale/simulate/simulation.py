@@ -236,6 +236,8 @@ class _Run:
                 ttft = first - self.arrivals[int(req.request_id)]
                 mean_itl = (finish - first) / (req.max_tokens - 1) if req.max_tokens > 1 else 0.0
                 recorder.finished(ttft, mean_itl)
+                if req.max_tokens > 1:  # as vLLM: one-token requests have no decode pace
+                    pod.tpot.observe(mean_itl)
                 self.last_finish = max(self.last_finish, finish)
             if result.finished:
                 pod.num_inflight -= len(result.finished)
@@ -258,7 +260,7 @@ class _Run:
                     pod.num_inflight,
                     metrics,
                     requested_at=pod.requested_at,
-                    latency=None if metrics is None else (pod.ttft, pod.itl),
+                    latency=None if metrics is None else (pod.ttft, pod.itl, pod.tpot),
                 )
             )
         return policy_.View(now, len(self.fleet.wanted()), tuple(pods))
