@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import lightkube
+import msgspec
 from lightkube import AsyncClient, generic_resource
 from lightkube.resources import apps_v1, core_v1, policy_v1
 from lightkube.types import PatchType
@@ -52,6 +55,13 @@ def is_not_found(error: BaseException) -> bool:
 def is_invalid(error: BaseException) -> bool:
     """A 422: the object the write would produce does not validate."""
     return isinstance(error, ApiError) and getattr(error.status, "code", None) == 422
+
+
+def is_refused(error: BaseException) -> bool:
+    """A 422, or a 400: the API server will not take this write as it is, however often it is
+    sent (a 400 when it cannot read the body: a map key over YAML's 1,024 characters for an
+    implicit key, in an apply patch)."""
+    return isinstance(error, ApiError) and getattr(error.status, "code", None) in (400, 422)
 
 
 def is_forbidden(error: BaseException) -> bool:
@@ -95,6 +105,28 @@ class Applied:
     obj: dict[str, Any]  # the object as the API server returned it
     created: bool  # it did not exist before
     changed: bool  # its resourceVersion moved (a no-op apply leaves it alone)
+
+
+# Characters YAML does not take raw in a scalar, though JSON does: DEL and the C1 controls
+# ("non-printable" to YAML 1.2), NEL and the Unicode line and paragraph separators (line breaks
+# to YAML 1.1, which would fold them into spaces), the byte-order mark, U+FFFE and U+FFFF.
+_NOT_RAW_IN_YAML = re.compile(r"[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
+def apply_body(manifest: Mapping[str, Any]) -> msgspec.Raw:
+    """The body of a server-side apply: JSON, which is YAML, with every character YAML does not
+    take raw written as a \\u escape.
+
+    The API server reads an apply patch as YAML (application/apply-patch+yaml), and lightkube
+    writes it as JSON with non-ASCII characters raw, which YAML refuses for the characters
+    above: a spec with a C1 control character in a toleration key was admitted, and every
+    apply of its Deployment failed with a 400, "yaml: control characters are not allowed"
+    (chaos scenario 9). A pre-encoded body (msgspec.Raw, lightkube's own encoder) keeps the
+    escapes.
+    """
+    text = json.dumps(dict(manifest), ensure_ascii=False, separators=(",", ":"))
+    escaped = _NOT_RAW_IN_YAML.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    return msgspec.Raw(escaped.encode())
 
 
 class Kube:
@@ -147,7 +179,7 @@ class Kube:
             return await self._client.patch(
                 resource,
                 metadata["name"],
-                dict(manifest),
+                apply_body(manifest),  # lightkube sends a pre-encoded body as it is
                 namespace=metadata["namespace"],
                 patch_type=PatchType.APPLY,
                 field_manager=self._settings.field_manager,

@@ -18,6 +18,7 @@ import httpx2
 import kopf
 import lightkube
 from lightkube import AsyncClient
+from lightkube.config.kubeconfig import SingleConfig
 
 from kvscale.api import models
 from kvscale_operator import config, handlers, kube, login, metrics
@@ -103,7 +104,7 @@ async def operate(settings: config.Settings) -> int:
         if settings.leader_election is None:
             await run_kopf(None)
             return 0
-        return await _elected(settings, client, run_kopf)
+        return await _elected(settings, credentials, run_kopf)
     finally:
         await loops.stop_all()
         await session.close()
@@ -141,12 +142,16 @@ async def _require_crd(client: AsyncClient, settings: config.Settings) -> None:
 
 async def _elected(
     settings: config.Settings,
-    client: AsyncClient,
+    credentials: SingleConfig,
     run_kopf: Callable[[asyncio.Event | None], Coroutine[Any, Any, None]],
 ) -> int:
     """Runs kopf only while this replica holds the Lease; probes are served throughout."""
     assert settings.leader_election is not None
-    elector = leader.Elector(client, settings.leader_election, leader.identity())
+    # The Lease gets a client (and connection pool) of its own: sharing the one every
+    # autoscaler loop and handler uses, a fleet's burst of requests on a slow API server
+    # queued the renewals behind them until the lease ran out (docs/reliability.md).
+    lease_client = AsyncClient(config=credentials, field_manager=settings.field_manager)
+    elector = leader.Elector(lease_client, settings.leader_election, leader.identity())
     role = {"role": "standby"}
     probes = None
     if settings.health_port:
@@ -161,6 +166,7 @@ async def _elected(
     finally:
         if probes is not None:
             await probes.cleanup()
+        await lease_client.close()
     return 1 if outcome is leader.Outcome.LOST else 0
 
 

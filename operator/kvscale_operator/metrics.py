@@ -89,6 +89,7 @@ class Autoscaler:
     ready_replicas: prometheus_client.Gauge
     occupancy: prometheus_client.Gauge
     panic: prometheus_client.Gauge
+    advisory: prometheus_client.Gauge
     unreported_pods: prometheus_client.Gauge
     decisions: prometheus_client.Counter  # + reason
     scale_actions: prometheus_client.Counter  # + direction
@@ -124,6 +125,11 @@ class Autoscaler:
             ),
             panic=gauge(
                 "kvscale_autoscaler_panic", "1 while the decision is in panic mode, else 0."
+            ),
+            advisory=gauge(
+                "kvscale_autoscaler_advisory",
+                "1 while spec.scaling.mode is Advisory (desired replicas are advice, the "
+                "Deployment's count is its owner's), else 0.",
             ),
             unreported_pods=gauge(
                 "kvscale_autoscaler_unreported_pods",

@@ -79,6 +79,7 @@ class Row:
     capacity: tuple[Capacity, ...] = ()  # spec.slo: learned capacity per resource (status)
     binding: str | None = None  # spec.slo: the resource that binds now (status)
     lead_time_seconds: float | None = None  # spec.slo: new pods' start-up time (status)
+    mode: str = models.ScalingMode.ACTIVE.value  # spec.scaling.mode: Advisory only publishes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +186,7 @@ def summarize(obj: Mapping[str, Any], pods: Sequence[PodReport]) -> Row:
         ),
         binding=str(status["bindingResource"]) if status.get("bindingResource") else None,
         lead_time_seconds=_number(status.get("leadTimeSeconds")),
+        mode=str(scaling.get("mode") or _DEFAULTS.mode.value),
     )
 
 
@@ -192,7 +194,7 @@ def _slo_words(slo: Mapping[str, Any]) -> str | None:
     """`ttft p90 <= 2s, itl p90 <= 100ms` from spec.slo; None when there is none."""
     parts = [
         f"{signal} {percentile} <= {value}"
-        for signal in ("ttft", "itl")
+        for signal in ("ttft", "itl", "tpot")
         for percentile, value in _map(slo.get(signal)).items()
         if isinstance(value, str)
     ]
@@ -258,6 +260,12 @@ def _block(row: Row, now: datetime.datetime) -> list[str]:
     replicas += f"  (min {row.min_replicas}, {row.existing} pod{'' if row.existing == 1 else 's'})"
     if row.manual_replicas is not None:
         replicas += f"  spec.replicas={row.manual_replicas}: set by hand, not autoscaled"
+    advice = None
+    if row.mode == models.ScalingMode.ADVISORY.value:
+        advice = (
+            f"Advisory: kvscale would run {desired}; the Deployment's count is left to its "
+            "owner (an HPA, KEDA, a person)"
+        )
     occupancy = f"{bar(row.occupancy)} {_percent(row.occupancy):>5}  target {_percent(row.target)}"
     if row.ready_pods == 0:
         requests = "-  (no ready pods to ask)"
@@ -273,6 +281,7 @@ def _block(row: Row, now: datetime.datetime) -> list[str]:
     lines = [
         f"{row.namespace}/{row.name}   model {row.model}",
         f"  replicas     {replicas}",
+        *([f"  mode         {advice}"] if advice else []),
         f"  occupancy    {occupancy}",
         f"  requests     {requests}",
     ]
@@ -328,6 +337,7 @@ def document(rows: Sequence[Row], now: datetime.datetime) -> dict[str, Any]:
                 "namespace": row.namespace,
                 "name": row.name,
                 "model": row.model,
+                "mode": row.mode,
                 "replicas": {
                     "ready": row.ready,
                     "desired": row.desired,

@@ -101,7 +101,7 @@ def test_server_fills_in_the_models_defaults(kube: Kubectl, tiny_llama: str) -> 
 
 def test_printer_columns(kube: Kubectl, tiny_llama: str) -> None:
     header = kube.kubectl("get", "infd", tiny_llama, "-n", NAMESPACE).stdout.splitlines()[0]
-    assert header.split() == ["NAME", "READY", "REPLICAS", "DESIRED", "OCCUPANCY", "AGE"]
+    assert header.split() == ["NAME", "READY", "REPLICAS", "DESIRED", "OCCUPANCY", "MODE", "AGE"]
     status = models.InferenceDeploymentStatus(
         replicas=2,
         desired_replicas=3,
@@ -122,7 +122,7 @@ def test_printer_columns(kube: Kubectl, tiny_llama: str) -> None:
         "-p", json.dumps(patch),
     )  # fmt: skip
     rows = kube.kubectl("get", "infd", tiny_llama, "-n", NAMESPACE).stdout.splitlines()
-    assert rows[1].split()[:5] == [tiny_llama, "True", "2", "3", "0.42"]
+    assert rows[1].split()[:6] == [tiny_llama, "True", "2", "3", "0.42", "Active"]
     # The short name's category lists it too.
     assert tiny_llama in kube.kubectl("get", "kvscale", "-n", NAMESPACE).stdout
 

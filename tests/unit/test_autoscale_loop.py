@@ -497,6 +497,70 @@ def test_spec_replicas_hold_the_deployment_and_pause_autoscaling() -> None:
     assert h.api.condition("ScalingActive")["reason"] == "Active"
 
 
+def advisory(**spec: Any) -> dict[str, Any]:
+    body = cr(**spec)
+    body["spec"]["scaling"]["mode"] = "Advisory"
+    return body
+
+
+def test_advisory_mode_publishes_the_decision_and_never_touches_the_deployment() -> None:
+    h = Harness(advisory(), 1, [pod("a")])
+    h.collector.answers = {"a": 64}  # full: the active loop would scale 1 -> 2
+    results = h.ticks(6)
+    assert [r.action for r in results] == [None] * 6
+    assert (h.api.scales, h.api.replicas) == ([], 1)
+    assert h.api.status()["desiredReplicas"] == 2
+    active = h.api.condition("ScalingActive")
+    assert (active["status"], active["reason"]) == ("False", "Advisory")
+    assert "left to their owner" in active["message"]
+    # One Event for the advice, not one per tick while it stands.
+    (event,) = [posted for posted in h.events.posted if posted[1].startswith("Would")]
+    assert event[1] == "WouldScaleUp"
+    assert event[2].startswith("advisory: would scale from 1 to 2 replicas (scale_up_")
+    assert "scalingHistory" not in h.api.status()  # nothing was done
+    assert h.metric("kvscale_autoscaler_advisory") == 1
+    assert h.metric("kvscale_autoscaler_desired_replicas") == 2
+    assert h.metric("kvscale_autoscaler_current_replicas") == 1
+    assert h.metric("kvscale_autoscaler_scale_actions_total", direction="up") is None
+    # The HPA (the Deployment's owner here) scales to 2: the advice agrees, no new Event.
+    assert h.api.deployment is not None
+    h.api.deployment["spec"]["replicas"] = 2
+    h.set_pods([pod("a"), pod("b")])
+    h.collector.answers = {"a": 40, "b": 40}
+    h.ticks(3)
+    assert h.api.status()["desiredReplicas"] == 2
+    assert [r for r in h.events.reasons() if r.startswith("Would")] == ["WouldScaleUp"]
+
+
+def test_advisory_scale_down_marks_no_pod_for_removal() -> None:
+    h = Harness(advisory(), 3, [pod("a"), pod("b"), pod("c")])
+    h.collector.answers = {"a": 2, "b": 1, "c": 3}
+    h.ticks(25)
+    assert (h.api.scales, h.api.replicas) == ([], 3)
+    # Only the ready-once marks a restarted operator needs; no deletion costs.
+    assert {key for _, values in h.api.annotations for key in values} == {"kvscale.dev/ready-once"}
+    assert h.api.status()["desiredReplicas"] == 1
+    assert [r for r in h.events.reasons() if r.startswith("Would")] == ["WouldScaleDown"]
+
+
+def test_switching_from_advisory_to_active_keeps_the_autoscaler_and_scales() -> None:
+    h = Harness(advisory(), 1, [pod("a")])
+    h.collector.answers = {"a": 64}
+    h.ticks(3)
+    learned = h.loop._autoscaler
+    body = copy.deepcopy(h.api.infd)
+    body["spec"]["scaling"]["mode"] = "Active"
+    h.loop.update(body)
+    result = h.tick()
+    assert h.loop._autoscaler is learned  # the mode is not a decision setting
+    assert result.action is not None
+    assert (result.action.from_replicas, result.action.to_replicas) == (1, 2)
+    assert h.api.replicas == 2
+    assert "ScalingModeChanged" in h.events.reasons()
+    assert h.api.condition("ScalingActive")["reason"] == "Active"
+    assert h.metric("kvscale_autoscaler_advisory") == 0
+
+
 def test_pods_the_scheduler_cannot_place_make_scaling_limited_with_its_words() -> None:
     pods = [pod("a"), pod("b"), pod("c", unschedulable=UNSCHEDULABLE)]
     h = Harness(cr(scaling={"maxReplicas": 3}), 3, pods)
@@ -660,14 +724,18 @@ class Sleeper:
 
     async def advance(self, seconds: float) -> None:
         """Move the clock; wake the loops whose wait is over, and let them run to their next."""
+        if self.wake(seconds):
+            await self.asleep.wait()
+
+    def wake(self, seconds: float) -> bool:
+        """Move the clock and wake the loops whose wait is over; whether any was."""
         self.clock.advance(seconds)
         due = [item for item in self._waiting if item[0] <= self.clock.now]
         self._waiting = [item for item in self._waiting if item[0] > self.clock.now]
         self.asleep.clear()
         for _, future in due:
             future.set_result(None)
-        if due:
-            await self.asleep.wait()
+        return bool(due)
 
 
 def loops_for(
@@ -715,6 +783,70 @@ def test_loops_start_update_and_stop_with_the_crs_watch_events() -> None:
     assert during == 1
     assert stopped
     assert after is None  # the deleted CR's series are gone
+
+
+class HangingKube(FakeKube):
+    """Its reads never answer once `hang` is set; a read cancelled then unwinds only after
+    every hanging read was cancelled (as ticks stuck in API calls that all must be stopped)."""
+
+    def __init__(self, infd: dict[str, Any], replicas: int, readers: int) -> None:
+        super().__init__(infd, replicas)
+        self.hang = False
+        self.readers = readers
+        self.hanging = 0
+        self.all_hanging = asyncio.Event()
+        self.cancelled = 0
+        self.all_cancelled = asyncio.Event()
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        if not self.hang:
+            return await super().get(api_version, kind, namespace, name)
+        self.hanging += 1
+        if self.hanging == self.readers:
+            self.all_hanging.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            if self.cancelled == self.readers:
+                self.all_cancelled.set()
+            await self.all_cancelled.wait()
+            raise
+        raise AssertionError("unreachable")
+
+
+def test_stop_all_cancels_every_loop_before_waiting_for_any() -> None:
+    names = ["a", "b", "c"]
+
+    async def scenario() -> tuple[int, bool]:
+        sleeper = Sleeper(Clock())
+        api = HangingKube(cr(), 1, len(names))
+        api.pods = [pod("a")]
+        fake = FakeCollector(sleeper.clock)
+        fake.answers = {"a": 10}
+        loops = loops_for(api, fake, sleeper, prometheus_client.CollectorRegistry())
+        for name in names:
+            body = copy.deepcopy(api.infd)
+            body["metadata"]["name"] = name
+            sleeper.asleep.clear()
+            await loops.sync(None, body)
+            await sleeper.asleep.wait()  # its first tick is done; it sleeps till the next
+        api.hang = True
+        sleeper.wake(1.0)  # every loop's next tick starts and hangs in its first read
+        await api.all_hanging.wait()
+        # Stopped one at a time, the first loop would wait for the others forever; the
+        # timeout only keeps a regression from hanging the suite.
+        try:
+            await asyncio.wait_for(loops.stop_all(), timeout=10)
+        except TimeoutError:
+            return api.cancelled, False
+        return api.cancelled, not any((NAMESPACE, name) in loops for name in names)
+
+    cancelled, stopped = asyncio.run(scenario())
+    assert cancelled == len(names)
+    assert stopped
 
 
 def test_a_loop_ticks_every_tick_seconds_and_survives_a_failed_tick() -> None:

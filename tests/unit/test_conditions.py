@@ -115,6 +115,19 @@ def test_ready_says_whether_the_engines_serve_and_why_not(
     assert ready.observed_generation == 1
 
 
+def test_a_refusal_longer_than_a_condition_may_hold_is_cut_not_raised() -> None:
+    # The API server's refusal of a rendered Deployment quotes the offending values; a fuzzed
+    # spec made one over metav1.Condition's 32,768 characters and the status write raised.
+    problem = "spec.template.metadata.labels: Invalid value: " + "x" * 40_000
+    ready = by_type(
+        conditions.evaluate(conditions.Inputs(generation=3, engine_problems=(problem,)))
+    )["Ready"]
+    assert ready.reason == "EngineConfigInvalid"
+    assert len(ready.message) == models.CONDITION_MESSAGE_LIMIT
+    assert ready.message.startswith("the engine cannot run this spec")
+    assert ready.message.endswith("xxx...")
+
+
 def computed(status: str, reason: str = "R") -> models.Condition:
     return models.Condition(type="Ready", status=models.ConditionStatus(status), reason=reason)
 

@@ -306,6 +306,7 @@ def test_printer_columns() -> None:
         "Replicas": ("integer", ".status.replicas"),
         "Desired": ("integer", ".status.desiredReplicas"),
         "Occupancy": ("number", ".status.occupancy"),
+        "Mode": ("string", ".spec.scaling.mode"),
         "Age": ("date", ".metadata.creationTimestamp"),
     }
 

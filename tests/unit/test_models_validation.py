@@ -192,3 +192,68 @@ def test_every_cel_rule_has_a_case_that_fails_it_alone() -> None:
                 if case_model is model and _cel_failures(model, wire) == [message]
             ]
             assert alone, f"no case in CEL_CASES fails only {model.__name__}: {message!r}"
+
+
+# --- a document is read as the API server reads it ---------------------------------------------
+# Disagreements chaos scenario 9 (tests/integration/test_chaos_fuzz.py) found between the API
+# server and the models; the refused side of each is an example under examples/invalid/.
+
+
+def test_a_null_is_a_field_left_out() -> None:
+    # kubectl apply sends the null; the server prunes it (no field here is nullable) and fills
+    # in the default. The models refused `port: null` and `resources: null` before.
+    spec = models.InferenceDeploymentSpec.model_validate(
+        {
+            "model": {"name": "m", "servedName": None},
+            "engine": {"port": None, "preemption": {"swapSpaceGiB": None}},
+            "resources": None,
+            "slo": None,
+        }
+    )
+    assert spec.engine.port == 8000
+    assert spec.model.served_name is None
+    assert spec.resources == models.Resources()
+    assert spec.slo is None
+    with pytest.raises(pydantic.ValidationError, match=r"model\.name"):
+        models.InferenceDeploymentSpec.model_validate({"model": {"name": None}})
+
+
+def test_a_whole_float_is_an_integer_and_other_json_types_are_not_coerced() -> None:
+    assert models.Engine.model_validate({"port": 8000.0}).port == 8000
+    # A whole float past 2**53 is not an integer to the API server either.
+    assert models.Toleration.model_validate({"tolerationSeconds": 2.0**53 - 1})
+    with pytest.raises(pydantic.ValidationError, match="tolerationSeconds"):
+        models.Toleration.model_validate({"tolerationSeconds": 2.0**53})
+    for wire in (
+        {"port": 8000.5},
+        {"port": "8000"},
+        {"port": True},
+        {"gpuMemoryUtilization": "0.5"},
+        {"gpuMemoryUtilization": True},
+        {"enablePrefixCaching": 1},
+        {"enablePrefixCaching": "true"},
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            models.Engine.model_validate(wire)
+    # An int is a number: the server takes `60` where the schema says number.
+    assert models.Scaling.model_validate({"stableWindowSeconds": 60}).stable_window_seconds == 60
+
+
+def test_documents_use_wire_names_python_uses_attribute_names() -> None:
+    with pytest.raises(pydantic.ValidationError, match="min_replicas"):
+        models.Scaling.model_validate({"min_replicas": 2})
+    with pytest.raises(pydantic.ValidationError, match="min_replicas"):
+        models.InferenceDeployment.model_validate(
+            {
+                "metadata": {"name": "x"},
+                "spec": {"model": {"name": "m"}, "scaling": {"min_replicas": 2}},
+            }
+        )
+    assert models.Scaling(min_replicas=2).min_replicas == 2
+
+
+def test_a_toleration_seconds_beyond_int64_is_refused() -> None:
+    # A Kubernetes integer is an int64: the server refuses 2**63 as "must be of type integer".
+    models.Toleration.model_validate({"tolerationSeconds": 2**63 - 1})
+    with pytest.raises(pydantic.ValidationError, match="tolerationSeconds"):
+        models.Toleration.model_validate({"tolerationSeconds": 2**63})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
@@ -502,3 +503,49 @@ def test_kopf_keeps_its_state_in_kvscale_annotations_and_watches_only_our_object
     selectors = set(settings.watching.label_selectors.values())
     assert selectors == {"app.kubernetes.io/managed-by=kvscale"}
     assert len(list(settings.watching.label_selectors)) == 4
+
+
+class RefusingApi(FakeApi):
+    """Refuses every Deployment, as the API server refuses a pod template it finds invalid (a
+    toleration with an empty key and operator Equal: 422) or an apply body it cannot read as
+    YAML (a map key over 1,024 characters: 400) that the CRD let through."""
+
+    REFUSALS = {
+        422: 'Deployment.apps "llama" is invalid: spec.template.spec.tolerations[0].operator: '
+        'Invalid value: "Equal": operator must be Exists when `key` is empty',
+        400: "error decoding YAML: error converting YAML to JSON: yaml: did not find expected "
+        "',' or '}'",
+    }
+
+    def __init__(self, infd: dict[str, Any], code: int) -> None:
+        super().__init__(infd)
+        self.code = code
+
+    async def apply(
+        self, manifest: Mapping[str, Any], previous: Mapping[str, Any] | None
+    ) -> kube.Applied:
+        if manifest["kind"] == "Deployment":
+            message = self.REFUSALS[self.code]
+            raise kube.ApiError(status=meta_v1.Status(code=self.code, message=message))
+        return await super().apply(manifest, previous)
+
+
+@pytest.mark.parametrize("code", [422, 400])
+def test_a_deployment_the_api_server_refuses_is_reported_in_status_not_retried(code: int) -> None:
+    # Found by chaos scenario 9 (test_chaos_fuzz): the operator retried such a pass every few
+    # seconds for ever, with nothing in the CR's status to say why no Deployment came.
+    api = RefusingApi(cr(resources={"tolerations": [{"value": "x"}]}), code)
+    ctx = context(api, Events(), [])
+    events = Events()
+    ctx = dataclasses.replace(ctx, events_for=lambda body: events)
+    body = api.find("InferenceDeployment")
+    assert body is not None
+    asyncio.run(handlers.reconcile_infd(ctx, body, LOG))  # no kopf.TemporaryError
+    assert api.find("Deployment") is None
+    assert api.find("Service") is not None  # the objects the server took are applied
+    assert ("Warning", "EngineConfigInvalid") in [posted[:2] for posted in events.posted]
+    ready = api.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "EngineConfigInvalid")
+    assert "the API server refused Deployment llama" in ready["message"]
+    assert api.REFUSALS[code] in ready["message"]
+    assert sample(ctx, "kvscale_operator_reconciles_total", result="ok") == 1

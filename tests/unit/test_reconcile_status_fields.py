@@ -25,6 +25,11 @@ def spec(
     return models.InferenceDeploymentSpec.model_validate(body)
 
 
+def advisory(of: models.InferenceDeploymentSpec) -> models.InferenceDeploymentSpec:
+    scaling = of.scaling.model_copy(update={"mode": models.ScalingMode.ADVISORY})
+    return of.model_copy(update={"scaling": scaling})
+
+
 @pytest.mark.parametrize(
     ("the_spec", "last_desired", "expected"),
     [
@@ -37,10 +42,13 @@ def spec(
         (spec(), 3, 3),  # a re-created Deployment gets its last count back
         (spec(high=3), 6, 3),  # ... inside the current bounds
         (spec(low=2), 1, 2),
+        # Advisory: the count is the HPA's or a person's, never written, even spec.replicas.
+        (advisory(spec(low=2)), None, None),
+        (advisory(spec(3)), 2, None),
     ],
 )
 def test_initial_replicas(
-    the_spec: models.InferenceDeploymentSpec, last_desired: int | None, expected: int
+    the_spec: models.InferenceDeploymentSpec, last_desired: int | None, expected: int | None
 ) -> None:
     assert replicas.initial(the_spec, last_desired) == expected
 

@@ -257,7 +257,11 @@ def test_the_command_line() -> None:
 
 def test_the_learned_capacity_shows_under_the_slo() -> None:
     learning = copy.deepcopy(CHAT)
-    learning["spec"]["slo"] = {"ttft": {"p90": "2s"}, "itl": {"p90": "100ms"}}
+    learning["spec"]["slo"] = {
+        "ttft": {"p90": "2s"},
+        "itl": {"p90": "100ms"},
+        "tpot": {"p95": "60ms"},
+    }
     learning["status"]["capacity"] = [
         {
             "resource": "kv",
@@ -279,8 +283,8 @@ def test_the_learned_capacity_shows_under_the_slo() -> None:
     learning["status"]["leadTimeSeconds"] = 95
     shown = statusview.text([statusview.summarize(learning, PODS)], NOW)
     assert (
-        "  slo          ttft p90 <= 2s, itl p90 <= 100ms; compute binds; pods start in 95 s"
-        in shown
+        "  slo          ttft p90 <= 2s, itl p90 <= 100ms, tpot p95 <= 60ms; compute binds; "
+        "pods start in 95 s" in shown
     )
     assert (
         "  capacity     kv      88% of the KV cache per pod  "
@@ -295,3 +299,22 @@ def test_the_learned_capacity_shows_under_the_slo() -> None:
     assert data["capacity"][1]["per_pod"] == 31200.0
     # Without spec.slo, nothing about it is shown.
     assert "slo" not in statusview.text([statusview.summarize(CHAT, PODS)], NOW)
+
+
+def test_advisory_mode_says_the_count_is_advice() -> None:
+    advising = copy.deepcopy(CHAT)
+    advising["spec"]["scaling"]["mode"] = "Advisory"
+    shown = statusview.text([statusview.summarize(advising, PODS)], NOW)
+    assert (
+        "  mode         Advisory: kvscale would run 4; the Deployment's count is left to its "
+        "owner (an HPA, KEDA, a person)" in shown
+    )
+    assert (
+        statusview.document([statusview.summarize(advising, PODS)], NOW)["items"][0]["mode"]
+        == "Advisory"
+    )
+    # Active (the default, also when the field is absent) adds no line.
+    assert "  mode  " not in statusview.text([statusview.summarize(CHAT, PODS)], NOW)
+    assert (
+        statusview.document([statusview.summarize(CHAT, PODS)], NOW)["items"][0]["mode"] == "Active"
+    )

@@ -37,6 +37,15 @@ reason ManualReplicas. Removing it
 from the current count with a fresh Autoscaler. One writer owns the Deployment's replicas,
 this loop; the reconciler sets them only when it creates the Deployment (`replicas`).
 
+Advisory mode. With `spec.scaling.mode: Advisory` the tick gathers and decides exactly as
+above, with `current` the count whoever scales the Deployment set (an HPA, KEDA, a person), but
+acts only by publishing: status (desiredReplicas, conditions with ScalingActive=False, reason
+Advisory), metrics (`kvscale_autoscaler_advisory` = 1 beside desired and current replicas) and
+an Event WouldScaleUp / WouldScaleDown each time the advice changes. It never patches the
+Deployment's replicas or marks pods for removal, and the reconciler leaves a new Deployment's
+count to Kubernetes' default and its owner. Switching the mode keeps the Autoscaler (the mode
+is not a decision setting), so what it learned in Advisory carries into Active.
+
 Restarts. Nothing the decision needs is lost with the process: a fresh Autoscaler seeds its
 scale-down delay with `current` at its first tick, so a restarted operator scales down only
 after a whole delay of low demand, and it scales up only on what the pods report now.
@@ -53,6 +62,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from kvscale import adapter
+from kvscale.api import models
 from kvscale.scaling import capacity, decision, demand, settings, sizing
 from kvscale_operator import kube, metrics, utc
 from kvscale_operator.autoscaler import collector, inventory, observation, outcome, sampling
@@ -210,6 +220,9 @@ class Loop:
         self._config: settings.ScalingSettings | None = None
         self._slo: sizing.Settings | None = None
         self._manual: bool | None = None
+        self._advised: tuple[int, int] | None = None
+        """(current, desired) of the last WouldScale Event: one Event per change of advice."""
+        self._advisory: bool | None = None
         self._memory = observation.Memory()
         self._marked: set[str] = set()
         """uids of pods this loop marked ready-once."""
@@ -274,6 +287,25 @@ class Loop:
         self._manual = manual
         return self._autoscaler
 
+    def _advisory_mode(self, mode: models.ScalingMode) -> bool:
+        """Whether this tick only advises; says so in the log and an Event when it changes."""
+        advisory = mode is models.ScalingMode.ADVISORY
+        if self._advisory is not None and self._advisory != advisory:
+            where = f"{self.key[0]}/{self.key[1]}"
+            what = (
+                "advisory: deciding and publishing, the Deployment's replicas are left to "
+                "their owner"
+                if advisory
+                else "active: setting the Deployment's replicas from the next decision on"
+            )
+            log.info(f"{where}: spec.scaling.mode is {mode.value}, {what}")
+            self._deps.events_for(self._body).info(
+                "ScalingModeChanged", f"now {mode.value}: {what}"
+            )
+            self._advised = None
+        self._advisory = advisory
+        return advisory
+
     async def _pods(self, now: float) -> list[dict[str, Any]]:
         deps = self._deps
         synced = deps.inventory.synced_at(self.key)
@@ -309,13 +341,14 @@ class Loop:
             slo = sizing.Settings(capacity.Objective.from_slo(infd.spec.slo))
         manual = infd.spec.replicas
         autoscaler = self._autoscaler_for(config, slo, manual is not None)
+        advisory = self._advisory_mode(infd.spec.scaling.mode)
 
         gathered = await self._gather(infd.spec.sidecar.port, config)
         # Manual mode is a decision too: the count a person set, with this tick's readings.
         made = autoscaler.step(deps.clock(), gathered.observed, current, manual)
-        result = await self._act(
-            self._outcome(generation, config, gathered, made), gathered, current
-        )
+        tick = self._outcome(generation, config, gathered, made)
+        tick = dataclasses.replace(tick, advisory=advisory)
+        result = await self._act(tick, gathered, current)
         deps.metrics.loop_seconds.labels(namespace=namespace, name=name).observe(
             deps.clock() - began
         )
@@ -368,12 +401,15 @@ class Loop:
         if made is None:
             raise AssertionError("a tick that was not blocked has a decision")
         action = None
-        if made.desired != current:
+        if tick.advisory:
+            self._advise(made)
+        elif made.desired != current:
             action, scale_error = await self._scale(gathered.pods, made)
             if scale_error is not None:
                 tick = dataclasses.replace(tick, scale_error=scale_error)
         m = self._deps.metrics
         labels = {"namespace": self.key[0], "name": self.key[1]}
+        m.advisory.labels(**labels).set(1 if tick.advisory else 0)
         m.current_replicas.labels(**labels).set(current)
         m.desired_replicas.labels(**labels).set(made.desired)
         m.ready_replicas.labels(**labels).set(made.ready)
@@ -453,6 +489,24 @@ class Loop:
             deps.metrics.scrapes.labels(**labels).inc(len(results))
         self._reports.keep_only({pod.uid for pod in pods})
         return {pod.uid for pod in asked}
+
+    def _advise(self, made: decision.Decision) -> None:
+        """Advisory mode's act step: an Event when the advice changes, nothing written to the
+        Deployment or its pods. No Event while the advice agrees with the count in place."""
+        advice = (made.current, made.desired)
+        if advice == self._advised:
+            return
+        self._advised = advice
+        if made.desired == made.current:
+            return
+        namespace, name = self.key
+        word = "WouldScaleUp" if made.desired > made.current else "WouldScaleDown"
+        text = (
+            f"advisory: would scale from {made.current} to {made.desired} replicas "
+            f"({made.reason.value}): {made.message}"
+        )
+        self._deps.events_for(self._body).info(word, _truncate(text))
+        log.info(f"{namespace}/{name}: {text}")
 
     async def _scale(
         self, pods: Sequence[observation.Pod], made: decision.Decision
@@ -592,16 +646,21 @@ class Loops:
         self.deps.inventory.apply(event_type, body, self.deps.clock())
 
     async def stop(self, key: inventory.Key) -> None:
-        running = self._running.pop(key, None)
-        if running is None:
-            return
-        task = running[1]
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        self.deps.inventory.forget(key)
-        self.deps.metrics.forget(*key)
-        log.info(f"{key[0]}/{key[1]}: autoscaler stopped")
+        await self._stop([key])
 
     async def stop_all(self) -> None:
-        for key in list(self._running):
-            await self.stop(key)
+        """Stops every loop at once: all are cancelled before any is waited for. One at a time,
+        a fleet of 50 on a saturated machine took minutes (each cancelled tick unwinding out
+        of an API call), and an operator that lost its lease kept ticking, a second writer,
+        all that while (docs/reliability.md, scenario 8)."""
+        await self._stop(list(self._running))
+
+    async def _stop(self, keys: Sequence[inventory.Key]) -> None:
+        stopping = [(key, running) for key in keys if (running := self._running.pop(key, None))]
+        for _, (_, task) in stopping:
+            task.cancel()
+        await asyncio.gather(*(task for _, (_, task) in stopping), return_exceptions=True)
+        for key, _ in stopping:
+            self.deps.inventory.forget(key)
+            self.deps.metrics.forget(*key)
+            log.info(f"{key[0]}/{key[1]}: autoscaler stopped")

@@ -4,7 +4,8 @@ The autoscaler owns these status fields: `desiredReplicas`, `occupancy`, `lastSc
 `scalingHistory` (`OWNED_FIELDS`), and three condition types (`OWNED_TYPES`):
 
 - ScalingActive: True (`Active`) while the decision works from fresh reports. False with the
-  reason it does not: `ManualReplicas` (spec.replicas is set: the count is a person's, see
+  reason it does not: `Advisory` (spec.scaling.mode: the decision is published, not applied),
+  `ManualReplicas` (spec.replicas is set: the count is a person's, see
   `kvscale_operator.autoscaler.autoscale`), `WaitingForReadyPods`, `NoFreshMetrics` (the size
   is held: missing data never scales down), `InvalidSpec`, `DeploymentMissing`, `ResourceConflict`
   (the Deployment of that name belongs to another controller), `ScaleFailed` (the API refused
@@ -87,6 +88,8 @@ class Tick:
     """Engine pods that are not terminating."""
     scale_error: str | None = None
     """The API's answer when the scale failed."""
+    advisory: bool = False
+    """spec.scaling.mode is Advisory: the decision is published, never applied."""
 
     @property
     def manual_replicas(self) -> int | None:
@@ -127,6 +130,20 @@ def _named(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def scaling_active(tick: Tick) -> models.Condition:
+    found = _scaling_active(tick)
+    if not tick.advisory or tick.blocked is not None:
+        return found
+    # Advisory: never True (nothing is scaled); a decision that could be made says Advisory,
+    # one that could not keeps its reason (NoFreshMetrics, WaitingForReadyPods, ...).
+    reason = "Advisory" if found.status is _TRUE else found.reason
+    message = (
+        "spec.scaling.mode is Advisory: desiredReplicas is advice, the Deployment's replicas "
+        f"are left to their owner; {found.message}"
+    )
+    return _condition(tick, SCALING_ACTIVE, _FALSE, reason, message)
+
+
+def _scaling_active(tick: Tick) -> models.Condition:
     kind = SCALING_ACTIVE
     if tick.blocked is not None:
         return _condition(tick, kind, _FALSE, tick.blocked.reason, tick.blocked.message)

@@ -128,7 +128,12 @@ def deployment_view(deployment: Mapping[str, Any]) -> DeploymentView:
 def condition(
     kind: str, status: models.ConditionStatus, reason: str, message: str, generation: int | None
 ) -> models.Condition:
-    """One condition of the current `generation`, without a transition time (`merge` adds it)."""
+    """One condition of the current `generation`, without a transition time (`merge` adds it).
+    A message over metav1.Condition's limit is cut, so a long refusal still reaches the status
+    instead of failing the status write."""
+    limit = models.CONDITION_MESSAGE_LIMIT
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
     return models.Condition(
         type=kind,
         status=status,

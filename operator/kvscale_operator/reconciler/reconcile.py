@@ -142,6 +142,7 @@ async def reconcile(api: Api, body: Mapping[str, Any], events: Events, now: Cloc
         return []
 
     changed: list[str] = []
+    refused: list[str] = []
     deployment: dict[str, Any] | None = None
     deployment_created = False
     for manifest in render.manifests(infd):
@@ -151,7 +152,20 @@ async def reconcile(api: Api, body: Mapping[str, Any], events: Events, now: Cloc
         if refusal is not None:
             events.warn("ResourceConflict", refusal)
             continue
-        applied = await converge(api, manifest, previous)
+        try:
+            applied = await converge(api, manifest, previous)
+        except kube.ApiError as error:
+            if not kube.is_refused(error):
+                raise
+            # The API server validates what the CRD cannot say (a toleration with an empty key
+            # needs operator Exists, a node selector's key must be a label key; a key of
+            # 60,000 characters it cannot even read in an apply patch, a 400): the spec passed
+            # admission but the object rendered from it does not. Retrying cannot help until
+            # the spec changes, which reconciles again; say so where the user looks.
+            refusal = f"the API server refused {kind} {name}: {error.status.message}"
+            events.warn("EngineConfigInvalid", refusal)
+            refused.append(refusal)
+            continue
         if applied.created:
             changed.append(f"created {kind} {name}")
             events.info("Created", f"created {kind} {name}")
@@ -163,17 +177,20 @@ async def reconcile(api: Api, body: Mapping[str, Any], events: Events, now: Cloc
 
     if deployment is not None and deployment_created:
         wanted = replicas.initial(infd.spec, _last_desired(body))
-        if wanted != _replica_count(deployment):
+        if wanted is not None and wanted != _replica_count(deployment):
             await api.scale_deployment(namespace, name, wanted)
             changed.append(f"scaled Deployment {name} to {wanted}")
             events.info("Scaled", f"set Deployment {name} to {wanted} replicas")
-    await refresh_status(api, namespace, name, now)
+    await refresh_status(api, namespace, name, now, refused=tuple(refused))
     return changed
 
 
-async def refresh_status(api: Api, namespace: str, name: str, now: Clock) -> None:
+async def refresh_status(
+    api: Api, namespace: str, name: str, now: Clock, refused: tuple[str, ...] = ()
+) -> None:
     """Recomputes the reconciler's status fields from the Deployment and pods; writes only
-    when something changed."""
+    when something changed. `refused`: what the API server refused in this reconcile pass,
+    reported as problems of the engine config (a later pass without it recomputes them)."""
     deployment = await api.get("apps/v1", "Deployment", namespace, name)
     pods = await api.list_pods(namespace, render.selector_labels(name))
 
@@ -185,6 +202,7 @@ async def refresh_status(api: Api, namespace: str, name: str, now: Clock) -> Non
         problems = tuple(render.problems(infd)) if infd is not None else ()
         if conflict is not None:
             problems = (conflict, *problems)
+        problems = (*problems, *refused)
         inputs = conditions.Inputs(
             generation=(obj.get("metadata") or {}).get("generation"),
             spec_error=error,
@@ -240,7 +258,7 @@ async def repair(
             events.warn("DriftCorrected", f"{kind} {owner} was deleted; recreated it")
             if kind == "Deployment":
                 wanted = replicas.initial(infd.spec, _last_desired(body))
-                if wanted != _replica_count(applied.obj):
+                if wanted is not None and wanted != _replica_count(applied.obj):
                     await api.scale_deployment(namespace, owner, wanted)
     elif render.differences(desired, live):
         # Watch events lag behind: what drifted in this event may be fixed already (by an

@@ -290,6 +290,12 @@ def printer_columns() -> list[dict[str, str]]:
             "description": "Mean KV-cache demand over capacity of the ready pods.",
             "jsonPath": ".status.occupancy",
         },
+        {
+            "name": "Mode",
+            "type": "string",
+            "description": "Active (sets the replicas) or Advisory (publishes its decisions).",
+            "jsonPath": ".spec.scaling.mode",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

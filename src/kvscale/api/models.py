@@ -15,10 +15,11 @@ words them Knative-style. A test evaluates the CEL rules and checks pydantic agr
 from __future__ import annotations
 
 import enum
+import functools
 import importlib.metadata
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from kvscale.api import rule
@@ -31,8 +32,14 @@ PLURAL = "inferencedeployments"
 SINGULAR = "inferencedeployment"
 SHORT_NAMES = ("infd",)
 
-# Kubernetes resource.Quantity, as the API server's own regular expression accepts it.
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# A Kubernetes resource.Quantity that a container's requests and limits take: its grammar
+# (a number, then a binary or decimal SI suffix or a decimal exponent) without a minus sign,
+# since a pod refuses a negative request. The API server's own first-pass expression
+# (`^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$`) also passes "1.2.3", "-1" and "1mm", which
+# only the Deployment's validation then refused, after admission.
+QUANTITY_PATTERN = (
+    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
 
 DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.32.0"
 # The image Containerfile builds, tagged with the installed package's version: pyproject.toml
@@ -41,16 +48,44 @@ DEFAULT_SIDECAR_IMAGE = f"ghcr.io/kvscale/kvscale:{importlib.metadata.version('k
 
 
 class _Model(BaseModel):
-    """Base for every part of the resource: camelCase on the wire, unknown fields refused."""
+    """Base for every part of the resource: camelCase on the wire, unknown fields refused, and
+    a document read the way the API server reads it (see `_as_the_api_server_reads`)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # JSON types as the CRD's schema checks them: no "8" for a number, no 1 for a boolean,
+        # no true for a number (pydantic's lax mode would coerce each; the API server refuses
+        # them). Enum fields opt out, so their wire strings still parse.
+        strict=True,
     )
     # Rules across this object's fields: CEL rules in the CRD, checked here by `_rules_hold`.
     rules: ClassVar[tuple[rule.Rule, ...]] = ()
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        """A document, by its wire (camelCase) names only, as kubectl's strict validation reads
+        it: `min_replicas` in YAML is an unknown field there and here. Python code still builds
+        models by attribute name (`Scaling(min_replicas=2)`), which populate_by_name allows."""
+        options.setdefault("by_name", False)
+        return super().model_validate(obj, **options)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_the_api_server_reads(cls, data: Any) -> Any:
+        """What the API server does to a document before it validates it: a null is dropped
+        (no field here is nullable, so the server prunes it and fills in the default), and a
+        whole number written as a float (8000.0) is an integer where the schema wants one."""
+        if not isinstance(data, dict):
+            return data
+        integers = _integer_fields(cls)
+        return {
+            key: int(value) if key in integers and _whole_float(value) else value
+            for key, value in data.items()
+            if value is not None
+        }
 
     @model_validator(mode="after")
     def _rules_hold(self) -> _Model:
@@ -58,6 +93,29 @@ class _Model(BaseModel):
         if broken:
             raise ValueError("; ".join(broken))
         return self
+
+
+# The largest whole float the API server's schema checker still takes as an integer (JSON's
+# safe integers): 2.0**53 is refused as "must be of type integer", as is every larger float.
+_MAX_WHOLE_FLOAT = 2.0**53 - 1
+
+
+def _whole_float(value: object) -> bool:
+    return isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_WHOLE_FLOAT
+
+
+@functools.cache
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The names (wire and Python) of the model's int fields."""
+    names: set[str] = set()
+    for attribute, field in model.model_fields.items():
+        try:
+            integer = rule.model_range(model, attribute).integer
+        except TypeError:  # not a number
+            continue
+        if integer:
+            names |= {attribute, field.alias or attribute}
+    return frozenset(names)
 
 
 class ModelSource(_Model):
@@ -84,6 +142,13 @@ class KVCacheDtype(enum.StrEnum):
     FP8 = "fp8"
 
 
+class ScalingMode(enum.StrEnum):
+    """Whether the autoscaler acts on its decisions or only publishes them."""
+
+    ACTIVE = "Active"  # sets the engine Deployment's replicas
+    ADVISORY = "Advisory"  # decides and reports, never writes the Deployment's replicas
+
+
 class Preemption(_Model):
     """Preemption policy of the engine and, for `swap`, the CPU memory set aside for it."""
 
@@ -93,6 +158,7 @@ class Preemption(_Model):
 
     policy: PreemptionPolicy = Field(
         default=PreemptionPolicy.RECOMPUTE,
+        strict=False,  # the wire's string, not only the enum member
         description="recompute: drop and recompute preempted requests; "
         "swap: offload their KV blocks to CPU memory.",
     )
@@ -128,7 +194,7 @@ class Engine(_Model):
         default=None, description="Maximum context length in tokens. Default: the model's."
     )
     kv_cache_dtype: KVCacheDtype = Field(
-        default=KVCacheDtype.AUTO, description="KV-cache data type: auto or fp8."
+        default=KVCacheDtype.AUTO, strict=False, description="KV-cache data type: auto or fp8."
     )
     enable_prefix_caching: bool = Field(
         default=True, description="Reuse KV blocks of shared prompt prefixes."
@@ -145,6 +211,18 @@ class Engine(_Model):
     )
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int64(value: int) -> int:
+    """A Kubernetes integer is an int64: the API server refuses a larger number as not an
+    integer. (Written as a validator, not as bounds: the server's schema checker refuses
+    minimum -2**63 and maximum 2**63 - 1 themselves, as floats that are not integers.)"""
+    if not INT64[0] <= value <= INT64[1]:
+        raise ValueError(f"{value} is not an int64 (a Kubernetes integer)")
+    return value
+
+
 class Toleration(_Model):
     """A pod toleration, as in core/v1."""
 
@@ -154,7 +232,7 @@ class Toleration(_Model):
     effect: Annotated[str, Field(pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$")] | None = (
         None
     )
-    toleration_seconds: int | None = None
+    toleration_seconds: Annotated[int, AfterValidator(_int64)] | None = None
 
 
 class Resources(_Model):
@@ -185,6 +263,14 @@ class Scaling(_Model):
         rule.AtMost("panic_window_seconds", "stable_window_seconds"),
     )
 
+    mode: ScalingMode = Field(
+        default=ScalingMode.ACTIVE,
+        strict=False,
+        description="Active: the autoscaler sets the engine Deployment's replicas. Advisory: it "
+        "decides and publishes everything (desiredReplicas, reasons, learned capacity, Events, "
+        "metrics) but never writes the Deployment's replicas, so it can run beside the HPA or "
+        "KEDA that scales the Deployment today and be compared before switching.",
+    )
     min_replicas: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=1, description="Fewest replicas, also when idle."
     )
@@ -288,13 +374,20 @@ class Slo(_Model):
     itl: LatencyTarget | None = Field(
         default=None,
         description="Inter-token latency: time between a request's consecutive output tokens "
-        "(vllm:inter_token_latency_seconds), e.g. {p90: 100ms}.",
+        "(vllm:inter_token_latency_seconds), e.g. {p90: 100ms}. Every gap counts, so one long "
+        "prefill in the batch shows; for a request's average pace use tpot.",
+    )
+    tpot: LatencyTarget | None = Field(
+        default=None,
+        description="Time per output token of each request: its decode time over its output "
+        "tokens after the first (vllm:request_time_per_output_token_seconds), e.g. "
+        "{p90: 100ms}. The per-request pace most SLOs state (llm-d's TPOT).",
     )
 
     @model_validator(mode="after")
     def _some(self) -> Slo:
-        if self.ttft is None and self.itl is None:
-            raise ValueError("set ttft, itl or both")
+        if self.ttft is None and self.itl is None and self.tpot is None:
+            raise ValueError("set at least one of ttft, itl, tpot")
         return self
 
 
@@ -331,13 +424,18 @@ class ConditionType(enum.StrEnum):
     METRICS_AVAILABLE = "MetricsAvailable"
 
 
+# metav1.Condition's limit on a message; longer texts (an API server's refusal quoting a
+# fuzzed field, say) are cut by whoever builds the condition.
+CONDITION_MESSAGE_LIMIT = 32_768
+
+
 class Condition(_Model):
     """A status condition, shaped like metav1.Condition."""
 
     type: Annotated[str, Field(min_length=1, max_length=316)]
-    status: ConditionStatus
+    status: ConditionStatus = Field(strict=False)
     reason: Annotated[str, Field(min_length=1, max_length=1024)]
-    message: Annotated[str, Field(max_length=32_768)] = ""
+    message: Annotated[str, Field(max_length=CONDITION_MESSAGE_LIMIT)] = ""
     last_transition_time: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}
     )
@@ -461,6 +559,12 @@ class InferenceDeployment(BaseModel):
     metadata: ObjectMeta
     spec: InferenceDeploymentSpec
     status: InferenceDeploymentStatus = Field(default_factory=InferenceDeploymentStatus)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        """A document by its wire names only, as `_Model.model_validate` says."""
+        options.setdefault("by_name", False)
+        return super().model_validate(obj, **options)
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> InferenceDeployment:
