@@ -9,12 +9,14 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from tests.support import wait
 
 from kvscale.api import models
@@ -66,12 +68,21 @@ class Story:
     def scaled(self, replicas: int, reason: str, timeout_s: float) -> list[dict[str, Any]]:
         """Wait for the engine Deployment at `replicas`, then for an Event of `reason`
         (ScaledUp, ScaledDown); return the Events of that reason."""
-        wait.eventually(
-            lambda: self.replicas()[0] == replicas,
-            f"the scaling to {replicas}",
-            timeout_s=timeout_s,
-            retry_on=wait.NOT_MADE_YET,
-        )
+        try:
+            wait.eventually(
+                lambda: self.replicas()[0] == replicas,
+                f"the scaling to {replicas}",
+                timeout_s=timeout_s,
+                retry_on=wait.NOT_MADE_YET,
+            )
+        except AssertionError as error:
+            # Why the operator held is in its conditions and the pods' container states, which
+            # are gone once the namespace is: put them in the failure.
+            try:
+                logs = self.diagnostics()
+            except (subprocess.CalledProcessError, OSError, KeyError) as unreadable:
+                logs = f"(no container logs: {unreadable!r})"
+            raise AssertionError(f"{error}\n{self.describe()}\n{logs}") from error
         events: list[dict[str, Any]] = wait.eventually(
             lambda: self.events(reason) or None,
             f"a {reason} Event",
@@ -79,6 +90,30 @@ class Story:
             retry_on=wait.NOT_MADE_YET,
         )
         return events
+
+    def describe(self) -> str:
+        """The CR's status and its pods' readiness and container states, for a failure."""
+        lines: list[str] = []
+        try:
+            status = self.infd().get("status") or {}
+            lines.append(f"desiredReplicas: {status.get('desiredReplicas')}")
+            for item in status.get("conditions") or []:
+                lines.append(
+                    f"{item['type']}={item['status']} {item.get('reason')}: {item.get('message')}"
+                )
+            for pod in self.pods():
+                containers = [
+                    f"{c['name']} ready={c.get('ready')} restarts={c.get('restartCount')} "
+                    f"state={c.get('state')}"
+                    for c in pod["status"].get("containerStatuses") or []
+                ]
+                lines.append(
+                    f"pod {pod['metadata']['name']} ready={is_ready(pod)} "
+                    f"phase={pod['status'].get('phase')}: {'; '.join(containers)}"
+                )
+        except wait.NOT_MADE_YET as error:
+            lines.append(f"(could not read the state: {error!r})")
+        return "\n".join(lines)
 
     def recorded(self, replicas: int) -> dict[str, Any]:
         """The CR's status once its scaling history ends with a scaling to `replicas` (the
@@ -131,6 +166,37 @@ class Story:
             and f"{pod_name}: " in condition["message"]
             and words in condition["message"]
         )
+
+
+def wait_ready(story: Story, count: int) -> list[str]:
+    """Wait for exactly `count` ready engine pods; their IPs. Prints the story's diagnostics
+    when they do not come."""
+    try:
+        found: list[str] = wait.eventually(
+            lambda: ((ips := story.ready_ips()) and len(ips) == count and ips) or None,
+            f"{count} ready replica(s)",
+            timeout_s=120,
+            retry_on=wait.NOT_MADE_YET,
+        )
+    except pytest.fail.Exception:
+        print(story.diagnostics())
+        raise
+    return found
+
+
+def metrics_available(story: Story) -> bool:
+    condition = story.condition("MetricsAvailable")
+    return bool(condition and condition["status"] == "True")
+
+
+def wait_metrics_available(story: Story) -> None:
+    """Wait for MetricsAvailable=True: every ready pod's sidecar reports."""
+    wait.eventually(
+        lambda: metrics_available(story),
+        "MetricsAvailable=True",
+        timeout_s=90,
+        retry_on=wait.NOT_MADE_YET,
+    )
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

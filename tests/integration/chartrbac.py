@@ -92,6 +92,16 @@ def credentials(
     return path, ("--leader-elect", "--leader-elect-resource-namespace", NAMESPACE)
 
 
+def revoke(cluster: local.Cluster) -> None:
+    """Deletes what `credentials` applied. Helm refuses to install over a ServiceAccount or a
+    role that carries no release annotations, so one test's credentials left in the session's
+    cluster would fail test_helm_chart.py's install; the namespace (and the leader Lease in it)
+    stays, as Helm's --create-namespace takes an existing one."""
+    cluster.kubectl(
+        "delete", "--ignore-not-found", "--wait=true", "-f", "-", input=render(tools.ensure("helm"))
+    )
+
+
 def denials(log: str) -> list[str]:
     """The RBAC denials in an operator log, one line each."""
     return [line for line in log.splitlines() if _DENIAL.search(line)]

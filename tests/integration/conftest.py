@@ -1,9 +1,10 @@
 """Fixtures for integration tests: the kvscale operator as a real subprocess.
 
 `operator` runs `.venv/bin/kvscale operator` against the session's cluster (the `cluster`
-fixture in tests/conftest.py), with the InferenceDeployment CRD installed. Its log goes to a
-file; when a test fails, the part of the log written during that test is printed with the
-failure. The process is stopped with SIGTERM at the end of the module (and must exit 0).
+fixture in tests/conftest.py), with the InferenceDeployment CRD installed and its /metrics on
+127.0.0.1 (`Operator.metrics_port`, a free port; the chaos tests' Prometheus scrapes it). Its
+log goes to a file; when a test fails, the part of the log written during that test is printed
+with the failure. The process is stopped with SIGTERM at the end of the module (and must exit 0).
 """
 
 from __future__ import annotations
@@ -62,14 +63,21 @@ class Operator:
     # Credentials other than the cluster's admin (a service account's token, say).
     kubeconfig: pathlib.Path | None = None
     extra_args: tuple[str, ...] = ()
+    metrics_port: int = 0  # where the running process serves /metrics (on 127.0.0.1)
 
     def start(self) -> None:
         assert self.process is None, "the operator is already running"
         if not KVSCALE.exists():
             pytest.fail(f"{KVSCALE} is missing: run `make venv`", pytrace=False)
         port = _free_port()
+        self.metrics_port = _free_port()
         with self.log_path.open("ab") as log:
-            log.write(f"--- starting the operator (liveness on port {port})\n".encode())
+            # test_leader_election reads the liveness port back from this line's
+            # "(liveness on port N)".
+            log.write(
+                f"--- starting the operator (liveness on port {port}) "
+                f"(metrics on port {self.metrics_port})\n".encode()
+            )
             log.flush()
             self.process = subprocess.Popen(
                 [
@@ -79,6 +87,8 @@ class Operator:
                     str(self.kubeconfig or self.cluster.kubeconfig),
                     "--health-port",
                     str(port),
+                    "--metrics-port",
+                    str(self.metrics_port),
                     "--listen-host",
                     "127.0.0.1",
                     *self.extra_args,
@@ -154,6 +164,8 @@ def operator_process(
         yield running
     finally:
         code = running.stop()
+        if chartrbac.wanted():
+            chartrbac.revoke(cluster)
         if code != 0:
             sys.stderr.write(f"operator log:\n{running.log()}\n")
         assert code == 0, f"the operator exited with {code} on SIGTERM (log: {log_path})"

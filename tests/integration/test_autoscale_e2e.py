@@ -31,7 +31,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.autoscale_story import Load, Story, Watch, hold, is_ready
+from tests.integration.autoscale_story import (
+    Load,
+    Story,
+    Watch,
+    hold,
+    is_ready,
+    wait_metrics_available,
+)
 from tests.integration.conftest import Operator
 from tests.support import manifest, wait
 
@@ -97,12 +104,7 @@ def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
         retry_on=wait.NOT_MADE_YET,
     )
     (first_ip,) = first
-    wait.eventually(
-        lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
-        "MetricsAvailable=True",
-        timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
-    )
+    wait_metrics_available(story)
     assert story.replicas()[0] == 1
 
     # 1. A load step: 1 -> 3 at once, the third replica pending for want of GPUs.

@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 from lightkube import AsyncClient
-from tests.integration.autoscale_story import Load, Story, Watch, is_ready
+from tests.integration.autoscale_story import (
+    Load,
+    Story,
+    Watch,
+    is_ready,
+    wait_metrics_available,
+    wait_ready,
+)
 from tests.integration.conftest import Operator
 from tests.support import manifest, wait
 
@@ -80,12 +87,7 @@ def test_load_scales_up_a_dead_sidecar_and_a_restart_hold_idle_scales_down(
         "apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd(cluster.gpus_per_node))
     )
     (first_ip,) = wait_ready(story, 1)
-    wait.eventually(
-        lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
-        "MetricsAvailable=True",
-        timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
-    )
+    wait_metrics_available(story)
 
     load = Load({"model": MODEL, "prompt": [7] * 3000, "max_tokens": 400}, ENGINE_PORT, 8)
     load.targets = [first_ip]
@@ -188,20 +190,6 @@ def test_kubectl_scale_holds_the_count_and_removing_it_resumes_autoscaling(
         timeout_s=90,
         retry_on=wait.NOT_MADE_YET,
     )
-
-
-def wait_ready(story: Story, count: int) -> list[str]:
-    try:
-        found: list[str] = wait.eventually(
-            lambda: ((ips := story.ready_ips()) and len(ips) == count and ips) or None,
-            f"{count} ready replica(s)",
-            timeout_s=120,
-            retry_on=wait.NOT_MADE_YET,
-        )
-    except pytest.fail.Exception:
-        print(story.diagnostics())
-        raise
-    return found
 
 
 def test_a_scale_from_a_count_that_changed_meanwhile_is_refused(

@@ -7,6 +7,12 @@ after the watch) mid-stream. Goals: no
 request fails on the surviving engine, the requests cut are at most those in flight on the
 killed engine at the kill (plus those a router sent to it before it left the ready set), and
 the Deployment's count does not move (no scale action on missing data, none spurious).
+
+Alerts: a real Prometheus (tests/support/prometheus.py) scrapes the operator and every engine
+pod's sidecar every 2 s and evaluates the chart's own rules. Every rule has a `for:` of 5 to
+15 minutes (charts/kvscale/values.yaml), which the 30 s watched cannot reach: an alert whose
+condition holds goes pending and cannot fire, and the rules are not shortened for the test.
+So the test asserts which alerts go pending, and that the others do not even go pending.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import pathlib
 import signal
 import threading
 import time
@@ -24,35 +31,49 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.integration.autoscale_story import Story, Watch, is_ready
+from tests.integration import test_autoscale_twin as twin
+from tests.integration.autoscale_story import (
+    Story,
+    Watch,
+    is_ready,
+    wait_metrics_available,
+    wait_ready,
+)
 from tests.integration.conftest import Operator
-from tests.support import manifest, wait
+from tests.support import manifest, prometheus, wait
 
 from kvscale.localstack import cluster as local
+from kvscale.localstack import tools
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NAME = "chaos"
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 ENGINE_PORT = 8000
+# What the chart's rules (charts/kvscale/templates/_alerts.tpl) say about each fault, read from
+# their expressions and from what the autoscaler exports. A pod that was ready and lost its
+# readiness still counts as ready to the decision (`observation.Pod.lost`: a missing report is
+# never idle capacity), so ready_replicas stays at desired and KVScaleDesiredReplicasNotReached
+# stays quiet in both faults. Hung: the stopped engine's sidecar has no fresh sample for the
+# rest of the watch (SIGCONT comes after it), so kvscale_autoscaler_unreported_pods is 1 and
+# KVScaleOccupancyReportsMissing must go pending. Killed: the engine is restarted within
+# seconds; its report may go stale meanwhile, so that alert may go pending, but need not.
+# Nothing else may go even pending: the load is light (no waiting queue, no preemption, no
+# saturation), nothing scales (no flapping), and the operator leads and reconciles.
+MUST_GO_PENDING = {"killed": set(), "hung": {"KVScaleOccupancyReportsMissing"}}
+MAY_GO_PENDING = {"killed": {"KVScaleOccupancyReportsMissing"}, "hung": set()}
+# The autoscaler's series behind those rules, summarised over the watch in the printout.
+RULE_INPUTS = {
+    "unreported pods (max)": "max_over_time(kvscale_autoscaler_unreported_pods{{{sel}}}[{w}s])",
+    "ready replicas (min)": "min_over_time(kvscale_autoscaler_ready_replicas{{{sel}}}[{w}s])",
+    "desired replicas (max)": "max_over_time(kvscale_autoscaler_desired_replicas{{{sel}}}[{w}s])",
+}
 
 
 def infd() -> dict[str, Any]:
     scaling = manifest.autoscaling(8, 15)
     scaling["minReplicas"] = 2  # two engines from the start: one to kill, one to keep serving
-    spec = {
-        "model": {"name": MODEL},
-        "engine": {
-            "image": "ghcr.io/kvscale/engine-twin:0.1.0",
-            "blockSize": 16,
-            "maxModelLen": 4096,
-            "shutdownGraceSeconds": 1,
-            "extraArgs": ["--num-gpu-blocks-override", "512"],
-        },
-        "resources": {"gpusPerReplica": 1, "cpu": "100m", "memory": "256Mi"},
-        "scaling": scaling,
-    }
-    return manifest.inference_deployment(NAME, spec)
+    return twin.infd(1, name=NAME, scaling=scaling)
 
 
 @dataclasses.dataclass
@@ -64,6 +85,8 @@ class Tally:
     failed: int = 0
     in_flight: int = 0
     why: dict[str, int] = dataclasses.field(default_factory=dict)
+    # When each failure came (time.monotonic()), to set against when the pod left the router.
+    failed_at: list[float] = dataclasses.field(default_factory=list, repr=False)
 
 
 class Accounted:
@@ -73,8 +96,10 @@ class Accounted:
     to an engine that has just died fails, and is counted against that engine.
     """
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, prompt_tokens: int = 200, max_tokens: int = 60) -> None:
         self.concurrency = concurrency
+        # Light by default; longer prompts fill the KV cache (test_chaos_operator's scale-up).
+        self.body = {"model": MODEL, "prompt": [7] * prompt_tokens, "max_tokens": max_tokens}
         self.targets: list[str] = []
         self.tallies: dict[str, Tally] = {}
         self._stop = threading.Event()
@@ -95,7 +120,7 @@ class Accounted:
             await asyncio.gather(*(self._worker(session) for _ in range(self.concurrency)))
 
     async def _worker(self, session: aiohttp.ClientSession) -> None:
-        body = {"model": MODEL, "prompt": [7] * 200, "max_tokens": 60}
+        body = self.body
         while not self._stop.is_set():
             targets = list(self.targets)
             if not targets:
@@ -123,6 +148,7 @@ class Accounted:
     def _fail(tally: Tally, why: str) -> None:
         tally.failed += 1
         tally.why[why] = tally.why.get(why, 0) + 1
+        tally.failed_at.append(time.monotonic())
 
 
 @pytest.fixture
@@ -130,6 +156,35 @@ def story(cluster: local.Cluster, namespace: str, operator: Operator) -> Iterato
     yield Story(cluster, namespace, NAME)
     with contextlib.suppress(Exception):
         cluster.kubectl("delete", "infd", NAME, "-n", namespace, "--wait=false")
+
+
+@pytest.fixture
+def alerts(operator: Operator, tmp_path: pathlib.Path) -> Iterator[prometheus.Prometheus]:
+    """A Prometheus evaluating the chart's rules, scraping the operator; the test adds the
+    engine pods as they come."""
+    try:
+        helm, binary = tools.ensure("helm"), tools.ensure("prometheus")
+    except tools.ToolError as error:
+        pytest.fail(str(error), pytrace=False)
+    server = prometheus.Prometheus(
+        binary, tmp_path / "prometheus", prometheus.Monitoring.of_chart(helm)
+    )
+    server.start()
+    server.scrape_operator(f"127.0.0.1:{operator.metrics_port}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def scraped_up(alerts: prometheus.Prometheus, pod_ips: list[str]) -> bool:
+    """Prometheus has scraped the operator and the sidecar of each of these pods, all up."""
+    monitoring = alerts.monitoring
+    operator_up = list(alerts.up(monitoring.operator_job).values())
+    engines_up = {
+        instance.rsplit(":", 1)[0]: v for instance, v in alerts.up(monitoring.engines_job).items()
+    }
+    return operator_up == [1.0] and all(engines_up.get(ip) == 1.0 for ip in pod_ips)
 
 
 def pause(story: Story, pod: dict[str, Any], sig: signal.Signals) -> None:
@@ -140,28 +195,57 @@ def pause(story: Story, pod: dict[str, Any], sig: signal.Signals) -> None:
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
 def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
-    story: Story, fault: str
+    story: Story, alerts: prometheus.Prometheus, fault: str
 ) -> None:
     story.cluster.kubectl("apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd()))
-    ips = wait.eventually(
-        lambda: ((found := story.ready_ips()) and len(found) == 2 and found) or None,
-        "2 ready replicas",
-        timeout_s=120,
-        retry_on=wait.NOT_MADE_YET,
+    ips = wait_ready(story, 2)
+    wait_metrics_available(story)
+    # Before the fault: Prometheus scrapes the operator and both sidecars (a Prometheus that
+    # scrapes nothing would see no alert and prove nothing), and no alert is active.
+    assert alerts.scrape_pods(story.pods()) == 2, "the chart's PodMonitor selects no engine pod"
+    wait.eventually(
+        lambda: scraped_up(alerts, ips),
+        "up == 1 for the operator and both sidecars",
+        timeout_s=60,
+        retry_on=(OSError,),
+    )
+    # The sidecars' series carry the labels the engine-side rules group by (the chart's
+    # PodMonitor relabeling adds `name`): else those rules could never match anything.
+    engine_series = (
+        f'kvscale_engine_requests{{state="running", namespace="{story.namespace}", name="{NAME}"}}'
     )
     wait.eventually(
-        lambda: (c := story.condition("MetricsAvailable")) and c["status"] == "True",
-        "MetricsAvailable=True",
+        lambda: len(alerts.query(engine_series)) == 2,
+        f"{engine_series}: one series per engine pod",
+        timeout_s=30,
+        retry_on=(OSError,),
+    )
+    rules = alerts.monitoring.alert_names()
+    wait.eventually(
+        lambda: alerts.evaluated_alert_rules() == rules,
+        f"the chart's {len(rules)} alerting rules evaluated without error",
+        timeout_s=60,
+        retry_on=(OSError,),
+    )
+    wait.eventually(
+        lambda: alerts.alerts() == [],
+        "no alert pending or firing before the fault",
         timeout_s=90,
-        retry_on=wait.NOT_MADE_YET,
+        retry_on=(OSError,),
+    )
+    print(
+        f"before the fault: up == 1 for the operator and both sidecars; {len(rules)} alerting "
+        "rules evaluated; no alert active"
     )
     (victim,) = [p for p in story.pods() if p["status"]["podIP"] == ips[0]]
     watch = Watch(story)
+    recorder = prometheus.AlertRecorder(alerts)
     load = Accounted(concurrency=4)
     load.targets = list(ips)
     load.start()
     try:
         time.sleep(5)
+        recorder.start()
         in_flight_at_kill = load.tallies[ips[0]].in_flight
         if fault == "killed":
             assert story.kill(victim, "engine"), "the engine's process was not running"
@@ -170,6 +254,7 @@ def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
         sent_at_kill = load.tallies[ips[0]].sent
         sent_until_dropped: int | None = None
         faulted_at = time.monotonic()
+        watched_from = time.time()
         dropped_after_s: float | None = None
         seen: set[tuple[str, str]] = set()  # MetricsAvailable (status, reason) during the fault
         # The router's view follows readiness, as a Service's endpoints would.
@@ -182,8 +267,10 @@ def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
             condition = story.condition("MetricsAvailable") or {}
             seen.add((str(condition.get("status")), str(condition.get("reason"))))
             watch.check(what=f"after an engine was {fault}")
+            alerts.scrape_pods(story.pods())  # the PodMonitor's view follows the pods
             time.sleep(0.5)
     finally:
+        alerts_seen = recorder.stop()
         if fault == "hung":  # resumed, so requests stuck on it end and nothing stays stopped
             with contextlib.suppress(OSError, ValueError, KeyError):
                 pause(story, victim, signal.SIGCONT)
@@ -192,6 +279,17 @@ def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
     print(f"{fault} engine: {victim_tally}; in flight at the kill: {in_flight_at_kill}")
     print(f"surviving engine: {survivor}; count changes: {watch.changes}")
     print(f"left the ready set after {dropped_after_s} s; MetricsAvailable seen: {sorted(seen)}")
+    print(
+        f"alerts after the fault (s since the fault; {recorder.polls} polls of /api/v1/alerts, "
+        f"{recorder.failed_polls} failed):"
+    )
+    for line in [str(item) for item in alerts_seen] or ["none"]:
+        print(f"  {line}")
+    window_s = int(time.time() - watched_from)
+    selector = f'namespace="{story.namespace}", name="{NAME}"'
+    for what, expr in RULE_INPUTS.items():
+        found = alerts.query(expr.format(sel=selector, w=window_s))
+        print(f"  {what} over the last {window_s} s: {[value for _, value in found]}")
     assert survivor.completed > 0
     assert survivor.failed == 0, f"the surviving engine failed requests: {survivor.why}"
     assert watch.changes == [], f"scale actions during the fault: {watch.changes}"
@@ -202,3 +300,13 @@ def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
     print(f"sent to the {fault} engine before readiness dropped it: {window}")
     assert victim_tally.failed <= in_flight_at_kill + window, victim_tally.why
     assert any(is_ready(p) for p in story.pods())
+    # The alerts: what must go pending did, for this InferenceDeployment; nothing fired (every
+    # `for:` is longer than the watch); nothing else went even pending.
+    pending = {item.alert.name for item in alerts_seen if item.alert.state == "pending"}
+    assert recorder.polls > 0, "no poll of /api/v1/alerts succeeded"
+    assert pending >= MUST_GO_PENDING[fault], f"expected pending, seen: {alerts_seen}"
+    assert all(item.alert.state == "pending" for item in alerts_seen), alerts_seen
+    allowed = MUST_GO_PENDING[fault] | MAY_GO_PENDING[fault]
+    assert pending <= allowed, f"spurious alerts: {pending - allowed}"
+    for item in alerts_seen:
+        assert (item.alert.label("namespace"), item.alert.label("name")) == (story.namespace, NAME)

@@ -650,7 +650,7 @@ def nested_pytest(*modules: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(1800)
 def test_the_reconcile_and_gitops_flows_pass_under_the_charts_rbac() -> None:
     found = nested_pytest("test_operator_reconcile.py", "test_gitops_ownership.py")
-    assert found.returncode == 0, found.stdout[-6000:] + found.stderr[-2000:]
+    assert found.returncode == 0, found.stdout[-20000:] + found.stderr[-2000:]
     assert " passed" in found.stdout
 
 
@@ -660,7 +660,7 @@ def test_the_reconcile_and_gitops_flows_pass_under_the_charts_rbac() -> None:
 def test_the_autoscale_flow_on_engine_twins_passes_under_the_charts_rbac() -> None:
     """Scaling up and down, deletion costs, status, Events: the autoscaler's writes."""
     found = nested_pytest("test_autoscale_twin.py")
-    assert found.returncode == 0, found.stdout[-6000:] + found.stderr[-2000:]
+    assert found.returncode == 0, found.stdout[-20000:] + found.stderr[-2000:]
     assert " passed" in found.stdout
 
 
@@ -670,5 +670,5 @@ def test_the_autoscale_flow_on_engine_twins_passes_under_the_charts_rbac() -> No
 @pytest.mark.timeout(1800)
 def test_the_autoscale_flow_on_vllm_passes_under_the_charts_rbac() -> None:
     found = nested_pytest("test_autoscale_e2e.py")
-    assert found.returncode == 0, found.stdout[-6000:] + found.stderr[-2000:]
+    assert found.returncode == 0, found.stdout[-20000:] + found.stderr[-2000:]
     assert " passed" in found.stdout

@@ -99,7 +99,7 @@ def test_the_example_serves_the_tiny_model_on_real_vllm(
 
     # kubectl shows the printer columns a user reads.
     table = cluster.kubectl("get", "infd", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "REPLICAS", "DESIRED", "OCCUPANCY", "AGE"]
+    assert table[0].split() == ["NAME", "READY", "REPLICAS", "DESIRED", "OCCUPANCY", "MODE", "AGE"]
     row = table[1].split()
     assert row[:4] == [name, "True", "1", "1"]
 

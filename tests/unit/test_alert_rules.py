@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support import prometheus
 
 from kvscale.localstack import tools
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "kvscale"
 ALERT_TESTS = ROOT / "tests" / "data" / "alerts" / "alerts_test.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/kvscale/kvscale/blob/main/docs/runbooks.md"
@@ -53,17 +53,7 @@ def promtool() -> pathlib.Path:
 
 def render_rules(helm: pathlib.Path, *sets: str) -> dict[str, Any]:
     """The PrometheusRule's spec (its rule groups) as the chart renders it."""
-    argv = [
-        str(helm), "template", "kvscale", str(CHART), "--namespace", "kvscale-system",
-        "--kube-version", "1.36.3",
-        "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
-        "--show-only", "templates/prometheusrule.yaml",
-    ]  # fmt: skip
-    for item in sets:
-        argv += ["--set", item]
-    found = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert found.returncode == 0, found.stderr
-    document = yaml.safe_load(found.stdout)
+    (document,) = prometheus.render(helm, *sets)
     assert document["kind"] == "PrometheusRule"
     spec: dict[str, Any] = document["spec"]
     return spec
@@ -185,15 +175,7 @@ def test_thresholds_and_switches_come_from_values(helm: pathlib.Path) -> None:
 def test_the_operator_alert_selects_this_releases_operator(helm: pathlib.Path) -> None:
     """The operator's series are told apart by the metrics Service's name (the job) and the
     release's namespace, so two installations never cover for each other."""
-    found = subprocess.run(
-        [
-            str(helm), "template", "ml", str(CHART), "--namespace", "ml-ops",
-            "--kube-version", "1.36.3",
-            "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
-            "--show-only", "templates/prometheusrule.yaml",
-        ],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    spec = yaml.safe_load(found.stdout)["spec"]
+    (document,) = prometheus.render(helm, release="ml", namespace="ml-ops")
+    spec = document["spec"]
     operator = next(r for r in rules(spec) if r["alert"] == "KVScaleOperatorNotReconciling")
     assert 'job="ml-kvscale-metrics", namespace="ml-ops"' in operator["expr"]

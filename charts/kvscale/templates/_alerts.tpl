@@ -23,6 +23,8 @@ groups:
           max by (namespace, name) (kvscale_autoscaler_occupancy_ratio) >= {{ .occupancy }}
           and on (namespace, name)
           sum by (namespace, name) (rate(kvscale_autoscaler_decisions_total{reason="limited_by_max"}[5m])) > 0
+          unless on (namespace, name)
+          max by (namespace, name) (kvscale_autoscaler_advisory) == 1
         for: {{ .for }}
         labels:
           severity: {{ .severity }}
@@ -85,6 +87,8 @@ groups:
           max by (namespace, name) (kvscale_autoscaler_desired_replicas)
           > on (namespace, name)
           max by (namespace, name) (kvscale_autoscaler_ready_replicas)
+          unless on (namespace, name)
+          max by (namespace, name) (kvscale_autoscaler_advisory) == 1
         for: {{ .for }}
         labels:
           severity: {{ .severity }}
