@@ -31,10 +31,19 @@ contracts: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-# The chaos scenarios (docs/reliability.md), printing their request accounting. Today only the
-# engine killed and engine hung scenarios exist (about 110 s with the cluster's start).
+# The chaos scenarios (docs/reliability.md), printing their request accounting: an engine
+# killed or hung (test_chaos.py); a sidecar cut off from the operator or serving it garbage,
+# and two deployments short of GPUs (test_chaos_control.py); the operator SIGKILLed mid-scale-up
+# and mid-scale-down (test_chaos_operator.py); 400 fuzzed InferenceDeployments applied with
+# kubectl, the API server's verdicts against the models' (test_chaos_fuzz.py); 12 twin
+# InferenceDeployments under one operator, each ticking and reporting (test_chaos_fleet.py,
+# about 75 s); GitOps applies of the engine Deployment's replicas and of a pod-template change,
+# a rolling update with GPUs free and with none free (test_chaos_gitops.py, about 100 s). The 50-deployment run is `.venv/bin/python benchmarks/fleet_bench.py` (about
+# 5 minutes on 2 cores: its own cluster, 5 batches of 10 pods, a 120 s window).
 chaos: setup
-	$(BIN)/pytest tests/integration/test_chaos.py -s
+	$(BIN)/pytest tests/integration/test_chaos.py tests/integration/test_chaos_control.py \
+		tests/integration/test_chaos_operator.py tests/integration/test_chaos_fuzz.py \
+		tests/integration/test_chaos_fleet.py tests/integration/test_chaos_gitops.py -s
 
 setup: venv control-plane node engine-env tools
 
@@ -62,11 +71,13 @@ engine-env:
 images:
 	scripts/build-images.sh
 
-# helm (from its Go module), promtool (Debian's package, or its Go module) and the Prometheus
-# Operator's CRDs (its Go module) for the chart's tests; all cached, instant when warm.
+# helm (from its Go module), promtool and the Prometheus server (Debian's package; promtool also
+# from its Go module) and the Prometheus Operator's CRDs (its Go module) for the chart's tests
+# and the chaos scenarios' alerts; all cached, instant when warm.
 tools:
 	scripts/build-helm.sh
-	scripts/install-promtool.sh
+	scripts/install-prometheus.sh promtool
+	scripts/install-prometheus.sh prometheus
 	scripts/fetch-prometheus-operator-crds.sh
 
 clean:
