@@ -175,6 +175,17 @@ def test_an_expired_watch_lists_again_and_resumes_from_the_new_version(tmp_path:
     assert recorder.delivered == ["listed-1", "listed-2", "watched"]
 
 
+def _deps(api: object, config: settings.Settings, http: aiohttp.ClientSession) -> pod.Deps:
+    """A pod worker's dependencies with `api` as its API client."""
+    return pod.Deps(
+        client=cast(lightkube.AsyncClient, api),
+        settings=config,
+        pool=ipam.Pool(config.pod_cidr),
+        http=http,
+        agent_environment={},
+    )
+
+
 @dataclasses.dataclass
 class StatusApi:
     """Status patches conflict (409); the pod by that name has `current_uid` (None: gone)."""
@@ -205,13 +216,7 @@ def test_a_status_conflict_retries_unless_the_pod_was_replaced(
 
     async def scenario() -> bool:
         async with aiohttp.ClientSession() as http:
-            deps = pod.Deps(
-                client=cast(lightkube.AsyncClient, api),
-                settings=config,
-                pool=ipam.Pool(config.pod_cidr),
-                http=http,
-                agent_environment={},
-            )
+            deps = _deps(api, config, http)
             worker = pod.Worker(deps, spec)
             written = await worker._write()
             assert (worker._stop_reason is pod.Stop.VANISH) is vanished
@@ -219,3 +224,51 @@ def test_a_status_conflict_retries_unless_the_pod_was_replaced(
 
     assert asyncio.run(scenario()) is not retry
     assert api.patches == 1
+
+
+@dataclasses.dataclass
+class AcceptingApi:
+    """Status patches succeed and are kept."""
+
+    patches: list[Any] = dataclasses.field(default_factory=list)
+
+    async def patch(self, kind: Any, name: str, body: Any, **options: Any) -> Any:
+        self.patches.append(body)
+        return None
+
+
+def test_a_status_someone_else_overwrote_is_written_back(tmp_path: Path) -> None:
+    """The node lifecycle controller marks pods NotReady when their node's Lease lapses (an API
+    server or etcd outage); the agent's own view has not changed, yet it must write it back."""
+    api = AcceptingApi()
+    config = _settings(tmp_path)
+    raw = _pod("uid-1").to_dict()
+
+    def seen(status: dict[str, Any]) -> podspec.Pod:
+        return podspec.parse_pod({**raw, "status": status})
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as http:
+            deps = _deps(api, config, http)
+            worker = pod.Worker(deps, podspec.parse_pod(raw))
+            assert await worker._write()
+            written = api.patches[-1]["status"]
+            # The watch brings our own write back: nothing to do.
+            worker.update(seen(written))
+            assert not worker._dirty.is_set()
+            assert await worker._write()
+            assert len(api.patches) == 1
+            # Another writer flips a condition the agent owns.
+            flipped = [
+                {**item, "status": "True" if item["status"] == "False" else "False"}
+                if item["type"] == "Ready"
+                else item
+                for item in written["conditions"]
+            ]
+            worker.update(seen({**written, "conditions": flipped}))
+            assert worker._dirty.is_set()
+            assert await worker._write()
+            assert len(api.patches) == 2
+            assert api.patches[-1]["status"]["conditions"] == written["conditions"]
+
+    asyncio.run(scenario())

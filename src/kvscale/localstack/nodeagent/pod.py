@@ -127,6 +127,8 @@ class Worker:
         self._pod = pod
         if pod.deleting:
             self._request(Stop.DELETE)
+        elif self._written is not None and _drifted(pod.status, self._written):
+            self._dirty.set()
 
     def vanish(self) -> None:
         """The pod object is gone (deleted with grace 0, or the watch no longer lists it)."""
@@ -432,7 +434,7 @@ class Worker:
         if self._stop_reason is Stop.VANISH:
             return True
         body = status.render(self._view(), self._previous(), container.utcnow())
-        if body == self._written:
+        if body == self._written and not _drifted(self._pod.status, body):
             return True
         patch = {"metadata": {"uid": self._pod.uid}, "status": _with_removals(body)}
         pod = self._pod
@@ -460,6 +462,27 @@ class Worker:
             log.info("%s: phase %s, ip %s", pod.key, body.get("phase"), body.get("podIP"))
         self._written = body
         return True
+
+
+def _drifted(server: Mapping[str, object], written: Mapping[str, object]) -> bool:
+    """Whether the API server's status contradicts what this worker last wrote: its phase, or
+    the status of a condition it owns. Someone else wrote it (the node lifecycle controller
+    marks a node's pods NotReady when the node's Lease ran out, as during an API server or
+    etcd outage); the kubelet's status manager writes its own view back, and so must we, or
+    the pod stays NotReady while its containers serve (docs/reliability.md, scenario 2)."""
+    if server.get("phase") != written.get("phase"):
+        return True
+
+    def conditions(found: Mapping[str, object]) -> dict[str, object]:
+        items = found.get("conditions")
+        if not isinstance(items, list):
+            return {}
+        return {
+            str(item.get("type")): item.get("status") for item in items if isinstance(item, Mapping)
+        }
+
+    theirs = conditions(server)
+    return any(theirs.get(kind) != value for kind, value in conditions(written).items())
 
 
 async def _uid_of(client: lightkube.AsyncClient, namespace: str, name: str) -> str | None:
