@@ -38,12 +38,16 @@ unit: venv
 # kubectl, the API server's verdicts against the models' (test_chaos_fuzz.py); 12 twin
 # InferenceDeployments under one operator, each ticking and reporting (test_chaos_fleet.py,
 # about 75 s); GitOps applies of the engine Deployment's replicas and of a pod-template change,
-# a rolling update with GPUs free and with none free (test_chaos_gitops.py, about 100 s). The 50-deployment run is `.venv/bin/python benchmarks/fleet_bench.py` (about
-# 5 minutes on 2 cores: its own cluster, 5 batches of 10 pods, a 120 s window).
+# a rolling update with GPUs free and with none free (test_chaos_gitops.py, about 100 s); the
+# API server and etcd each down for 30 s under load, on a cluster of its own
+# (test_chaos_apiserver.py, about 4 minutes). The 50-deployment run is
+# `.venv/bin/python benchmarks/fleet_bench.py` (about 5 minutes on 2 cores: its own cluster,
+# 5 batches of 10 pods, a 120 s window).
 chaos: setup
 	$(BIN)/pytest tests/integration/test_chaos.py tests/integration/test_chaos_control.py \
 		tests/integration/test_chaos_operator.py tests/integration/test_chaos_fuzz.py \
-		tests/integration/test_chaos_fleet.py tests/integration/test_chaos_gitops.py -s
+		tests/integration/test_chaos_fleet.py tests/integration/test_chaos_gitops.py \
+		tests/integration/test_chaos_apiserver.py -s
 
 setup: venv control-plane node engine-env tools
 

@@ -105,3 +105,42 @@ def test_images_load_only_into_a_real_node_and_only_from_archives_that_exist(
     real = dataclasses.replace(agent, runtime=local.KUBELET_RUNTIME)
     with pytest.raises(local.ClusterError, match=r"not found: .*absent\.tar"):
         local.load_images(real, [tmp_path / "absent.tar"])
+
+
+def _save(handle: local.Cluster) -> None:
+    layout.Layout(handle.state_dir).state_file.write_text(json.dumps(handle.to_json()))
+
+
+@pytest.mark.parametrize(
+    ("component", "words"),
+    [
+        (components.NODE_AGENT, "only etcd, kube-apiserver"),  # holds pods: not a drill's
+        (components.SCHEDULER, "no such process recorded"),
+    ],
+)
+def test_an_outage_drill_refuses_what_it_cannot_stop_and_start_alone(
+    tmp_path: pathlib.Path, component: str, words: str
+) -> None:
+    _save(_handle(tmp_path))
+
+    for step in (local.stop_component, local.start_component):
+        with pytest.raises(local.ClusterError, match=words):
+            step(tmp_path, component)
+
+
+def test_a_component_still_running_is_not_started_twice(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "etcd.log"
+    running = process.spawn(["/bin/sleep", "30"], log=log, env={})
+    try:
+        handle = _handle(tmp_path)
+        _save(dataclasses.replace(handle, processes={components.ETCD: running}))
+
+        with pytest.raises(local.ClusterError, match="is running"):
+            local.start_component(tmp_path, components.ETCD)
+        assert local.stop_component(tmp_path, components.ETCD, grace_s=5) in (
+            process.Outcome.TERMINATED,
+            process.Outcome.KILLED,
+        )
+        assert not process.running(running)
+    finally:
+        process.stop(running, grace_s=1)

@@ -892,6 +892,82 @@ def stop(
         )
 
 
+# --- one control-plane component down and back (fault drills) -----------------------------
+
+# What an outage drill may take down and bring back: the processes that keep no state outside
+# etcd's data directory, which stays, and that start again from their recorded command line.
+RESTARTABLE = (
+    components.ETCD,
+    components.APISERVER,
+    components.CONTROLLER_MANAGER,
+    components.SCHEDULER,
+)
+
+
+def _restartable(cluster: Cluster, component: str) -> process.Record:
+    if component not in RESTARTABLE:
+        raise ClusterError(
+            f"{component!r}: only {', '.join(RESTARTABLE)} can be stopped and started alone"
+        )
+    record = cluster.processes.get(component)
+    if record is None:
+        raise ClusterError(f"{component}: this cluster has no such process recorded")
+    return record
+
+
+def stop_component(
+    state_dir: pathlib.Path, component: str, *, grace_s: float = 15.0
+) -> process.Outcome:
+    """Stop one control-plane process of a running cluster (SIGTERM, SIGKILL after `grace_s`),
+    as an outage of it: the rest keeps running and etcd keeps its data. `start_component`
+    brings it back; `stop` still ends the whole cluster."""
+    files = layout.Layout(state_dir)
+    with _locked(files):
+        cluster = load(state_dir)
+        if cluster is None:
+            raise ClusterError(f"no cluster is recorded in {state_dir}")
+        return process.stop(_restartable(cluster, component), grace_s=grace_s)
+
+
+def start_component(
+    state_dir: pathlib.Path, component: str, *, timeout_s: float = 120.0
+) -> Cluster:
+    """Start a control-plane process that `stop_component` stopped, with the command line it
+    ran with, and return the cluster's handle once it is healthy again (etcd's /health, the API
+    server's /readyz, the controllers' /healthz). Its log continues the old one."""
+    files = layout.Layout(state_dir)
+    with _locked(files):
+        cluster = load(state_dir)
+        if cluster is None:
+            raise ClusterError(f"no cluster is recorded in {state_dir}")
+        old = _restartable(cluster, component)
+        if process.running(old):
+            raise ClusterError(f"{component} is running (pid {old.pid}): stop it first")
+        env = _component_env()
+        try:
+            record = process.spawn(old.argv, log=old.log, env=env)
+        except OSError as exc:
+            raise ClusterError(f"{component}: cannot execute {old.argv[0]}: {exc}") from exc
+        cluster = dataclasses.replace(cluster, processes={**cluster.processes, component: record})
+        _save(cluster)
+        url = str(components.health_url(component, cluster.ports))
+        check: Callable[[], health.Result]
+        if component == components.ETCD:
+            check = functools.partial(health.etcd, url)
+        else:
+            check = functools.partial(health.probe, url, _admin_tls(files))
+        what = "healthy" if component == components.ETCD else "ready"
+        _wait(
+            component,
+            record,
+            check,
+            what=what,
+            deadline=time.monotonic() + timeout_s,
+            timeout_s=timeout_s,
+        )
+        return cluster
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
