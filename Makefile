@@ -49,7 +49,7 @@ chaos: setup
 		tests/integration/test_chaos_fleet.py tests/integration/test_chaos_gitops.py \
 		tests/integration/test_chaos_apiserver.py -s
 
-setup: venv control-plane node engine-env tools
+setup: venv control-plane node engine-env tools images
 
 venv: $(VENV)/.installed
 
@@ -70,8 +70,8 @@ node:
 engine-env:
 	scripts/build-engine-env.sh
 
-# The kvscale image as an OCI archive (buildah over an mmdebstrap Debian base, needs root);
-# cached by content hash, instant when warm. See docs/images.md.
+# The kvscale and engine-twin images as OCI archives (buildah over an mmdebstrap Debian base,
+# needs root); cached by content hash, instant when warm. See docs/images.md.
 images:
 	scripts/build-images.sh
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the kvscale image from Containerfile with no daemon and no registry: buildah (chroot
-# isolation) over a Debian base that mmdebstrap makes from Debian's packages, passed as
-# BASE_IMAGE. Output: an OCI archive containerd imports (`ctr -n k8s.io images import`), cached
-# by content hash under ~/.cache/kvscale/images/<hash>/ so a warm run takes seconds.
-# Prints the archive's path last. Needs root (apt, buildah's chroot). See docs/images.md.
+# Builds the kvscale image and the engine-twin image (Containerfile's default target and its
+# `engine-twin` target) with no daemon and no registry: buildah (chroot isolation) over a Debian
+# base that mmdebstrap makes from Debian's packages, passed as BASE_IMAGE. Output: one OCI
+# archive per image, which containerd imports (`ctr -n k8s.io images import`), cached by
+# content hash under ~/.cache/kvscale/images/<hash>/ so a warm run takes a fraction of a second.
+# Prints the two archives' paths last, the kvscale image's first. Needs root (apt, buildah's
+# chroot). See docs/images.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,8 @@ key=$( { cat Containerfile requirements/runtime.lock pyproject.toml README.md
        } | sha256sum | cut -c1-16)
 out="$CACHE/$key"
 archive="$out/kvscale-$VERSION.oci.tar"
-if [[ -f "$archive" ]]; then echo "$archive"; exit 0; fi
+twin_archive="$out/engine-twin-$VERSION.oci.tar"
+if [[ -f "$archive" && -f "$twin_archive" ]]; then printf '%s\n' "$archive" "$twin_archive"; exit 0; fi
 mkdir -p "$out"
 
 base_tar="$CACHE/base-$SUITE-$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-12).tar"
@@ -45,12 +48,16 @@ container=$("${B[@]}" from scratch)
 # a pip.conf naming it are mounted for the build only, never part of the image.
 pipconf="$out/pip.conf"
 printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$pipconf"
-"${B[@]}" build --isolation chroot --layers=false \
-  -v "$pipconf:/etc/pip.conf:ro" \
-  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-  --build-arg BASE_IMAGE="$base_ref" --build-arg VERSION="$VERSION" \
-  -f Containerfile -t "ghcr.io/kvscale/kvscale:$VERSION" . >&2
-"${B[@]}" push -q "ghcr.io/kvscale/kvscale:$VERSION" "oci-archive:$archive.part:ghcr.io/kvscale/kvscale:$VERSION" >&2
+# --layers: the second target reuses the builder and runtime stages the first one made.
+for target in kvscale engine-twin; do
+  "${B[@]}" build --isolation chroot --layers --target "$target" \
+    -v "$pipconf:/etc/pip.conf:ro" \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    --build-arg BASE_IMAGE="$base_ref" --build-arg VERSION="$VERSION" \
+    -f Containerfile -t "ghcr.io/kvscale/$target:$VERSION" . >&2
+  file="$out/$target-$VERSION.oci.tar"
+  "${B[@]}" push -q "ghcr.io/kvscale/$target:$VERSION" "oci-archive:$file.part:ghcr.io/kvscale/$target:$VERSION" >&2
+  mv "$file.part" "$file"
+done
 rm -f "$pipconf"
-mv "$archive.part" "$archive"
-echo "$archive"
+printf '%s\n' "$archive" "$twin_archive"

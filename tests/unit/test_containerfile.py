@@ -9,6 +9,7 @@ import re
 import shlex
 import tomllib
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -39,10 +40,33 @@ def _instructions() -> list[tuple[str, str]]:
     return result
 
 
-def _final_stage() -> list[tuple[str, str]]:
-    instructions = _instructions()
-    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
-    return instructions[last_from:]
+def _stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (what it starts FROM, its instructions after FROM), in file order."""
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for keyword, arguments in _instructions():
+        if keyword == "FROM":
+            words = arguments.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
+            current = []
+            stages[name] = (words[0], current)
+        elif current is not None:
+            current.append((keyword, arguments))
+    return stages
+
+
+def _image(target: str | None = None) -> list[tuple[str, str]]:
+    """What one target's image is made of: its stage's instructions after those of the stages
+    it is built FROM (the default target is the last stage, as `docker build` picks)."""
+    stages = _stages()
+    name = target or list(stages)[-1]
+    parent, instructions = stages[name]
+    inherited = _image(parent) if parent in stages else []
+    return inherited + instructions
+
+
+# The images users deploy: the default target (the kvscale image) and the engine twin.
+TARGETS = (None, "engine-twin")
 
 
 def _lock(name: str) -> dict[str, str]:
@@ -59,13 +83,26 @@ def test_base_image_is_an_argument_declared_before_the_first_stage() -> None:
     instructions = _instructions()
     assert instructions[0][0] == "ARG"
     assert instructions[0][1].startswith("BASE_IMAGE=")
-    stages = [arguments for keyword, arguments in instructions if keyword == "FROM"]
+    stages = _stages()
     assert len(stages) >= 2, "the image is built in a builder stage and copied into a clean one"
-    assert all(stage.split()[0] == "${BASE_IMAGE}" for stage in stages)
+    # Every stage starts from the base or from an earlier stage, never from another image.
+    for name, (parent, _) in stages.items():
+        earlier = list(stages)[: list(stages).index(name)]
+        assert parent == "${BASE_IMAGE}" or parent in earlier, f"stage {name} FROM {parent}"
+    assert set(TARGETS[1:]) <= stages.keys()
 
 
-def test_the_final_stage_runs_as_a_numeric_non_root_user() -> None:
-    users = [arguments for keyword, arguments in _final_stage() if keyword == "USER"]
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_image_has_its_own_entry_point(target: str | None) -> None:
+    entrypoints = [arguments for keyword, arguments in _image(target) if keyword == "ENTRYPOINT"]
+    assert entrypoints, f"{target or 'default'}: no ENTRYPOINT"
+    expected = '["kvscale", "twin"]' if target == "engine-twin" else '["kvscale"]'
+    assert entrypoints[-1] == expected
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_images_run_as_a_numeric_non_root_user(target: str | None) -> None:
+    users = [arguments for keyword, arguments in _image(target) if keyword == "USER"]
     assert users, "the final stage sets no USER (it would run as root)"
     user, _, group = users[-1].partition(":")
     assert user.isdigit()
@@ -73,15 +110,19 @@ def test_the_final_stage_runs_as_a_numeric_non_root_user() -> None:
     assert group == "" or (group.isdigit() and int(group) != 0)
 
 
-def test_the_runtime_writes_no_bytecode_and_keeps_temporary_files_in_tmp() -> None:
-    env = " ".join(arguments for keyword, arguments in _final_stage() if keyword == "ENV")
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_runtime_writes_no_bytecode_and_keeps_temporary_files_in_tmp(
+    target: str | None,
+) -> None:
+    env = " ".join(arguments for keyword, arguments in _image(target) if keyword == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert "TMPDIR=/tmp" in env
     assert "HOME=/tmp" in env
 
 
-def test_the_image_carries_a_version_label() -> None:
-    labels = " ".join(arguments for keyword, arguments in _final_stage() if keyword == "LABEL")
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_image_carries_a_version_label(target: str | None) -> None:
+    labels = " ".join(arguments for keyword, arguments in _image(target) if keyword == "LABEL")
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
 
 

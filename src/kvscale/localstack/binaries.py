@@ -1,5 +1,6 @@
 """The control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
-and the real node's (kubelet, kube-proxy, the pause and test images, containerd from Debian).
+the real node's (kubelet, kube-proxy, the pause and test images, containerd from Debian), and
+the project's own images (the kvscale image and the engine twin, built from Containerfile).
 
 Finds them in the per-version cache, or builds them with `scripts/build-control-plane.sh` or
 `scripts/build-node.sh` from the checkout (a cold build takes minutes; the scripts are
@@ -25,6 +26,7 @@ ETCD_VERSION = "v3.6.8"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BUILD_SCRIPT = pathlib.PurePosixPath("scripts/build-control-plane.sh")
 NODE_BUILD_SCRIPT = pathlib.PurePosixPath("scripts/build-node.sh")
+IMAGES_BUILD_SCRIPT = pathlib.PurePosixPath("scripts/build-images.sh")
 NODE_FILES = ("bin/kubelet", "bin/kube-proxy", "images/pause.tar", "images/webecho.tar")
 
 
@@ -111,6 +113,13 @@ def ensure(environ: Mapping[str, str] | None = None) -> Binaries:
 
 def _run_script(script: pathlib.Path, env: Mapping[str, str]) -> pathlib.Path:
     """Run a build script (its progress goes to stderr); the directory on its last line."""
+    return _run_script_lines(script, env, 1)[0]
+
+
+def _run_script_lines(
+    script: pathlib.Path, env: Mapping[str, str], count: int
+) -> list[pathlib.Path]:
+    """Run a build script (its progress goes to stderr); the paths on its last `count` lines."""
     result = subprocess.run(
         ["bash", str(script)],
         env=dict(env),
@@ -120,12 +129,12 @@ def _run_script(script: pathlib.Path, env: Mapping[str, str]) -> pathlib.Path:
         check=False,
     )
     lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
+    if result.returncode != 0 or len(lines) < count:
         raise BinariesError(
             f"{script} failed with exit code {result.returncode}; its progress log is above "
             "(stderr)"
         )
-    return pathlib.Path(lines[-1])
+    return [pathlib.Path(line) for line in lines[-count:]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,3 +178,31 @@ def ensure_node(environ: Mapping[str, str] | None = None) -> NodeFiles:
             f"{script} reported {found.root} but it lacks {', '.join(found.missing())}"
         )
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """The OCI archives of the images Containerfile builds (docs/images.md)."""
+
+    kvscale: pathlib.Path
+    engine_twin: pathlib.Path
+
+    @property
+    def archives(self) -> list[pathlib.Path]:
+        return [self.kvscale, self.engine_twin]
+
+
+def ensure_images(environ: Mapping[str, str] | None = None) -> Images:
+    """The kvscale and engine-twin images of this checkout's sources, built when missing.
+
+    The build script keys its cache by the content the images are made of, so it always runs
+    (a fraction of a second when nothing changed) and a source edit gives new archives."""
+    script = build_script(IMAGES_BUILD_SCRIPT)
+    env = dict(os.environ if environ is None else environ)
+    with _build_lock(paths.cache_root(environ) / "images" / ".build.lock"):
+        kvscale, engine_twin = _run_script_lines(script, env, 2)
+    built = Images(kvscale=kvscale, engine_twin=engine_twin)
+    absent = [str(archive) for archive in built.archives if not archive.is_file()]
+    if absent:
+        raise BinariesError(f"{script} reported archives that are not there: {', '.join(absent)}")
+    return built
