@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import kopf
@@ -95,6 +95,9 @@ async def operate(settings: config.Settings) -> int:
                     # kopf's peering only pauses lower-priority peers; replicas are kept
                     # apart by the operator's own Lease-based election (`leader`) instead.
                     standalone=True,
+                    # Named here: kopf's own default asks the password database for the
+                    # user's name, and the image's numeric user (65532) has no entry there.
+                    identity=cast(Any, leader.identity()),
                     liveness_endpoint=liveness,
                     stop_flag=stop,
                 )

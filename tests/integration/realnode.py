@@ -1,0 +1,78 @@
+"""A cluster with one real node (kubelet, containerd, runc) and the project's images imported,
+for the test modules that run InferenceDeployments and the operator's chart on it. Does I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kvscale.localstack import binaries
+from kvscale.localstack import cluster as local
+
+# The images' tag: the package's version, as scripts/build-images.sh tags them.
+VERSION = importlib.metadata.version("kvscale")
+# Containerfile's engine-twin target.
+ENGINE_TWIN_IMAGE = f"ghcr.io/kvscale/engine-twin:{VERSION}"
+
+
+def _progress(line: str) -> None:
+    print(f"[real node] {line}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def cluster_with_images(state_dir: pathlib.Path, gpus: int, prefix: str) -> Iterator[local.Cluster]:
+    """A one-node kubelet cluster with `gpus` fake GPUs and the kvscale and engine-twin images
+    (built by scripts/build-images.sh when this checkout's sources changed) in its containerd."""
+    if os.geteuid() != 0:
+        pytest.fail("the real node needs root (network namespace, cgroups, mounts)")
+    try:
+        bins = binaries.ensure()
+        started = time.monotonic()
+        images = binaries.ensure_images()
+        _progress(f"images ready in {time.monotonic() - started:.1f}s: {images.archives}")
+    except binaries.BinariesError as exc:
+        pytest.fail(f"the control plane or the images cannot be built: {exc}", pytrace=False)
+    settings = local.Settings(
+        name=f"{prefix}{uuid.uuid4().hex[:6]}",
+        state_dir=state_dir,
+        nodes=1,
+        gpus_per_node=gpus,
+        runtime=local.KUBELET_RUNTIME,
+    )
+    handle = local.start(settings, bins=bins, progress=_progress)
+    try:
+        started = time.monotonic()
+        local.load_images(handle, images.archives)
+        _progress(f"images imported in {time.monotonic() - started:.1f}s")
+        yield handle
+    finally:
+        local.stop(handle.state_dir, progress=_progress)
+
+
+def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    for status in pod["status"].get("containerStatuses") or []:
+        if status["name"] == name:
+            return dict(status)
+    raise AssertionError(f"pod {pod['metadata']['name']} has no status for container {name}")
+
+
+def task_pid(real: local.Cluster, pod: dict[str, Any], container: str) -> int:
+    """The host pid of a container's first process, from the node's containerd."""
+    container_id = container_status(pod, container)["containerID"].removeprefix("containerd://")
+    argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", "tasks", "ls"]
+    listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines()[1:]:
+        task, pid, _status = line.split()
+        if task == container_id:
+            return int(pid)
+    raise AssertionError(f"no task {container_id} in:\n{listing}")
