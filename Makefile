@@ -47,7 +47,8 @@ chaos: setup
 	$(BIN)/pytest tests/integration/test_chaos.py tests/integration/test_chaos_control.py \
 		tests/integration/test_chaos_operator.py tests/integration/test_chaos_fuzz.py \
 		tests/integration/test_chaos_fleet.py tests/integration/test_chaos_gitops.py \
-		tests/integration/test_chaos_apiserver.py -s
+		tests/integration/test_chaos_apiserver.py tests/integration/test_real_node_inference.py \
+		tests/integration/test_real_node_operator.py -s
 
 setup: venv control-plane node engine-env tools images
 

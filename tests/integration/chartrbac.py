@@ -14,10 +14,12 @@ runs the operator's integration flows this way; anyone can run the whole suite s
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
 import subprocess
+from typing import Any
 
 import yaml
 
@@ -105,3 +107,22 @@ def revoke(cluster: local.Cluster) -> None:
 def denials(log: str) -> list[str]:
     """The RBAC denials in an operator log, one line each."""
     return [line for line in log.splitlines() if _DENIAL.search(line)]
+
+
+def operator_pods(cluster: local.Cluster) -> list[dict[str, Any]]:
+    """The chart's operator pods that are not being deleted."""
+    found = cluster.kubectl(
+        "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator", "-o", "json"
+    )
+    pods: list[dict[str, Any]] = json.loads(found.stdout)["items"]
+    return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+
+
+def lease_holder(cluster: local.Cluster) -> str:
+    """The identity holding the chart's leader Lease ("" when none or no Lease yet)."""
+    found = cluster.kubectl(
+        "get", "lease", "kvscale-operator", "-n", NAMESPACE, "-o", "json", check=False
+    )
+    if found.returncode != 0:
+        return ""
+    return str(json.loads(found.stdout)["spec"].get("holderIdentity") or "")

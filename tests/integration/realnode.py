@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.support import manifest
 
 from kvscale.localstack import binaries
 from kvscale.localstack import cluster as local
@@ -59,6 +60,31 @@ def cluster_with_images(state_dir: pathlib.Path, gpus: int, prefix: str) -> Iter
         local.stop(handle.state_dir, progress=_progress)
 
 
+MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"  # the twin's profile: Llama-3-8B on an H100
+ENGINE_PORT = 8000
+
+
+def twin_infd(name: str, *, drain_s: int, delay_s: int) -> dict[str, Any]:
+    """An InferenceDeployment of engine twins (512 KV blocks of 16 tokens, so eight concurrent
+    3,000-token prompts fill one), one fake GPU each, 1 to 3 replicas; `drain_s` is the
+    engine's shutdown grace, `delay_s` the scale-down delay."""
+    spec = {
+        "model": {"name": MODEL},
+        "engine": {
+            "image": ENGINE_TWIN_IMAGE,
+            "port": ENGINE_PORT,
+            "blockSize": 16,
+            "maxModelLen": 4096,
+            "shutdownGraceSeconds": drain_s,
+            "extraArgs": ["--num-gpu-blocks-override", "512"],
+        },
+        # CPU is a real cgroup limit here: the twin needs more than the node agent gave it.
+        "resources": {"gpusPerReplica": 1, "cpu": "300m", "memory": "512Mi"},
+        "scaling": manifest.autoscaling(8, delay_s),
+    }
+    return manifest.inference_deployment(name, spec)
+
+
 def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
     for status in pod["status"].get("containerStatuses") or []:
         if status["name"] == name:
@@ -67,8 +93,13 @@ def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def task_pid(real: local.Cluster, pod: dict[str, Any], container: str) -> int:
-    """The host pid of a container's first process, from the node's containerd."""
+    """The host pid of a pod's container's first process."""
     container_id = container_status(pod, container)["containerID"].removeprefix("containerd://")
+    return container_pid(real, container_id)
+
+
+def container_pid(real: local.Cluster, container_id: str) -> int:
+    """The host pid of a container's first process, from the node's containerd."""
     argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", "tasks", "ls"]
     listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     for line in listing.splitlines()[1:]:

@@ -295,14 +295,6 @@ def test_every_optional_feature_renders_objects_the_api_server_accepts(
 # -- install, upgrade, uninstall ------------------------------------------------------------
 
 
-def operator_pods(cluster: local.Cluster) -> list[dict[str, Any]]:
-    found = cluster.kubectl(
-        "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator", "-o", "json"
-    )
-    pods: list[dict[str, Any]] = json.loads(found.stdout)["items"]
-    return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
-
-
 def ready(pod: dict[str, Any]) -> bool:
     return any(
         condition["type"] == "Ready" and condition["status"] == "True"
@@ -316,15 +308,6 @@ def pod_log(cluster: local.Cluster, pod: dict[str, Any], container: str = "opera
     directory = f"{metadata['namespace']}_{metadata['name']}_{metadata['uid']}"
     path = cluster.files.node_agent_dir / "pods" / directory / f"{container}.log"
     return path.read_text(errors="replace") if path.exists() else ""
-
-
-def lease_holder(cluster: local.Cluster) -> str:
-    found = cluster.kubectl(
-        "get", "lease", "kvscale-operator", "-n", NAMESPACE, "-o", "json", check=False
-    )
-    if found.returncode != 0:
-        return ""
-    return str(json.loads(found.stdout)["spec"].get("holderIdentity") or "")
 
 
 def infd(name: str) -> str:
@@ -382,14 +365,15 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
     pods = wait.eventually(
         lambda: (
-            len([p for p in operator_pods(cluster) if ready(p)]) == 2 and operator_pods(cluster)
+            len([p for p in chartrbac.operator_pods(cluster) if ready(p)]) == 2
+            and chartrbac.operator_pods(cluster)
         ),
         "two ready operator replicas",
         timeout_s=120,
         retry_on=wait.NOT_MADE_YET,
     )
     holder = wait.eventually(
-        lambda: lease_holder(cluster),
+        lambda: chartrbac.lease_holder(cluster),
         "a replica to take the Lease",
         timeout_s=120,
         retry_on=wait.NOT_MADE_YET,
@@ -417,7 +401,9 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
     )
     assert {condition["type"] for condition in status["conditions"]} >= {"Ready"}
     leader = next(
-        pod for pod in operator_pods(cluster) if holder.startswith(pod["metadata"]["name"])
+        pod
+        for pod in chartrbac.operator_pods(cluster)
+        if holder.startswith(pod["metadata"]["name"])
     )
     log = wait.eventually(
         lambda: "served: reconciled" in pod_log(cluster, leader) and pod_log(cluster, leader),
@@ -427,7 +413,9 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
     )
     assert not chartrbac.denials(log)
     (standby,) = (
-        p for p in operator_pods(cluster) if p["metadata"]["uid"] != leader["metadata"]["uid"]
+        p
+        for p in chartrbac.operator_pods(cluster)
+        if p["metadata"]["uid"] != leader["metadata"]["uid"]
     )
     assert "waiting" in pod_log(cluster, standby)
     assert "reconciled" not in pod_log(cluster, standby)
@@ -439,7 +427,7 @@ def test_the_operator_pods_act_as_the_charts_service_account(
 ) -> None:
     """The node agent gave each operator pod a token of the chart's ServiceAccount (bound to
     the pod), as kubelet would; the leader did its work with it."""
-    for pod in operator_pods(cluster):
+    for pod in chartrbac.operator_pods(cluster):
         metadata = pod["metadata"]
         directory = (
             cluster.files.node_agent_dir
@@ -543,7 +531,7 @@ def test_kvscale_status_shows_the_served_deployment(cluster: local.Cluster, rele
 def test_upgrade_changes_a_value_and_rolls_the_operator(
     cluster: local.Cluster, helm_bin: pathlib.Path, helm_env: dict[str, str], release: None
 ) -> None:
-    before = {pod["metadata"]["name"] for pod in operator_pods(cluster)}
+    before = {pod["metadata"]["name"] for pod in chartrbac.operator_pods(cluster)}
     assert len(before) == 2, "the install test must have run first"
     run_helm(
         helm_bin, "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
@@ -557,7 +545,7 @@ def test_upgrade_changes_a_value_and_rolls_the_operator(
     assert "--leader-elect-lease-duration=20" in args
 
     def rolled() -> set[str] | None:
-        pods = operator_pods(cluster)
+        pods = chartrbac.operator_pods(cluster)
         names = {pod["metadata"]["name"] for pod in pods}
         return names if len(pods) == 2 and all(map(ready, pods)) and not names & before else None
 
@@ -610,7 +598,7 @@ def test_uninstall_removes_the_operator_and_keeps_the_crd_and_the_inference_depl
     assert exists(cluster, "infd", "served"), "the install test must have run first"
     run_helm(helm_bin, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", env=helm_env)
     wait.eventually(
-        lambda: not operator_pods(cluster),
+        lambda: not chartrbac.operator_pods(cluster),
         "the operator pods to go",
         timeout_s=120,
         retry_on=wait.NOT_MADE_YET,
@@ -627,7 +615,7 @@ def test_uninstall_removes_the_operator_and_keeps_the_crd_and_the_inference_depl
         assert exists(cluster, kind, "served"), kind
     # ... unmanaged: no operator runs. The Lease is the operator's, not the release's: it
     # stays, naming the last leader, whom nobody renews (a reinstall takes it over).
-    assert not operator_pods(cluster)
+    assert not chartrbac.operator_pods(cluster)
     assert exists(cluster, "lease", "kvscale-operator", NAMESPACE)
 
 

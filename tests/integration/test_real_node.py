@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.integration import realnode
 from tests.support import wait
 
 from kvscale.localstack import binaries, namespace, node
@@ -290,16 +291,6 @@ def test_pod_asking_more_gpus_than_exist_stays_pending_with_the_schedulers_reaso
     real.kubectl("delete", "pod", "greedy", "--wait=false")
 
 
-def _task_pid(real: local.Cluster, container_id: str) -> int:
-    argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", "tasks", "ls"]
-    listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    for line in listing.splitlines()[1:]:
-        task, pid, _status = line.split()
-        if task == container_id:
-            return int(pid)
-    raise AssertionError(f"no task {container_id} in:\n{listing}")
-
-
 def test_kill_9_of_the_containers_process_makes_kubelet_restart_it(
     real: local.Cluster,
 ) -> None:
@@ -313,7 +304,7 @@ def test_kill_9_of_the_containers_process_makes_kubelet_restart_it(
     status = pod["status"]["containerStatuses"][0]
     assert status["restartCount"] == 0
     container_id = status["containerID"].removeprefix("containerd://")
-    os.kill(_task_pid(real, container_id), signal.SIGKILL)
+    os.kill(realnode.container_pid(real, container_id), signal.SIGKILL)
 
     def restarted() -> dict[str, Any] | None:
         ready = _ready(real, "victim")

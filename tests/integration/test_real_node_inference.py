@@ -39,7 +39,7 @@ import pytest
 from tests.integration import realnode
 from tests.integration.autoscale_story import Load, Story, wait_metrics_available, wait_ready
 from tests.integration.conftest import Operator
-from tests.support import manifest, wait
+from tests.support import wait
 
 from kvscale.api import crd, models
 from kvscale.localstack import cluster as local
@@ -50,8 +50,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NAME = "twins"
 NAMESPACE = "inference"
-MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
-ENGINE_PORT = 8000
+MODEL = realnode.MODEL
+ENGINE_PORT = realnode.ENGINE_PORT
 GPUS = 2
 WAIT_S = 120.0  # generous: a busy 2-core machine; not a timing assertion
 DRAIN_S = 60  # the engine's --shutdown-timeout: longer than any stream of test 5
@@ -90,24 +90,6 @@ def story(real: local.Cluster, operator: Operator) -> Iterator[Story]:
         real.kubectl("delete", "infd", NAME, "-n", NAMESPACE, "--wait=false")
 
 
-def _infd() -> dict[str, Any]:
-    """Twin engines of 512 blocks of 16 tokens, one fake GPU each; 1 to 3 replicas."""
-    spec = {
-        "model": {"name": MODEL},
-        "engine": {
-            "image": realnode.ENGINE_TWIN_IMAGE,
-            "blockSize": 16,
-            "maxModelLen": 4096,
-            "shutdownGraceSeconds": DRAIN_S,
-            "extraArgs": ["--num-gpu-blocks-override", "512"],
-        },
-        # CPU is a real cgroup limit here: the twin needs more than the node agent gave it.
-        "resources": {"gpusPerReplica": 1, "cpu": "300m", "memory": "512Mi"},
-        "scaling": manifest.autoscaling(8, 15),
-    }
-    return manifest.inference_deployment(NAME, spec)
-
-
 def _pods(story: Story) -> list[dict[str, Any]]:
     return story.pods()
 
@@ -137,7 +119,14 @@ def _completion_inside_the_node(real: local.Cluster, address: str) -> dict[str, 
 def test_engine_pods_run_from_the_built_images_and_the_service_answers(
     real: local.Cluster, story: Story
 ) -> None:
-    real.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(_infd()))
+    real.kubectl(
+        "apply",
+        "-n",
+        NAMESPACE,
+        "-f",
+        "-",
+        input=json.dumps(realnode.twin_infd(NAME, drain_s=DRAIN_S, delay_s=15)),
+    )
     wait_ready(story, 1)
     wait_metrics_available(story)
     (pod,) = _pods(story)
@@ -344,3 +333,72 @@ def test_a_scale_down_with_streams_in_flight_completes_every_stream(
     # The streams on that pod were really in flight when it was told to go.
     assert all(s.ended_at > asked_at for s in on_the_pod_that_went)
     assert story.replicas()[0] == 1
+
+
+def _node_ready(real: local.Cluster) -> str:
+    """The node's Ready condition status ("True", "False", "Unknown")."""
+    found = json.loads(real.kubectl("get", "node", "local-node-0", "-o", "json").stdout)
+    (ready,) = [c for c in found["status"]["conditions"] if c["type"] == "Ready"]
+    return str(ready["status"])
+
+
+def test_a_kubelet_stopped_past_the_node_monitor_grace_period_causes_no_scale_action(
+    real: local.Cluster, story: Story
+) -> None:
+    """Chaos scenario 5: kubelet frozen (SIGSTOP) until the node controller marks the node
+    and its pods NotReady, then resumed. The containers keep serving meanwhile."""
+    real.kubectl("scale", "infd", NAME, "-n", NAMESPACE, "--replicas=1")
+    # Autoscaling again (spec.replicas removed), so any scale action would be the operator's.
+    patch = json.dumps([{"op": "remove", "path": "/spec/replicas"}])
+    real.kubectl("patch", "infd", NAME, "-n", NAMESPACE, "--type=json", "-p", patch)
+    (ip,) = wait_ready(story, 1)
+    wait_metrics_available(story)
+    before = story.replicas()
+    history = len(story.infd()["status"].get("scalingHistory") or [])
+    load = Load({"model": MODEL, "prompt": [7] * 500, "max_tokens": 50}, ENGINE_PORT, 2)
+    load.targets = [ip]
+    load.start()
+    kubelet = real.processes[node.KUBELET].pid
+    stopped_at = time.monotonic()
+    os.kill(kubelet, signal.SIGSTOP)
+    try:
+        wait.eventually(
+            lambda: _node_ready(real) != "True",
+            "the node controller marking the node NotReady",
+            timeout_s=WAIT_S,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        detected_s = time.monotonic() - stopped_at
+        wait.eventually(
+            lambda: not story.ready_ips(),
+            "the pod marked NotReady (NodeNotReady)",
+            timeout_s=WAIT_S,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        # The engine is still serving and its sidecar still reports; nothing to scale for.
+        _count_held(story, before[0], 15)
+        during = story.condition("MetricsAvailable")
+    finally:
+        os.kill(kubelet, signal.SIGCONT)
+        resumed_at = time.monotonic()
+    try:
+        wait.eventually(
+            lambda: _node_ready(real) == "True",
+            "the node Ready again",
+            timeout_s=WAIT_S,
+            retry_on=wait.NOT_MADE_YET,
+        )
+        wait_ready(story, 1)
+        recovered_s = time.monotonic() - resumed_at
+        _count_held(story, before[0], 5)
+    finally:
+        load.stop()
+    assert len(story.infd()["status"].get("scalingHistory") or []) == history
+    print(
+        f"[real node inference] kubelet stopped {resumed_at - stopped_at:.0f} s: node NotReady "
+        f"after {detected_s:.0f} s, pod Ready {recovered_s:.1f} s after the resume; "
+        f"MetricsAvailable during: {during and (during['status'], during.get('reason'))}; "
+        f"{load.completed} completions, {load.failed} failed"
+    )
+    assert load.completed > 0
+    assert load.failed == 0, f"{load.failed} requests failed while kubelet was stopped"

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from tests.integration import chartrbac, realnode
 from tests.integration.autoscale_story import Load, Story, wait_metrics_available, wait_ready
-from tests.support import manifest, wait
+from tests.support import wait
 
 from kvscale.localstack import cluster as local
 from kvscale.localstack import tools
@@ -40,8 +40,8 @@ RELEASE = chartrbac.RELEASE
 NAMESPACE = chartrbac.NAMESPACE
 APPS = "apps"
 NAME = "twins"
-MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
-ENGINE_PORT = 8000
+MODEL = realnode.MODEL
+ENGINE_PORT = realnode.ENGINE_PORT
 METRICS_PORT = 8080  # the chart's operator.metricsPort
 GPUS = 2
 WAIT_S = 180.0  # generous: a busy 2-core machine; not a timing assertion
@@ -71,7 +71,8 @@ def release(real: local.Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     ]  # fmt: skip
     installed = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     if installed.returncode != 0:
-        pytest.fail(f"helm install failed:\n{installed.stdout}\n{installed.stderr}\n{_pods(real)}")
+        pods = chartrbac.operator_pods(real)
+        pytest.fail(f"helm install failed:\n{installed.stdout}\n{installed.stderr}\n{pods}")
     real.kubectl("create", "namespace", APPS)
     yield
     subprocess.run(
@@ -84,33 +85,20 @@ def release(real: local.Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     )
 
 
-def _pods(real: local.Cluster) -> list[dict[str, Any]]:
-    found = real.kubectl(
-        "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator", "-o", "json"
-    )
-    pods: list[dict[str, Any]] = json.loads(found.stdout)["items"]
-    return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
-
-
 def _ready(pod: dict[str, Any]) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
     )
 
 
-def _holder(real: local.Cluster) -> str:
-    found = real.kubectl(
-        "get", "lease", "kvscale-operator", "-n", NAMESPACE, "-o", "json", check=False
-    )
-    if found.returncode != 0:
-        return ""
-    return str(json.loads(found.stdout)["spec"].get("holderIdentity") or "")
-
-
 def _leader(real: local.Cluster) -> dict[str, Any] | None:
     """The operator pod holding the Lease (its identity starts with the pod's name)."""
-    holder = _holder(real)
-    found = [p for p in _pods(real) if holder and holder.startswith(p["metadata"]["name"])]
+    holder = chartrbac.lease_holder(real)
+    found = [
+        p
+        for p in chartrbac.operator_pods(real)
+        if holder and holder.startswith(p["metadata"]["name"])
+    ]
     return found[0] if found else None
 
 
@@ -129,7 +117,9 @@ def test_two_replicas_from_the_built_image_elect_a_leader_and_serve_metrics(
     real: local.Cluster, release: None
 ) -> None:
     pods = wait.eventually(
-        lambda: (p := _pods(real)) and len(p) == 2 and all(_ready(x) for x in p) and p,
+        lambda: (
+            (p := chartrbac.operator_pods(real)) and len(p) == 2 and all(_ready(x) for x in p) and p
+        ),
         "two ready operator replicas",
         timeout_s=WAIT_S,
         retry_on=wait.NOT_MADE_YET,
@@ -188,7 +178,7 @@ except e.HTTPError as error:
 
 
 def test_the_pods_own_token_is_held_to_the_charts_rbac(real: local.Cluster, release: None) -> None:
-    (pod, *_) = _pods(real)
+    (pod, *_) = chartrbac.operator_pods(real)
 
     def status(path: str) -> int:
         found = real.kubectl(
@@ -209,28 +199,18 @@ def test_the_pods_own_token_is_held_to_the_charts_rbac(real: local.Cluster, rele
     assert status(leases) == 403
 
 
-def _infd() -> dict[str, Any]:
-    spec = {
-        "model": {"name": MODEL},
-        "engine": {
-            "image": realnode.ENGINE_TWIN_IMAGE,
-            "blockSize": 16,
-            "maxModelLen": 4096,
-            "shutdownGraceSeconds": 5,
-            "extraArgs": ["--num-gpu-blocks-override", "512"],
-        },
-        "resources": {"gpusPerReplica": 1, "cpu": "300m", "memory": "512Mi"},
-        # A long scale-down delay: nothing in this test may scale down.
-        "scaling": manifest.autoscaling(8, 600),
-    }
-    return manifest.inference_deployment(NAME, spec)
-
-
 def test_the_leader_deleted_mid_scale_up_hands_over_without_a_spurious_scale(
     real: local.Cluster, release: None
 ) -> None:
     story = Story(real, APPS, NAME)
-    real.kubectl("apply", "-n", APPS, "-f", "-", input=json.dumps(_infd()))
+    real.kubectl(
+        "apply",
+        "-n",
+        APPS,
+        "-f",
+        "-",
+        input=json.dumps(realnode.twin_infd(NAME, drain_s=5, delay_s=600)),
+    )
     wait_ready(story, 1)
     wait_metrics_available(story)
     leader = _leader(real)
