@@ -11,13 +11,13 @@ compute). Per run: GPU-hours, SLO attainment,
 TTFT and ITL p50/p99, preemptions, scale actions and direction changes per hour, GPU-hours
 over the lower bound (`oracle.bound`, over the load test's full-queue throughput).
 
-    .venv/bin/python benchmarks/matrix_bench.py --quick [--mooncake PATH]   # a few minutes
-    .venv/bin/python benchmarks/matrix_bench.py [--mooncake PATH] [--jobs N]  # the full matrix
+    .venv/bin/python benchmarks/matrix_bench.py --quick   # a few minutes
+    .venv/bin/python benchmarks/matrix_bench.py [--jobs N]  # the full matrix
 
 The Mooncake FAST'25 synthetic trace (kvcache-ai/Mooncake,
-FAST25-release/traces/synthetic_trace.jsonl) is not in this repository: give a local copy's
-path with --mooncake; the results name the file, not where it was read from. Without it
-those scenarios are skipped, and the run says so.
+FAST25-release/traces/synthetic_trace.jsonl) ships with kvscale as the named trace `mooncake`
+(src/kvscale/data/traces/, with its license); --mooncake PATH runs those scenarios on another
+file in its format instead. The results name the file, not where it was read from.
 Writes matrix_{quick,full}.md and .json under --out and a plot under --img.
 """
 
@@ -29,13 +29,12 @@ import io
 import json
 import multiprocessing
 import pathlib
-import sys
 import time
 
 from kvscale import trace, tracefile
 from kvscale.simulate import calibrate, command, latency, option, oracle, simulation, table
 
-MOONCAKE = "mooncake"  # stands for the --mooncake path in a scenario's flags
+MOONCAKE = "mooncake"  # the shipped trace's name; stands for --mooncake in a scenario's flags
 COMMON = ("--calibrate", "--calibrate-requests", "400", "--max-replicas", "64")
 # KV demand at SLO capacity from which the KV cache binds: the load test's mean over the run,
 # so at 0.7 the cache is full in every burst. Checked on the twin: where a scenario reads
@@ -114,9 +113,8 @@ FULL = (
 )
 
 
-def _flags(scenario: Scenario, mooncake: str | None) -> list[str] | None:
-    flags = [mooncake if f == MOONCAKE else f for f in scenario.flags]
-    return None if None in flags else [str(f) for f in flags]
+def _flags(scenario: Scenario, mooncake: str) -> list[str]:
+    return [mooncake if f == MOONCAKE else f for f in scenario.flags]
 
 
 def _load(flags: list[str], name: str) -> tuple[argparse.Namespace, list[trace.TraceRequest]]:
@@ -268,7 +266,12 @@ def _plot(done: list[dict[str, object]], path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the quick subset")
-    parser.add_argument("--mooncake", default=None, help="path of synthetic_trace.jsonl")
+    parser.add_argument(
+        "--mooncake",
+        default=MOONCAKE,
+        help="a trace in the Mooncake format for the Mooncake scenarios (default: the shipped "
+        "synthetic trace)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="(scenario, policy) runs in parallel")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--img", default="docs/img")
@@ -304,9 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     jobs = []
     for scenario in chosen:
         flags = _flags(scenario, args.mooncake)
-        if flags is None:
-            print(f"skipped (no --mooncake): {scenario.name}", file=sys.stderr)
-            continue
         jobs.append((scenario, [*flags, *(f"--set={pair}" for pair in args.set)]))
     started = time.perf_counter()
     with multiprocessing.Pool(max(1, args.jobs)) as pool:

@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--trace",
         default="conv",
-        help="trace: 'conv' or 'code' (Azure traces shipped with kvscale) or a .csv/.jsonl path "
-        "(default: %(default)s)",
+        help="trace: 'conv' or 'code' (Azure traces shipped with kvscale), 'mooncake' (the "
+        "Mooncake FAST'25 synthetic trace) or a .csv/.jsonl path (default: %(default)s)",
     )
     replay.add_argument(
         "--duration", type=float, default=240.0, help="seconds of load (default: %(default)s)"

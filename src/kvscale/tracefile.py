@@ -1,8 +1,9 @@
 """Trace files: the traces kvscale ships by name, and reading a trace file. Does file I/O.
 
-The Azure traces (`conv`, `code`) ship inside the package (`kvscale/data/traces/`, with their
-CC-BY 4.0 license and attribution), so `pip install kvscale` and a bare clone can replay them
-with nothing beside the checkout. Parsing stays in the pure `kvscale.trace`.
+The Azure traces (`conv`, `code`, CC-BY 4.0) and the Mooncake FAST'25 synthetic trace
+(`mooncake`, Apache-2.0) ship inside the package (`kvscale/data/traces/`, with their licenses
+and attribution), so `pip install kvscale` and a bare clone can replay them with nothing beside
+the checkout. Parsing stays in the pure `kvscale.trace`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "data" / "traces"
 NAMED_TRACES = {
     "conv": "azure_llm_2023_conv.csv",
     "code": "azure_llm_2023_code.csv",
+    "mooncake": "mooncake_fast25_synthetic.jsonl",
 }
 
 
 def resolve(name_or_path: str) -> pathlib.Path:
-    """A shipped trace's name (`conv`, `code`) as its path, or any other text as a path."""
+    """A shipped trace's name (`conv`, `code`, `mooncake`) as its path, else the text as a path."""
     if name_or_path in NAMED_TRACES:
         path = BUNDLED_DIR / NAMED_TRACES[name_or_path]
         if not path.is_file():

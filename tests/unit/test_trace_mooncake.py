@@ -1,6 +1,7 @@
 """The Mooncake FAST'25 trace format: fields, hash-id expansion, errors naming the field.
 
-The files are generated here in that format; the published traces are not committed."""
+The files are generated here in that format; of the published traces, only the synthetic one
+ships with kvscale (`--trace mooncake`), checked against its README's figures."""
 
 from __future__ import annotations
 
@@ -86,3 +87,19 @@ def test_bad_mooncake_lines_name_the_line_and_field(text: str, message: str) -> 
 def test_a_block_size_that_does_not_divide_512_is_refused() -> None:
     with pytest.raises(ValueError, match="block_size = 48"):
         trace.expand_hash_ids([0], 100, block_size=48)
+
+
+def test_the_shipped_synthetic_trace_is_the_published_one() -> None:
+    """`--trace mooncake`: the FAST'25 synthetic trace as its README describes it (3,993
+    requests over about 17 minutes, mean prompt 15,325 tokens, about half over 8k tokens)."""
+    path = tracefile.resolve("mooncake")
+    assert path.parent == tracefile.BUNDLED_DIR
+    reqs = tracefile.load(path)
+    assert len(reqs) == 3993
+    assert 16 * 60 < reqs[-1].arrival_s < 18 * 60
+    assert round(sum(r.prompt_tokens for r in reqs) / len(reqs)) == 15325
+    long = sum(r.prompt_tokens > 8192 for r in reqs) / len(reqs)
+    assert 0.45 < long < 0.6
+    # Prefixes are shared: some requests' first block hashes repeat an earlier request's.
+    firsts = [r.prefix_block_hashes[0] for r in reqs if r.prefix_block_hashes]
+    assert len(set(firsts)) < len(firsts)

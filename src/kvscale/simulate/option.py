@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace",
         required=True,
-        help="'conv' or 'code' (the Azure traces shipped with kvscale) or a .csv/.jsonl path",
+        help="'conv' or 'code' (the Azure traces shipped with kvscale), 'mooncake' (the "
+        "Mooncake FAST'25 synthetic trace, long contexts) or a .csv/.jsonl path",
     )
     parser.add_argument(
         "--policy",
