@@ -1,6 +1,10 @@
 """Helpers for the autoscaler's end-to-end stories (test_autoscale_e2e, test_autoscale_twin):
 kubectl reads in one namespace, killing a pod's container processes, load sent by pod IP,
-and waiting while checking that the Deployment's count does not move. Does I/O."""
+and waiting while checking that the Deployment's count does not move. Does I/O.
+
+Pods run under the node agent or a real kubelet (the cluster's `runtime`): a container's
+process is found through the agent's pid file or the node's containerd, its log through the
+agent's files or `kubectl logs`."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tests.integration import realnode
 from tests.support import wait
 
 from kvscale.api import models
@@ -138,19 +143,48 @@ class Story:
         return self.cluster.state_dir / "node-agent" / "pods" / directory / f"{container}.pid"
 
     def kill(self, pod: dict[str, Any], container: str) -> bool:
-        """SIGKILL the container's process group, as a crash or an OOM kill would end it."""
+        """SIGKILL the container's processes, as a crash or an OOM kill would end them."""
+        return self.signal(pod, container, signal.SIGKILL)
+
+    def signal(self, pod: dict[str, Any], container: str, sig: signal.Signals) -> bool:
+        """Send `sig` to a running container: its process group under the node agent, its
+        first process (PID 1 of the container, which the container lives and dies with) on
+        the real node. False when the container is not running (restarting, in back-off)."""
         try:
-            pid = json.loads(self.pid_file(pod, container).read_text())["pid"]
-            os.killpg(pid, signal.SIGKILL)
-        except (OSError, ValueError, KeyError):
-            return False  # not running (restarting, or in its back-off)
+            if self.cluster.runtime == local.KUBELET_RUNTIME:
+                os.kill(self._task_pid(pod["metadata"]["name"], container), sig)
+            else:
+                os.killpg(json.loads(self.pid_file(pod, container).read_text())["pid"], sig)
+        except (OSError, ValueError, KeyError, LookupError, subprocess.CalledProcessError):
+            return False
         return True
+
+    def _task_pid(self, pod_name: str, container: str) -> int:
+        """The host pid of a running container's first process on the real node (LookupError
+        when the container is not running)."""
+        pod = self.get("pod", pod_name)
+        for status in pod["status"].get("containerStatuses") or []:
+            if status["name"] == container and "running" in (status.get("state") or {}):
+                container_id = status["containerID"].removeprefix("containerd://")
+                try:
+                    return realnode.container_pid(self.cluster, container_id)
+                except AssertionError as gone:
+                    raise LookupError(str(gone)) from None
+        raise LookupError(f"{pod_name}: container {container} is not running")
 
     def diagnostics(self) -> str:
         """Each pod's status and the tail of each of its containers' logs (for a failure)."""
         lines = []
         for pod in self.get("pods", "-l", self.selector)["items"]:
             lines.append(f"pod {pod['metadata']['name']}: {json.dumps(pod.get('status'))}")
+            if self.cluster.runtime == local.KUBELET_RUNTIME:
+                for container in pod["spec"]["containers"]:
+                    found = self.cluster.kubectl(
+                        "logs", "-n", self.namespace, pod["metadata"]["name"],
+                        "-c", container["name"], "--tail=15", check=False,
+                    )  # fmt: skip
+                    lines.append(f"--- {container['name']}:\n{found.stdout}{found.stderr}")
+                continue
             directory = self.pid_file(pod, "x").parent
             for log in sorted(directory.glob("*.log")):
                 tail = log.read_text(errors="replace").splitlines()[-15:]

@@ -31,9 +31,17 @@ def _progress(line: str) -> None:
 
 
 @contextlib.contextmanager
-def cluster_with_images(state_dir: pathlib.Path, gpus: int, prefix: str) -> Iterator[local.Cluster]:
+def cluster_with_images(
+    state_dir: pathlib.Path, gpus: int, prefix: str, *, gpus_per_node: int | None = None
+) -> Iterator[local.Cluster]:
     """A one-node kubelet cluster with `gpus` fake GPUs and the kvscale and engine-twin images
-    (built by scripts/build-images.sh when this checkout's sources changed) in its containerd."""
+    (built by scripts/build-images.sh when this checkout's sources changed) in its containerd.
+    `gpus_per_node` sets the cluster's `gpus_per_node` (the node-agent stack's nodes, which
+    tests size pods by) with the same total: 4 GPUs as 2 x 2 make pods of 2 GPUs, 2 of which
+    fit."""
+    per_node = gpus_per_node or gpus
+    if gpus % per_node:
+        raise ValueError(f"gpus = {gpus} is not a multiple of gpus_per_node = {per_node}")
     if os.geteuid() != 0:
         pytest.fail("the real node needs root (network namespace, cgroups, mounts)")
     try:
@@ -46,8 +54,8 @@ def cluster_with_images(state_dir: pathlib.Path, gpus: int, prefix: str) -> Iter
     settings = local.Settings(
         name=f"{prefix}{uuid.uuid4().hex[:6]}",
         state_dir=state_dir,
-        nodes=1,
-        gpus_per_node=gpus,
+        nodes=gpus // per_node,
+        gpus_per_node=per_node,
         runtime=local.KUBELET_RUNTIME,
     )
     handle = local.start(settings, bins=bins, progress=_progress)

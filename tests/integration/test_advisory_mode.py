@@ -1,6 +1,7 @@
 """Advisory mode end to end: kvscale beside the autoscaler a team runs today.
 
-Twin engines (as in test_autoscale_twin) under an InferenceDeployment with
+Twin engines (as in test_autoscale_twin, on the real node: kubelet, containerd, runc, the
+images this checkout builds, a cluster of the module's own) under an InferenceDeployment with
 `spec.scaling.mode: Advisory`. A load that fills the one engine makes the operator advise a
 scale-up (status.desiredReplicas, an Event WouldScaleUp, ScalingActive=False/Advisory) while
 the engine Deployment stays at the count its owner set: no field manager of kvscale owns its
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Load, Story, wait_ready
 from tests.integration.conftest import Operator
@@ -38,6 +40,14 @@ def infd(gpus_per_node: int, mode: str = "Advisory") -> dict[str, Any]:
     scaling = manifest.autoscaling(twin.STABLE_S, twin.DELAY_S)
     scaling["mode"] = mode
     return twin.infd(gpus_per_node, name=NAME, scaling=scaling)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
+    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
+    state_dir = tmp_path_factory.mktemp("kvscale-advisory")
+    with realnode.cluster_with_images(state_dir, 4, "ad", gpus_per_node=2) as handle:
+        yield handle
 
 
 @pytest.fixture

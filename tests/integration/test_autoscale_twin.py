@@ -2,7 +2,9 @@
 
 The same parts as the vLLM story (test_autoscale_e2e.py) except the engine: each pod runs
 `kvscale twin` (the engine-twin image: vLLM's API and vllm:* metrics from a modelled
-Llama-3-8B on an H100, ready in seconds) beside the real kvscale sidecar. 512 KV blocks of 16
+Llama-3-8B on an H100, ready in seconds) beside the real kvscale sidecar. The pods run on the
+real node (kubelet, containerd, runc) from the images this checkout builds, on a cluster of
+the module's own: 4 fake GPUs, pods of 2 (`realnode.cluster_with_images`). 512 KV blocks of 16
 tokens per engine, so eight concurrent 3,400-token requests fill one and queue.
 
 - A load step scales 1 -> 3 (more is asked than maxReplicas allows); the third replica cannot
@@ -26,6 +28,7 @@ from typing import Any
 
 import pytest
 from lightkube import AsyncClient
+from tests.integration import realnode
 from tests.integration.autoscale_story import (
     Load,
     Story,
@@ -60,17 +63,26 @@ def infd(
     spec = {
         "model": {"name": MODEL},
         "engine": {
-            "image": "ghcr.io/kvscale/engine-twin:0.1.0",
+            "image": realnode.ENGINE_TWIN_IMAGE,
             "blockSize": 16,
             "maxModelLen": 4096,
             "shutdownGraceSeconds": 1,
             "extraArgs": ["--num-gpu-blocks-override", "512"],
         },
-        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "100m", "memory": "256Mi"},
+        # CPU is a real cgroup limit on the real node: the twin needs more than 100m there.
+        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "300m", "memory": "512Mi"},
         "scaling": manifest.autoscaling(STABLE_S, DELAY_S) if scaling is None else scaling,
         **more,
     }
     return manifest.inference_deployment(name, spec)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
+    """This module's own cluster on the real node, in place of the session's (node agent)."""
+    state_dir = tmp_path_factory.mktemp("kvscale-twin-story")
+    with realnode.cluster_with_images(state_dir, 4, "tw", gpus_per_node=2) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -204,7 +216,7 @@ def test_a_scale_from_a_count_that_changed_meanwhile_is_refused(
             "selector": {"matchLabels": {"app": "guarded"}},
             "template": {
                 "metadata": {"labels": {"app": "guarded"}},
-                "spec": {"containers": [{"name": "c", "image": "kvscale.local/testbox:1"}]},
+                "spec": {"containers": [{"name": "c", "image": "kvscale.local/webecho:1"}]},
             },
         },
     }

@@ -1,12 +1,13 @@
 """Chaos, first scenario (issue 14, item c): one engine killed (SIGKILL), or hung (SIGSTOP),
 while serving.
 
-Two engine twins behind the operator, light steady load spread over both by pod IP, with
-request accounting per engine. One engine's process group is killed (or stopped, then resumed
-after the watch) mid-stream. Goals: no
-request fails on the surviving engine, the requests cut are at most those in flight on the
-killed engine at the kill (plus those a router sent to it before it left the ready set), and
-the Deployment's count does not move (no scale action on missing data, none spurious).
+Two engine twins behind the operator, on the real node (kubelet, containerd, runc; the pods
+from the images this checkout builds, on a cluster of the module's own), light steady load
+spread over both by pod IP, with request accounting per engine. One engine's process is
+killed (or stopped, then resumed after the watch) mid-stream. Goals: no request fails on the
+surviving engine, the requests cut are at most those in flight on the killed engine at the
+kill (plus those a router sent to it before it left the ready set), and the Deployment's
+count does not move (no scale action on missing data, none spurious).
 
 Alerts: a real Prometheus (tests/support/prometheus.py) scrapes the operator and every engine
 pod's sidecar every 2 s and evaluates the chart's own rules. Every rule has a `for:` of 5 to
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import pathlib
 import signal
 import threading
@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import (
     Story,
@@ -151,6 +152,14 @@ class Accounted:
         tally.failed_at.append(time.monotonic())
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
+    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
+    state_dir = tmp_path_factory.mktemp("kvscale-chaos-engines")
+    with realnode.cluster_with_images(state_dir, 4, "ch", gpus_per_node=2) as handle:
+        yield handle
+
+
 @pytest.fixture
 def story(cluster: local.Cluster, namespace: str, operator: Operator) -> Iterator[Story]:
     yield Story(cluster, namespace, NAME)
@@ -188,9 +197,10 @@ def scraped_up(alerts: prometheus.Prometheus, pod_ips: list[str]) -> bool:
 
 
 def pause(story: Story, pod: dict[str, Any], sig: signal.Signals) -> None:
-    """SIGSTOP (a hung engine) or SIGCONT its container's process group."""
-    pid = json.loads(story.pid_file(pod, "engine").read_text())["pid"]
-    os.killpg(pid, sig)
+    """SIGSTOP (a hung engine) or SIGCONT its container's process."""
+    assert story.signal(pod, "engine", sig), (
+        f"the engine of {pod['metadata']['name']} is not running"
+    )
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
