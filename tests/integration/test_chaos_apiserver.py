@@ -12,7 +12,9 @@ come back by itself: its reconcile answers a spec change made after the outage, 
 run again without errors.
 
 This runs on a cluster of its own (started and stopped by the module): an outage of the
-session's cluster could leave later tests a control plane still settling.
+session's cluster could leave later tests a control plane still settling. Its node is a real
+one (kubelet, containerd, runc; the pods from the images this checkout builds), so what the
+kubelet does while it cannot reach the API server, and after, is Kubernetes' own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Story, is_ready, wait_metrics_available, wait_ready
 from tests.integration.conftest import ROOT, Operator
@@ -48,14 +51,9 @@ TIMEOUT = "--request-timeout=3s"  # kubectl must not hang on an API server witho
 
 @pytest.fixture(scope="module")
 def outage_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    settings = local.Settings(
-        name="outage", state_dir=tmp_path_factory.mktemp("outage-cluster"), node_agent=True
-    )
-    handle = local.start(settings)
-    try:
+    state_dir = tmp_path_factory.mktemp("outage-cluster")
+    with realnode.cluster_with_images(state_dir, 4, "outage", gpus_per_node=2) as handle:
         yield handle
-    finally:
-        local.stop(handle.state_dir)
 
 
 def infd() -> dict[str, Any]:

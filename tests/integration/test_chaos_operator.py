@@ -2,8 +2,9 @@
 mid-scale-down.
 
 The operator runs as a process here, so SIGKILL on it is what a leader pod's death is: no
-shutdown, no status written on the way out. One story, two kills, with request accounting
-(`Accounted`, from test_chaos.py):
+shutdown, no status written on the way out. The engines run on the real node (kubelet,
+containerd, runc; the built images), on a cluster of the module's own. One story, two kills,
+with request accounting (`Accounted`, from test_chaos.py):
 
 A. Mid-scale-up: long prompts on one twin engine make the operator scale 1 -> 2; the moment
    the Deployment's replicas change, the operator is SIGKILLed (the new pod is still
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import (
     Story,
@@ -56,6 +58,14 @@ def infd() -> dict[str, Any]:
     scaling = manifest.autoscaling(STABLE_S, DELAY_S)
     scaling["maxReplicas"] = 2  # one GPU each: both fit, so the scale-up is whole
     return twin.infd(1, name=NAME, scaling=scaling)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
+    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
+    state_dir = tmp_path_factory.mktemp("kvscale-chaos-operator")
+    with realnode.cluster_with_images(state_dir, 4, "co", gpus_per_node=2) as handle:
+        yield handle
 
 
 @pytest.fixture
