@@ -24,6 +24,8 @@ from kvscale.localstack import cluster as local
 VERSION = importlib.metadata.version("kvscale")
 # Containerfile's engine-twin target.
 ENGINE_TWIN_IMAGE = f"ghcr.io/kvscale/engine-twin:{VERSION}"
+# The node's own test image (scripts/node/webecho.c): an HTTP server on $PORT, default 8080.
+WEBECHO_IMAGE = "kvscale.local/webecho:1"
 
 
 def _progress(line: str) -> None:

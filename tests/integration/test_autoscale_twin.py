@@ -216,7 +216,7 @@ def test_a_scale_from_a_count_that_changed_meanwhile_is_refused(
             "selector": {"matchLabels": {"app": "guarded"}},
             "template": {
                 "metadata": {"labels": {"app": "guarded"}},
-                "spec": {"containers": [{"name": "c", "image": "kvscale.local/webecho:1"}]},
+                "spec": {"containers": [{"name": "c", "image": realnode.WEBECHO_IMAGE}]},
             },
         },
     }

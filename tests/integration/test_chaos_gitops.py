@@ -1,7 +1,8 @@
 """Chaos, scenario 6 of issue 14: GitOps applies under load, with request accounting.
 
 Two twin engines (one GPU each, min = max = 2, so the autoscaler's answer is always 2) serve
-steady light load (`Accounted`, from test_chaos.py) on a cluster of 4 fake GPUs, while:
+steady light load (`Accounted`, from test_chaos.py) on a cluster of 4 fake GPUs (a real node:
+kubelet, containerd, runc, the built images; a cluster of the module's own), while:
 
 A. A GitOps tool without the ignoreDifferences docs/gitops.md recommends server-side applies
    the engine Deployment's `spec.replicas: 1` under its own field manager:
@@ -30,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Story, is_ready, wait_metrics_available, wait_ready
 from tests.integration.conftest import Operator
@@ -37,6 +39,7 @@ from tests.integration.test_chaos import Accounted, Tally
 from tests.integration.test_gitops_ownership import GITOPS, owners
 from tests.support import manifest, wait
 
+from kvscale.api import models
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -52,13 +55,24 @@ def infd() -> dict[str, Any]:
 
 
 def blocker(namespace: str) -> str:
-    """Another deployment whose 2 pods take one GPU each (testbox pods: never ready, but
-    scheduled, so their GPUs are taken)."""
+    """Another deployment whose 2 pods take one GPU each: never ready (the webecho image
+    serves on 8080, not the engine port the probes ask), but scheduled, so their GPUs are
+    taken."""
     spec = manifest.testbox_spec(
+        engine={"image": realnode.WEBECHO_IMAGE},
+        sidecar={"image": models.DEFAULT_SIDECAR_IMAGE},
         resources={"gpusPerReplica": 1},
         scaling={"minReplicas": 2, "maxReplicas": 2},
     )
     return yaml.safe_dump(manifest.inference_deployment(BLOCKER, spec, namespace))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
+    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
+    state_dir = tmp_path_factory.mktemp("kvscale-chaos-gitops")
+    with realnode.cluster_with_images(state_dir, 4, "go", gpus_per_node=2) as handle:
+        yield handle
 
 
 @pytest.fixture
