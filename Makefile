@@ -31,18 +31,22 @@ contracts: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-# The chaos scenarios (docs/reliability.md), printing their request accounting: an engine
-# killed or hung (test_chaos.py); a sidecar cut off from the operator or serving it garbage,
-# and two deployments short of GPUs (test_chaos_control.py); the operator SIGKILLed mid-scale-up
-# and mid-scale-down (test_chaos_operator.py); 400 fuzzed InferenceDeployments applied with
-# kubectl, the API server's verdicts against the models' (test_chaos_fuzz.py); 12 twin
-# InferenceDeployments under one operator, each ticking and reporting (test_chaos_fleet.py,
-# about 75 s); GitOps applies of the engine Deployment's replicas and of a pod-template change,
-# a rolling update with GPUs free and with none free (test_chaos_gitops.py, about 100 s); the
-# API server and etcd each down for 30 s under load, on a cluster of its own
-# (test_chaos_apiserver.py, about 4 minutes). The 50-deployment run is
-# `.venv/bin/python benchmarks/fleet_bench.py` (about 5 minutes on 2 cores: its own cluster,
-# 5 batches of 10 pods, a 120 s window).
+# The chaos scenarios (docs/reliability.md), printing their request accounting and the alerts a
+# real Prometheus saw, each module on a real-node cluster of its own: an engine killed or hung
+# (test_chaos.py, about 2.5 min); a sidecar cut off from the operator or serving it garbage,
+# and two deployments short of GPUs (test_chaos_control.py, about 4.5 min); the operator
+# SIGKILLed mid-scale-up and mid-scale-down (test_chaos_operator.py, about 2.5 min); 400
+# fuzzed InferenceDeployments applied with kubectl, the API server's verdicts against the
+# models' (test_chaos_fuzz.py, about 1.5 min); 12 twin InferenceDeployments under one operator
+# (test_chaos_fleet.py, about 2 min); GitOps applies of the engine Deployment's replicas and of
+# a pod-template change (test_chaos_gitops.py, about 2.5 min); the API server and etcd each
+# down for 30 s under load (test_chaos_apiserver.py, about 5.5 min); the kubelet stopped past
+# the node-monitor grace period (test_real_node_inference.py, about 3.5 min); the leader pod
+# deleted mid-scale-up and the API server down under the chart's leader election
+# (test_real_node_operator.py, about 4 min). About 30 minutes in all on 2 cores; `make test`
+# runs the same modules. The 50-deployment run is `.venv/bin/python benchmarks/fleet_bench.py`
+# (about 5 minutes on 2 cores: its own cluster, 5 batches of 10 pods, a 120 s window; on the
+# node agent, since 50 pods ask for more CPU than this machine's real node has).
 chaos: setup
 	$(BIN)/pytest tests/integration/test_chaos.py tests/integration/test_chaos_control.py \
 		tests/integration/test_chaos_operator.py tests/integration/test_chaos_fuzz.py \

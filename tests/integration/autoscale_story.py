@@ -67,8 +67,15 @@ class Story:
         return [pod["status"]["podIP"] for pod in self.pods() if is_ready(pod)]
 
     def events(self, reason: str) -> list[dict[str, Any]]:
+        """This InferenceDeployment's Events of `reason` (not those of others in the
+        namespace)."""
         items = self.get("events", "--field-selector", f"reason={reason}")["items"]
-        return [item for item in items if item["involvedObject"]["kind"] == models.KIND]
+        return [
+            item
+            for item in items
+            if item["involvedObject"]["kind"] == models.KIND
+            and item["involvedObject"]["name"] == self.name
+        ]
 
     def scaled(self, replicas: int, reason: str, timeout_s: float) -> list[dict[str, Any]]:
         """Wait for the engine Deployment at `replicas`, then for an Event of `reason`

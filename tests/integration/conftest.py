@@ -23,10 +23,11 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 from tests.integration import chartrbac
-from tests.support import wait
+from tests.support import prometheus, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
+from kvscale.localstack import tools
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KVSCALE = ROOT / ".venv" / "bin" / "kvscale"
@@ -220,3 +221,31 @@ def namespace(cluster: local.Cluster, request: pytest.FixtureRequest) -> Iterato
     yield name
     with contextlib.suppress(subprocess.CalledProcessError):
         cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@contextlib.contextmanager
+def chart_prometheus(
+    directory: pathlib.Path, operator: Operator | None = None
+) -> Iterator[prometheus.Prometheus]:
+    """A Prometheus evaluating the chart's rules, scraping `operator` (a running process, if
+    given); the caller adds the engine pods as they come (`scrape_pods`), and a restarted
+    operator's new port or the operator pods' addresses (`scrape_operator`)."""
+    try:
+        helm, binary = tools.ensure("helm"), tools.ensure("prometheus")
+    except tools.ToolError as error:
+        pytest.fail(str(error), pytrace=False)
+    server = prometheus.Prometheus(binary, directory, prometheus.Monitoring.of_chart(helm))
+    server.start()
+    if operator is not None:
+        server.scrape_operator(f"127.0.0.1:{operator.metrics_port}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def alerts(operator: Operator, tmp_path: pathlib.Path) -> Iterator[prometheus.Prometheus]:
+    """`chart_prometheus` scraping the module's operator, for one test."""
+    with chart_prometheus(tmp_path / "prometheus", operator) as server:
+        yield server

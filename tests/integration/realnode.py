@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import pathlib
 import subprocess
@@ -70,6 +71,21 @@ def cluster_with_images(
         local.stop(handle.state_dir, progress=_progress)
 
 
+def module_cluster(prefix: str, gpus: int = 4, gpus_per_node: int | None = 2) -> Any:
+    """A module-scoped `cluster` fixture on the real node (`cluster_with_images`: `gpus` fake
+    GPUs, `gpus_per_node` as there), for a test module to take in place of the session's:
+    `cluster = realnode.module_cluster("ch")`. The operator fixtures and `namespace` follow it.
+    `prefix` (a few letters) names the cluster, so a leftover one says which module made it."""
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
+        state_dir = tmp_path_factory.mktemp(f"kvscale-real-{prefix}")
+        with cluster_with_images(state_dir, gpus, prefix, gpus_per_node=gpus_per_node) as handle:
+            yield handle
+
+    return cluster
+
+
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"  # the twin's profile: Llama-3-8B on an H100
 ENGINE_PORT = 8000
 
@@ -95,6 +111,16 @@ def twin_infd(name: str, *, drain_s: int, delay_s: int) -> dict[str, Any]:
     return manifest.inference_deployment(name, spec)
 
 
+def tag_image(real: local.Cluster, source: str, target: str) -> None:
+    """Another name for an image in the node's containerd (`ctr images tag`), as a push of a
+    new tag to a registry would give one: a version bump a pod template can move to."""
+    argv = [
+        "ctr", "--address", str(real.node.socket), "-n", "k8s.io", "images", "tag", "--force",
+        source, target,
+    ]  # fmt: skip
+    subprocess.run(argv, capture_output=True, text=True, check=True)
+
+
 def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
     for status in pod["status"].get("containerStatuses") or []:
         if status["name"] == name:
@@ -117,3 +143,63 @@ def container_pid(real: local.Cluster, container_id: str) -> int:
         if task == container_id:
             return int(pid)
     raise AssertionError(f"no task {container_id} in:\n{listing}")
+
+
+def container_pids(real: local.Cluster, pod: dict[str, Any], container: str) -> list[int]:
+    """The host pids of every process of a pod's container, as containerd lists them."""
+    container_id = container_status(pod, container)["containerID"].removeprefix("containerd://")
+    argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", "tasks", "ps", container_id]
+    listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in listing.splitlines()[1:] if line.strip()]
+
+
+class Partition:
+    """The host cut off from one port of one pod: a netfilter rule in the pod's own network
+    namespace drops every packet from the host's end of the node's veth (where the operator,
+    a host process, reaches pods from) to `port`, on connections old and new. kubelet's probes
+    come from the node's bridge, another address, so they still get through, as in a real
+    cluster where the operator's path is cut and the kubelet still reaches its pod. Only that
+    namespace's rules change; `heal` removes the rule. Does I/O."""
+
+    def __init__(self, real: local.Cluster, pid: int, port: int) -> None:
+        self._enter = ["nsenter", f"--net=/proc/{pid}/ns/net", "iptables", "-w"]
+        self._rule = [
+            "INPUT", "-s", real.node.addresses.host_ip, "-p", "tcp", "--dport", str(port),
+            "-j", "DROP",
+        ]  # fmt: skip
+        self.dropped = 0
+        """Packets the rule dropped, read at `heal`."""
+        self._cut = False
+
+    def start(self) -> None:
+        subprocess.run([*self._enter, "-I", *self._rule], capture_output=True, check=True)
+        self._cut = True
+
+    def heal(self) -> None:
+        """Remove the rule (idempotent), counting what it dropped first."""
+        if not self._cut:
+            return
+        listing = subprocess.run(
+            [*self._enter, "-L", "INPUT", "-n", "-v", "-x"], capture_output=True, text=True
+        ).stdout
+        for line in listing.splitlines():
+            if "DROP" in line.split():
+                self.dropped = int(line.split()[0])
+        subprocess.run([*self._enter, "-D", *self._rule], capture_output=True, check=True)
+        self._cut = False
+
+
+def http_inside_the_node(
+    real: local.Cluster, url: str, body: dict[str, Any] | None = None
+) -> str | None:
+    """GET `url`, or POST `body` as JSON, from inside the node's network namespace, where
+    Service addresses route (kube-proxy's rules live there); the answer's body, or None when
+    the request failed."""
+    data = None if body is None else json.dumps(body).encode()
+    script = (
+        "import sys, urllib.request as u\n"
+        f"r = u.Request({url!r}, data={data!r}, headers={{'Content-Type': 'application/json'}})\n"
+        "sys.stdout.write(u.urlopen(r, timeout=10).read().decode())\n"
+    )
+    result = real.in_node(sys.executable, "-c", script)
+    return result.stdout if result.returncode == 0 else None

@@ -1,28 +1,23 @@
-"""A stand-in that answers on a stopped sidecar's own listening socket. Does I/O: copies a
-file descriptor out of another process (pidfd_getfd(2)), signals it, serves HTTP, asks the
-engine.
+"""A stand-in that answers on a stopped sidecar's own listening socket, with garbage. Does
+I/O: copies a file descriptor out of another process (pidfd_getfd(2)), signals it, serves HTTP,
+asks the engine.
 
-Why this and not a packet filter: in the node-agent runtime a pod is a process group on its
-own loopback address in the host's network namespace. It has no network namespace of its own,
-so the only place to drop the operator's packets to one sidecar would be the host's netfilter
-tables, which the local stack never touches (and which would drop the node agent's probes of
-that sidecar too, unlike a partition between operator and sidecar in a real cluster, where the
-kubelet still reaches its pod).
+A sidecar serving garbage is a fault of the process, not of the network, so it is made on the
+socket itself. The test copies the sidecar container's listening socket into its own process
+(from the host, through the container's processes as containerd lists them), stops those
+processes (SIGSTOP: the sidecar keeps its port, its state and the operator's idle keep-alive
+connection, on which a request now gets no answer) and accepts the new connections in its
+place:
 
-So the fault is made on the socket itself. The test copies the sidecar's listening socket into
-its own process, stops the sidecar's process group (SIGSTOP: it keeps its port, its state and
-the operator's idle keep-alive connection, on which a request now gets no answer) and accepts
-the new connections in its place:
-
-- the node agent's probes are answered as the sidecar would answer them: `/healthz` alive (a
-  sidecar cut off from the operator still polls its engine), `/readyz` from the engine's own
-  `/health`, so the pod stays ready and keeps taking traffic;
-- the operator's `GET /v1/occupancy` is answered by `mode`: PARTITION reads the request and
-  never answers (as when the path drops packets: the operator's read times out), GARBAGE
-  answers 200 with the next of `garbage` bodies, over and over.
+- kubelet's probes are answered as the sidecar would answer them: `/healthz` alive (a sidecar
+  with a broken report still polls its engine), `/readyz` from the engine's own `/health`, so
+  the pod stays ready and keeps taking traffic;
+- the operator's `GET /v1/occupancy` gets 200 with the next of `garbage` bodies, over and over.
 
 `heal()` closes the copy (the socket stays open in the sidecar) and resumes the sidecar, which
 then accepts again; the requests left unanswered meanwhile are ones the operator gave up on.
+(A sidecar cut off from the operator is a fault of the network: `realnode.Partition` drops its
+packets in the pod's own network namespace.)
 """
 
 from __future__ import annotations
@@ -30,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import enum
 import itertools
 import os
-import pathlib
 import signal
 import socket
 import threading
@@ -46,24 +39,6 @@ from kvscale import report
 
 _SYS_PIDFD_GETFD = 438  # one number on every architecture but alpha (Linux 5.6 and later)
 _LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-class Mode(enum.Enum):
-    PARTITION = "partition"
-    GARBAGE = "garbage"
-
-
-def _group(pgid: int) -> list[int]:
-    """The pids of a process group (field 5 of /proc/<pid>/stat, after the command's ')')."""
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                found.append(int(entry.name))
-    return found
 
 
 def _copy_fd(pid: int, fd: int) -> int:
@@ -80,52 +55,50 @@ def _copy_fd(pid: int, fd: int) -> int:
 
 
 def _listens_on(sock: socket.socket, ip: str, port: int) -> bool:
+    """Listening on ip:port, itself or as the wildcard address of the pod's namespace."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        return bool(listening) and sock.getsockname()[:2] == (ip, port)
+        host, bound = sock.getsockname()[:2]
     except OSError:
         return False
+    return bool(listening) and bound == port and host in (ip, "0.0.0.0", "::")
 
 
-def listening_socket(pgid: int, ip: str, port: int) -> socket.socket:
-    """A copy of the socket listening on ip:port in process group `pgid`."""
-    for pid in _group(pgid):
-        for entry in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+def listening_socket(pids: Sequence[int], ip: str, port: int) -> socket.socket:
+    """A copy of the socket listening on ip:port in one of the processes `pids`."""
+    for pid in pids:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            entry = f"/proc/{pid}/fd/{name}"
             try:
                 if not os.readlink(entry).startswith("socket:"):
                     continue
-                copy = socket.socket(fileno=_copy_fd(pid, int(entry.name)))
+                copy = socket.socket(fileno=_copy_fd(pid, int(name)))
             except OSError:
                 continue  # closed meanwhile
             if _listens_on(copy, ip, port):
                 return copy
             copy.close()
-    raise LookupError(f"no socket listens on {ip}:{port} in process group {pgid}")
+    raise LookupError(f"no socket listens on {ip}:{port} in processes {list(pids)}")
 
 
 class StandIn:
-    """Stops the sidecar of process group `pgid` and answers on its socket (module docstring)."""
+    """Stops the sidecar's processes `pids` and answers on its socket (module docstring)."""
 
     def __init__(
-        self,
-        pgid: int,
-        ip: str,
-        port: int,
-        engine_url: str,
-        mode: Mode,
-        garbage: Sequence[bytes] = (),
+        self, pids: Sequence[int], ip: str, port: int, engine_url: str, garbage: Sequence[bytes]
     ) -> None:
-        if mode is Mode.GARBAGE and not garbage:
-            raise ValueError("mode GARBAGE needs at least one garbage body")
-        self.pgid = pgid
-        self.mode = mode
+        if not garbage:
+            raise ValueError("the stand-in needs at least one garbage body")
+        self.pids = list(pids)
         self.engine_url = engine_url
         self.asked = 0
-        """Occupancy requests the operator made of the stand-in (held or answered with garbage)."""
+        """Occupancy requests the operator made of the stand-in (answered with garbage)."""
         self.probed = 0
-        """Probes answered (the node agent's /healthz and /readyz)."""
+        """Probes answered (kubelet's /healthz and /readyz)."""
         self._garbage = itertools.cycle(garbage)
-        self._socket = listening_socket(pgid, ip, port)
+        self._socket = listening_socket(self.pids, ip, port)
         self._loop = asyncio.new_event_loop()
         self._healed = asyncio.Event()
         self._started = threading.Event()
@@ -133,8 +106,12 @@ class StandIn:
         self._stopped = False
         self._session: aiohttp.ClientSession | None = None
 
+    def _signal(self, sig: signal.Signals) -> None:
+        for pid in self.pids:
+            os.kill(pid, sig)
+
     def start(self) -> None:
-        os.killpg(self.pgid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
         try:
             self._thread.start()
             if not self._started.wait(timeout=30):
@@ -158,7 +135,7 @@ class StandIn:
         finally:
             with contextlib.suppress(OSError):
                 self._socket.close()
-            os.killpg(self.pgid, signal.SIGCONT)
+            self._signal(signal.SIGCONT)
 
     def _serve(self) -> None:
         try:
@@ -197,7 +174,4 @@ class StandIn:
 
     async def _occupancy(self, _: web.Request) -> web.Response:
         self.asked += 1
-        if self.mode is Mode.PARTITION:
-            await self._healed.wait()  # never answered while the fault lasts
-            return web.Response(status=503)
         return web.Response(body=next(self._garbage), content_type="application/json")

@@ -42,12 +42,7 @@ def infd(gpus_per_node: int, mode: str = "Advisory") -> dict[str, Any]:
     return twin.infd(gpus_per_node, name=NAME, scaling=scaling)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
-    state_dir = tmp_path_factory.mktemp("kvscale-advisory")
-    with realnode.cluster_with_images(state_dir, 4, "ad", gpus_per_node=2) as handle:
-        yield handle
+cluster = realnode.module_cluster("ad")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Load, Story, wait_ready
 from tests.integration.conftest import Operator
@@ -30,6 +31,9 @@ from tests.support import wait
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# On the real node (kubelet, containerd, runc; the images this checkout builds).
+cluster = realnode.module_cluster("sl")
 
 NAME = "slo-twins"
 WARMUP_S = 60  # kvscale.scaling.capacity.Settings.warmup_seconds: before it nothing is learned

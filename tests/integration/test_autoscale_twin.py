@@ -77,12 +77,7 @@ def infd(
     return manifest.inference_deployment(name, spec)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    """This module's own cluster on the real node, in place of the session's (node agent)."""
-    state_dir = tmp_path_factory.mktemp("kvscale-twin-story")
-    with realnode.cluster_with_images(state_dir, 4, "tw", gpus_per_node=2) as handle:
-        yield handle
+cluster = realnode.module_cluster("tw")
 
 
 @pytest.fixture

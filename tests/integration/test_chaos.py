@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import pathlib
 import signal
 import threading
 import time
@@ -44,7 +43,6 @@ from tests.integration.conftest import Operator
 from tests.support import manifest, prometheus, wait
 
 from kvscale.localstack import cluster as local
-from kvscale.localstack import tools
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -152,12 +150,7 @@ class Accounted:
         tally.failed_at.append(time.monotonic())
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
-    state_dir = tmp_path_factory.mktemp("kvscale-chaos-engines")
-    with realnode.cluster_with_images(state_dir, 4, "ch", gpus_per_node=2) as handle:
-        yield handle
+cluster = realnode.module_cluster("ch")
 
 
 @pytest.fixture
@@ -167,33 +160,63 @@ def story(cluster: local.Cluster, namespace: str, operator: Operator) -> Iterato
         cluster.kubectl("delete", "infd", NAME, "-n", namespace, "--wait=false")
 
 
-@pytest.fixture
-def alerts(operator: Operator, tmp_path: pathlib.Path) -> Iterator[prometheus.Prometheus]:
-    """A Prometheus evaluating the chart's rules, scraping the operator; the test adds the
-    engine pods as they come."""
-    try:
-        helm, binary = tools.ensure("helm"), tools.ensure("prometheus")
-    except tools.ToolError as error:
-        pytest.fail(str(error), pytrace=False)
-    server = prometheus.Prometheus(
-        binary, tmp_path / "prometheus", prometheus.Monitoring.of_chart(helm)
-    )
-    server.start()
-    server.scrape_operator(f"127.0.0.1:{operator.metrics_port}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def scraped_up(alerts: prometheus.Prometheus, pod_ips: list[str]) -> bool:
-    """Prometheus has scraped the operator and the sidecar of each of these pods, all up."""
+    """Prometheus has scraped the operator (each of its replicas) and the sidecar of each of
+    these pods, all up."""
     monitoring = alerts.monitoring
     operator_up = list(alerts.up(monitoring.operator_job).values())
     engines_up = {
         instance.rsplit(":", 1)[0]: v for instance, v in alerts.up(monitoring.engines_job).items()
     }
-    return operator_up == [1.0] and all(engines_up.get(ip) == 1.0 for ip in pod_ips)
+    operator_ok = bool(operator_up) and all(value == 1.0 for value in operator_up)
+    return operator_ok and all(engines_up.get(ip) == 1.0 for ip in pod_ips)
+
+
+def all_quiet_before_the_fault(alerts: prometheus.Prometheus, *stories: Story) -> None:
+    """Prometheus scrapes the operator and the sidecars of these deployments' ready pods (a
+    Prometheus that scrapes nothing would see no alert and prove nothing), the sidecars' series
+    carry the labels the engine-side rules group by, every rule evaluates, and no alert is
+    active."""
+    ips = [ip for story in stories for ip in story.ready_ips()]
+    pods = [pod for story in stories for pod in story.pods()]
+    assert alerts.scrape_pods(pods) == len(ips), "the chart's PodMonitor selects no engine pod"
+    wait.eventually(
+        lambda: scraped_up(alerts, ips),
+        "up == 1 for the operator and every sidecar",
+        timeout_s=60,
+        retry_on=(OSError,),
+    )
+    # The chart's PodMonitor relabeling adds `name`: else those rules could never match.
+    for story in stories:
+        engine_series = (
+            "kvscale_engine_requests"
+            f'{{state="running", namespace="{story.namespace}", name="{story.name}"}}'
+        )
+        wait.eventually(
+            lambda series=engine_series, story=story: (  # type: ignore[misc]
+                len(alerts.query(series)) == len(story.ready_ips())
+            ),
+            f"{engine_series}: one series per engine pod",
+            timeout_s=30,
+            retry_on=(OSError,),
+        )
+    rules = alerts.monitoring.alert_names()
+    wait.eventually(
+        lambda: alerts.evaluated_alert_rules() == rules,
+        f"the chart's {len(rules)} alerting rules evaluated without error",
+        timeout_s=60,
+        retry_on=(OSError,),
+    )
+    wait.eventually(
+        lambda: alerts.alerts() == [],
+        "no alert pending or firing before the fault",
+        timeout_s=90,
+        retry_on=(OSError,),
+    )
+    print(
+        f"before the fault: up == 1 for the operator and {len(ips)} sidecars; "
+        f"{len(rules)} alerting rules evaluated; no alert active"
+    )
 
 
 def pause(story: Story, pod: dict[str, Any], sig: signal.Signals) -> None:
@@ -210,43 +233,7 @@ def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
     story.cluster.kubectl("apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd()))
     ips = wait_ready(story, 2)
     wait_metrics_available(story)
-    # Before the fault: Prometheus scrapes the operator and both sidecars (a Prometheus that
-    # scrapes nothing would see no alert and prove nothing), and no alert is active.
-    assert alerts.scrape_pods(story.pods()) == 2, "the chart's PodMonitor selects no engine pod"
-    wait.eventually(
-        lambda: scraped_up(alerts, ips),
-        "up == 1 for the operator and both sidecars",
-        timeout_s=60,
-        retry_on=(OSError,),
-    )
-    # The sidecars' series carry the labels the engine-side rules group by (the chart's
-    # PodMonitor relabeling adds `name`): else those rules could never match anything.
-    engine_series = (
-        f'kvscale_engine_requests{{state="running", namespace="{story.namespace}", name="{NAME}"}}'
-    )
-    wait.eventually(
-        lambda: len(alerts.query(engine_series)) == 2,
-        f"{engine_series}: one series per engine pod",
-        timeout_s=30,
-        retry_on=(OSError,),
-    )
-    rules = alerts.monitoring.alert_names()
-    wait.eventually(
-        lambda: alerts.evaluated_alert_rules() == rules,
-        f"the chart's {len(rules)} alerting rules evaluated without error",
-        timeout_s=60,
-        retry_on=(OSError,),
-    )
-    wait.eventually(
-        lambda: alerts.alerts() == [],
-        "no alert pending or firing before the fault",
-        timeout_s=90,
-        retry_on=(OSError,),
-    )
-    print(
-        f"before the fault: up == 1 for the operator and both sidecars; {len(rules)} alerting "
-        "rules evaluated; no alert active"
-    )
+    all_quiet_before_the_fault(alerts, story)
     (victim,) = [p for p in story.pods() if p["status"]["podIP"] == ips[0]]
     watch = Watch(story)
     recorder = prometheus.AlertRecorder(alerts)

@@ -15,26 +15,32 @@ This runs on a cluster of its own (started and stopped by the module): an outage
 session's cluster could leave later tests a control plane still settling. Its node is a real
 one (kubelet, containerd, runc; the pods from the images this checkout builds), so what the
 kubelet does while it cannot reach the API server, and after, is Kubernetes' own.
+
+Alerts: a real Prometheus evaluates the chart's rules throughout (test_chaos.py says how); it
+scrapes the operator and the sidecars directly, as a cluster's Prometheus does, so it keeps
+its view through the outage. No alert may go even pending: a 30 s outage that fails no
+request and changes nothing is not worth a page, and the rules' own windows (the operator's
+last successful reconciles and decisions within 5 to 10 minutes) say so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Story, is_ready, wait_metrics_available, wait_ready
-from tests.integration.conftest import ROOT, Operator
-from tests.integration.test_chaos import Accounted
+from tests.integration.conftest import ROOT, Operator, chart_prometheus
+from tests.integration.test_chaos import Accounted, all_quiet_before_the_fault
 from tests.integration.test_chaos_gitops import totals
-from tests.support import census, manifest, wait
+from tests.support import census, manifest, prometheus, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
@@ -49,11 +55,7 @@ AFTER_S = 25.0  # past a stable window (8 s) and a scale-down delay (15 s) after
 TIMEOUT = "--request-timeout=3s"  # kubectl must not hang on an API server without etcd
 
 
-@pytest.fixture(scope="module")
-def outage_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    state_dir = tmp_path_factory.mktemp("outage-cluster")
-    with realnode.cluster_with_images(state_dir, 4, "outage", gpus_per_node=2) as handle:
-        yield handle
+outage_cluster = realnode.module_cluster("outage")
 
 
 def infd() -> dict[str, Any]:
@@ -138,10 +140,16 @@ def test_a_control_plane_outage_under_load_fails_no_request_and_scales_nothing(
     operator.start()
     load = Accounted(concurrency=4)
     router = Router(story, load)
+    monitoring = contextlib.ExitStack()
+    recorder: prometheus.AlertRecorder | None = None
     try:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(infd()))
         load.targets = wait_ready(story, 2)
         wait_metrics_available(story)
+        alerts = monitoring.enter_context(chart_prometheus(tmp_path / "prometheus", operator))
+        all_quiet_before_the_fault(alerts, story)
+        recorder = prometheus.AlertRecorder(alerts)
+        recorder.start()
         before = story.replicas()
         load.start()
         router.start()
@@ -198,6 +206,9 @@ def test_a_control_plane_outage_under_load_fails_no_request_and_scales_nothing(
         events = cluster.kubectl("get", "events", "-n", namespace, check=False).stdout
         nodes = cluster.kubectl("get", "nodes", check=False).stdout
     finally:
+        seen = recorder.stop() if recorder else []
+        polls = recorder.polls if recorder else 0
+        monitoring.close()
         router.stop()
         load.stop()
         code = operator.stop()
@@ -225,6 +236,9 @@ def test_a_control_plane_outage_under_load_fails_no_request_and_scales_nothing(
         + "; ".join(f"{when - stopped:+.1f} s {ips}" for when, ips in router.changes)
     )
     print(f"{described}\n{nodes}\n{events}")
+    print(f"alerts from before the outage to the end ({polls} polls of /api/v1/alerts):")
+    for line in [str(item) for item in seen] or ["none"]:
+        print(f"  {line}")
     print(f"requests: {completed} completed, {failed} failed {why}; per engine:")
     for ip, tally in load.tallies.items():
         print(f"  {ip}: {tally}")
@@ -241,4 +255,6 @@ def test_a_control_plane_outage_under_load_fails_no_request_and_scales_nothing(
     assert code == 0, log[-5000:]
     assert status["MetricsAvailable"].startswith("True"), status
     assert decided_after > decided_before
+    assert polls > 0, "no poll of /api/v1/alerts succeeded"
+    assert seen == [], f"alerts went pending or fired around a harmless outage: {seen}"
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")

@@ -1,9 +1,11 @@
 """Chaos, scenario 9 (issue 14): fuzzed InferenceDeployments, valid and invalid, applied with
 kubectl to the real API server while the operator runs.
 
-Hypothesis draws specs from the models (`tests/support/fuzz.py`: valid-looking, then none, one
-or two mutations: numbers at and around each bound, wrong types, unknown fields, broken
-cross-field rules, odd strings, missing required fields, nulls, bad quantities and durations).
+On the real node (kubelet, containerd, runc; a cluster of the module's own), though no pod is
+made here (below). Hypothesis draws specs from the models (`tests/support/fuzz.py`:
+valid-looking, then none, one or two mutations: numbers at and around each bound, wrong types,
+unknown fields, broken cross-field rules, odd strings, missing required fields, nulls, bad
+quantities and durations).
 TOTAL distinct objects (400) in batches of BATCH, derandomized, so every run applies the
 same objects; each batch is one `kubectl apply` of a JSON stream, which sends each object on its
 own with fieldValidation=Strict, as users' `kubectl apply -f` does. For each object:
@@ -44,6 +46,7 @@ from typing import Any
 import pydantic
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from tests.integration import realnode
 from tests.integration.conftest import Operator
 from tests.support import fuzz, wait
 
@@ -51,6 +54,8 @@ from kvscale.api import models
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+cluster = realnode.module_cluster("fz", 2, None)
 
 BATCH = 25
 # 16 batches, 400 distinct objects, the same ones on every run. For a longer or another search:

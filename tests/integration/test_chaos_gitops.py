@@ -11,14 +11,20 @@ A. A GitOps tool without the ignoreDifferences docs/gitops.md recommends server-
       is drained and removed, and the operator — the field's owner by design, the tool is
       misconfigured — sets 2 again on its next tick (taking the field back). The test measures
       how long, and how many requests the forced scale-down cut.
-B. A change in Git to the InferenceDeployment that changes the pod template (the engine's
-   maxNumSeqs): a rolling update (maxSurge 1, maxUnavailable 0, as rendered):
+B. A version bump in Git: the InferenceDeployment's engine image moves to a new tag (of the
+   same content, tagged in the node's containerd as a registry push would), which changes the
+   pod template: a rolling update (maxSurge 1, maxUnavailable 0, as rendered):
    1. with GPUs free: the surge pod starts, old pods drain and go, one at a time;
    2. with every GPU taken (another deployment holds the 2 free ones): the surge pod stays
       Pending, the old pods keep serving, the rollout waits; once that deployment is deleted
       it completes.
    Throughout, the autoscaler must not read the rollout's extra or unready pods as load or as
    missing data: the count stays 2 (no scale action at all in B).
+
+Alerts: a real Prometheus evaluates the chart's rules throughout (test_chaos.py says how).
+KVScaleDesiredReplicasNotReached must go pending for the other deployment (its pods never
+become ready) and may for this one (while a forced-away pod comes back, or a rollout's pods
+start); nothing else may go even pending, and nothing fires.
 """
 
 from __future__ import annotations
@@ -35,11 +41,10 @@ from tests.integration import realnode
 from tests.integration import test_autoscale_twin as twin
 from tests.integration.autoscale_story import Story, is_ready, wait_metrics_available, wait_ready
 from tests.integration.conftest import Operator
-from tests.integration.test_chaos import Accounted, Tally
+from tests.integration.test_chaos import Accounted, Tally, all_quiet_before_the_fault
 from tests.integration.test_gitops_ownership import GITOPS, owners
-from tests.support import manifest, wait
+from tests.support import manifest, prometheus, wait
 
-from kvscale.api import models
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -58,21 +63,14 @@ def blocker(namespace: str) -> str:
     """Another deployment whose 2 pods take one GPU each: never ready (the webecho image
     serves on 8080, not the engine port the probes ask), but scheduled, so their GPUs are
     taken."""
-    spec = manifest.testbox_spec(
-        engine={"image": realnode.WEBECHO_IMAGE},
-        sidecar={"image": models.DEFAULT_SIDECAR_IMAGE},
+    spec = manifest.never_ready_spec(
         resources={"gpusPerReplica": 1},
         scaling={"minReplicas": 2, "maxReplicas": 2},
     )
     return yaml.safe_dump(manifest.inference_deployment(BLOCKER, spec, namespace))
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
-    state_dir = tmp_path_factory.mktemp("kvscale-chaos-gitops")
-    with realnode.cluster_with_images(state_dir, 4, "go", gpus_per_node=2) as handle:
-        yield handle
+cluster = realnode.module_cluster("go")
 
 
 @pytest.fixture
@@ -117,8 +115,9 @@ def conditions(story: Story) -> dict[str, str]:
 class Serving:
     """Steady load over the ready set, refreshed by `poll`; the Deployment's counts seen."""
 
-    def __init__(self, story: Story) -> None:
+    def __init__(self, story: Story, alerts: prometheus.Prometheus) -> None:
         self.story = story
+        self.alerts = alerts
         self.load = Accounted(concurrency=4)
         self.load.targets = story.ready_ips()
         self.counts = [story.replicas()[0]]
@@ -142,6 +141,9 @@ class Serving:
 
     def poll(self) -> list[dict[str, Any]]:
         pods = self.story.pods()  # not terminating: a Service drops those at once
+        # The PodMonitor's view follows every engine pod in the namespace (the other
+        # deployment's too).
+        self.alerts.scrape_pods(self.story.get("pods")["items"])
         ready = [p["status"]["podIP"] for p in pods if is_ready(p)]
         now = time.monotonic()
         for ip in set(self.load.targets) - set(ready):
@@ -178,16 +180,35 @@ def totals(tallies: dict[str, Tally]) -> tuple[int, int, dict[str, int]]:
     return sum(t.completed for t in tallies.values()), sum(t.failed for t in tallies.values()), why
 
 
+def bump(story: Story, image: str) -> None:
+    """What a GitOps tool applies after a version bump in Git: the engine's image, a new tag
+    of the image the node has (tagged first, as the build's push to a registry would)."""
+    realnode.tag_image(story.cluster, realnode.ENGINE_TWIN_IMAGE, image)
+    story.cluster.kubectl(
+        "patch", "infd", NAME, "-n", story.namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"engine": {"image": image}}}),
+    )  # fmt: skip
+
+
+def engine_images(pods: list[dict[str, Any]]) -> set[str]:
+    return {c["image"] for p in pods for c in p["spec"]["containers"] if c["name"] == "engine"}
+
+
 def template_hash(pod: dict[str, Any]) -> str:
     return str(pod["metadata"].get("labels", {}).get("pod-template-hash"))
 
 
-def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(story: Story) -> None:
+def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(
+    story: Story, alerts: prometheus.Prometheus
+) -> None:
     story.cluster.kubectl("apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd()))
     wait_ready(story, 2)
     wait_metrics_available(story)
     assert replicas_owners(story) == {"kvscale-autoscaler"}
-    serving = Serving(story)
+    all_quiet_before_the_fault(alerts, story)
+    recorder = prometheus.AlertRecorder(alerts)
+    recorder.start()
+    serving = Serving(story, alerts)
     serving.load.start()
     try:
         # A1. The plain apply is refused; nothing moves.
@@ -228,13 +249,10 @@ def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(story: St
         status_a = conditions(story)
         a2 = totals(serving.load.tallies)
 
-        # B1. A template change from Git with 2 GPUs free: a rolling update.
+        # B1. A new engine image from Git with 2 GPUs free: a rolling update.
         serving.counts = [story.replicas()[0]]
         old = {template_hash(p) for p in story.pods()}
-        story.cluster.kubectl(
-            "patch", "infd", NAME, "-n", story.namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"engine": {"maxNumSeqs": 64}}}),
-        )  # fmt: skip
+        bump(story, f"{realnode.ENGINE_TWIN_IMAGE}-gitops.1")
 
         def rolled(pods: list[dict[str, Any]], before: set[str]) -> bool:
             return (
@@ -257,10 +275,8 @@ def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(story: St
             retry_on=wait.NOT_MADE_YET,
         )
         old = {template_hash(p) for p in story.pods()}
-        story.cluster.kubectl(
-            "patch", "infd", NAME, "-n", story.namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"engine": {"maxNumSeqs": 32}}}),
-        )  # fmt: skip
+        bumped = f"{realnode.ENGINE_TWIN_IMAGE}-gitops.2"
+        bump(story, bumped)
         changed_at = time.monotonic()
         pending = serving.until(
             lambda pods: any(template_hash(p) not in old for p in pods),
@@ -276,8 +292,10 @@ def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(story: St
         b2_s = serving.until(lambda pods: rolled(pods, old), "the rollout once GPUs freed", 90)
         serving.hold(3)
         counts_b = list(serving.counts)
+        images_after = engine_images(story.pods())
     finally:
         serving.load.stop()
+        seen = recorder.stop()
     print(f"A1. refused: {refused.stderr.strip()}; counts {counts_a[:1]}; totals {a1}")
     print(f"A2. replicas owners after the force: {taken}; after the operator: {owner_after}")
     print(
@@ -300,6 +318,9 @@ def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(story: St
     print(f"all: {completed} completed, {failed} failed {why}")
 
     print(f"failures against when the pod left the router: {serving.failures_after_leaving()}")
+    print(f"alerts over A and B ({recorder.polls} polls of /api/v1/alerts):")
+    for line in [str(item) for item in seen] or ["none"]:
+        print(f"  {line}")
 
     assert taken, "nobody owns spec.replicas after the force"
     assert taken <= {GITOPS, "kvscale-autoscaler"}, taken
@@ -310,6 +331,13 @@ def test_gitops_applies_of_replicas_and_of_the_pod_template_under_load(story: St
     assert counts_b1 == [2], f"a scale action during the rollout: {counts_b1}"
     assert counts_b == [2], f"a scale action during the stalled rollout: {counts_b}"
     assert surge_phase == ["Pending"], surge_phase
+    assert images_after == {bumped}, images_after
     assert old_ready == 2
     assert completed > 0
     assert failed == 0, why
+    assert recorder.polls > 0, "no poll of /api/v1/alerts succeeded"
+    assert all(item.alert.state == "pending" for item in seen), f"an alert fired: {seen}"
+    went_pending = {(item.alert.name, item.alert.label("name")) for item in seen}
+    assert ("KVScaleDesiredReplicasNotReached", BLOCKER) in went_pending, seen
+    allowed = {("KVScaleDesiredReplicasNotReached", name) for name in (BLOCKER, NAME)}
+    assert went_pending <= allowed, f"alerts about a fault that did not happen: {seen}"

@@ -19,6 +19,14 @@ B. Mid-scale-down: load cut to a trickle; the moment a pod carries a negative
    The operator marks and patches in one tick, milliseconds apart, so the kill (polled via
    kubectl) usually lands after the patch, while the marked pod terminates; a kill between
    the two is allowed for (the count then goes 2 -> 1 once, later) but not forced.
+
+Alerts: a real Prometheus evaluates the chart's rules over the whole story (test_chaos.py says
+how), scraping the operator at each new process's port. No alert may fire, and none that
+would be a wrong page for this story may go even pending: KVScaleOccupancyReportsMissing (the
+data path is untouched), KVScaleScalingFlapping, KVScaleAutoscalerLoopFailing. The others may
+go pending and are printed: KVScaleOperatorNotReconciling while no operator exports its
+leader gauge, KVScaleDesiredReplicasNotReached while the new pod starts, and the capacity
+alerts under a load that fills the cache at maxReplicas.
 """
 
 from __future__ import annotations
@@ -41,8 +49,8 @@ from tests.integration.autoscale_story import (
     wait_ready,
 )
 from tests.integration.conftest import Operator
-from tests.integration.test_chaos import Accounted
-from tests.support import manifest, wait
+from tests.integration.test_chaos import Accounted, all_quiet_before_the_fault
+from tests.support import manifest, prometheus, wait
 
 from kvscale.localstack import cluster as local
 
@@ -52,6 +60,13 @@ NAME = "opkill"
 DELAY_S = 15
 STABLE_S = 8
 COST = "controller.kubernetes.io/pod-deletion-cost"
+# Alerts that would page someone wrongly when only the operator fails (the module docstring
+# says why); test_real_node_operator's leader-pod stories hold its replicas to them too.
+QUIET_WHEN_ONLY_THE_OPERATOR_FAILS = {
+    "KVScaleOccupancyReportsMissing",
+    "KVScaleScalingFlapping",
+    "KVScaleAutoscalerLoopFailing",
+}
 
 
 def infd() -> dict[str, Any]:
@@ -60,12 +75,7 @@ def infd() -> dict[str, Any]:
     return twin.infd(1, name=NAME, scaling=scaling)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    """This module's own cluster on the real node (4 fake GPUs as 2 x 2), for the session's."""
-    state_dir = tmp_path_factory.mktemp("kvscale-chaos-operator")
-    with realnode.cluster_with_images(state_dir, 4, "co", gpus_per_node=2) as handle:
-        yield handle
+cluster = realnode.module_cluster("co")
 
 
 @pytest.fixture
@@ -129,12 +139,50 @@ def negative_costs(story: Story, terminating: bool = False) -> dict[str, str]:
     }
 
 
+def restart(operator: Operator, alerts: prometheus.Prometheus) -> None:
+    """A new operator process, scraped at its own metrics port (as a new leader pod is found
+    by its ServiceMonitor)."""
+    operator.start()
+    alerts.scrape_operator(f"127.0.0.1:{operator.metrics_port}")
+
+
+def scraped_after(operator: Operator, alerts: prometheus.Prometheus, killed_at: float) -> float:
+    """Seconds from the kill until Prometheus has scraped the new operator (up == 1)."""
+    address = f"127.0.0.1:{operator.metrics_port}"
+    wait.eventually(
+        lambda: alerts.up(alerts.monitoring.operator_job).get(address) == 1.0,
+        f"Prometheus scraping the new operator at {address}",
+        timeout_s=120,
+        retry_on=(OSError,),
+    )
+    return time.monotonic() - killed_at
+
+
 def test_the_operator_killed_mid_scale_up_and_mid_scale_down(
-    story: Story, operator: Operator
+    story: Story, operator: Operator, alerts: prometheus.Prometheus
 ) -> None:
     story.cluster.kubectl("apply", "-n", story.namespace, "-f", "-", input=json.dumps(infd()))
     wait_ready(story, 1)
     wait_metrics_available(story)
+    all_quiet_before_the_fault(alerts, story)
+    recorder = prometheus.AlertRecorder(alerts)
+    recorder.start()
+    try:
+        _kill_mid_scale_up_and_mid_scale_down(story, operator, alerts)
+    finally:
+        seen = recorder.stop()
+    print(f"alerts over both kills (s since the first poll; {recorder.polls} polls):")
+    for line in [str(item) for item in seen] or ["none"]:
+        print(f"  {line}")
+    assert recorder.polls > 0, "no poll of /api/v1/alerts succeeded"
+    assert all(item.alert.state == "pending" for item in seen), f"an alert fired: {seen}"
+    wrong = {item.alert.name for item in seen} & QUIET_WHEN_ONLY_THE_OPERATOR_FAILS
+    assert not wrong, f"alerts that must stay quiet went pending: {wrong}"
+
+
+def _kill_mid_scale_up_and_mid_scale_down(
+    story: Story, operator: Operator, alerts: prometheus.Prometheus
+) -> None:
 
     # A. Mid-scale-up.
     load = Accounted(concurrency=8, prompt_tokens=3000, max_tokens=100)
@@ -153,8 +201,9 @@ def test_the_operator_killed_mid_scale_up_and_mid_scale_down(
         killed_at = time.monotonic()
         starting = [p["metadata"]["name"] for p in story.pods() if not is_ready(p)]
         watch = Watch(story)  # from the count just asked for
-        operator.start()
+        restart(operator, alerts)
         up_resumed_s = resumed(story, operator, killed_at)
+        up_scraped_s = scraped_after(operator, alerts, killed_at)
         # Under the same load the count must stay at 2 until both pods serve and beyond.
         until = time.monotonic() + STABLE_S + DELAY_S
         both_ready_s: float | None = None
@@ -163,12 +212,14 @@ def test_the_operator_killed_mid_scale_up_and_mid_scale_down(
             if both_ready_s is None and len(load.targets) == 2:
                 both_ready_s = time.monotonic() - killed_at
             watch.check(what="after the operator was killed mid-scale-up")
+            alerts.scrape_pods(story.pods())
             time.sleep(0.5)
     finally:
         load.stop()
     up_tallies = dict(load.tallies)
     print(f"A. pods starting at the kill: {starting}; both ready {both_ready_s} s after it")
     print(f"A. new operator resumed {up_resumed_s:.1f} s after the kill; changes: {watch.changes}")
+    print(f"A. Prometheus scraped the new operator {up_scraped_s:.1f} s after the kill")
     for ip, tally in up_tallies.items():
         print(f"A. engine {ip}: {tally}")
     assert starting, "the kill came after the new pod was ready, not mid-scale-up"
@@ -200,12 +251,14 @@ def test_the_operator_killed_mid_scale_up_and_mid_scale_down(
         # The router stops sending to the pod marked for removal (as a Service would once it
         # terminates); the trickle keeps running on the survivor.
         trickle.targets = [ip for ip in trickle.targets if ip != victim_ip]
-        operator.start()
+        restart(operator, alerts)
         down_resumed_s = resumed(story, operator, killed_at)
+        down_scraped_s = scraped_after(operator, alerts, killed_at)
         done_s: float | None = None
         until = time.monotonic() + STABLE_S + DELAY_S + 30
         while time.monotonic() < until:
             watch.check(what="after the operator was killed mid-scale-down")
+            alerts.scrape_pods(story.pods())
             if done_s is None and story.replicas()[0] == 1 and len(story.pods()) == 1:
                 done_s = time.monotonic() - killed_at
             time.sleep(0.5)
@@ -215,6 +268,7 @@ def test_the_operator_killed_mid_scale_up_and_mid_scale_down(
     survivor = trickle.tallies.get(next(iter(trickle.targets), ""), None)
     print(f"B. marked at the kill: {marked}; the Deployment's count at the kill: {count_at_kill}")
     print(f"B. operator resumed {down_resumed_s:.1f} s after the kill; changes: {watch.changes}")
+    print(f"B. Prometheus scraped the new operator {down_scraped_s:.1f} s after the kill")
     print(f"B. scale-down done {done_s} s after the kill; pods left: {left}")
     for ip, tally in trickle.tallies.items():
         print(f"B. engine {ip}{' (removed)' if ip == victim_ip else ''}: {tally}")

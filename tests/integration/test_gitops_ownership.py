@@ -14,7 +14,8 @@ operator running:
 - A tool that applies the engine Deployment's replicas itself is refused with a conflict
   naming `kvscale-autoscaler` — which is why docs/gitops.md has Argo CD ignore that field.
 
-The engine pods use the node agent's `kvscale.local/testbox` image: they never become ready,
+On the real node (a cluster of the module's own), the engine pods run the node's webecho
+image (`manifest.never_ready_spec`): they never become ready,
 so the autoscaler holds whatever count it finds (missing data never scales down), and every
 change of replicas here is one the operator itself made.
 """
@@ -27,11 +28,14 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from tests.integration import realnode
 from tests.support import manifest, wait
 
 from kvscale.localstack import cluster as local
 
 pytestmark = pytest.mark.cluster
+
+cluster = realnode.module_cluster("gi")
 
 GITOPS = "argocd-controller"
 NAME = "chat"
@@ -45,7 +49,7 @@ class Operator(Protocol):
 
 def in_git(namespace: str, min_replicas: int = 1, max_num_seqs: int = 256) -> str:
     """The CR as it sits in Git: no spec.replicas (the autoscaler's), no status."""
-    spec = manifest.testbox_spec(
+    spec = manifest.never_ready_spec(
         engine={"maxNumSeqs": max_num_seqs},
         scaling={"minReplicas": min_replicas, "maxReplicas": 4},
     )

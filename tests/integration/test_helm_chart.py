@@ -5,12 +5,13 @@ uninstall, and the operator working under exactly the chart's RBAC.
 - `helm template` output is accepted by the API server (`kubectl apply --dry-run=server`) for
   the default values and with every optional feature on. The monitoring objects are checked
   against the Prometheus Operator's real CRDs (v0.85.0, fetched from its Go module by
-  scripts/fetch-prometheus-operator-crds.sh), installed into the session's cluster first.
-- `helm install` on the local stack: the node agent runs the operator pods (the image
-  ghcr.io/kvscale/kvscale runs the local `kvscale`), hands each its ServiceAccount's token as
-  kubelet would, the replicas elect a leader, and the leader serves an InferenceDeployment
-  (engine and sidecar: the `kvscale.local/testbox` image, so nothing needs vLLM): Deployment,
-  Service and PDB appear and the status is written. `kvscale status` shows it.
+  scripts/fetch-prometheus-operator-crds.sh), installed into the module's cluster first.
+- `helm install` on the real node (kubelet, containerd, runc; a cluster of the module's own
+  with the images this checkout builds): the operator pods run the built
+  ghcr.io/kvscale/kvscale image, kubelet projects each its ServiceAccount's token, the replicas
+  elect a leader, and the leader serves an InferenceDeployment (`manifest.never_ready_spec`:
+  the engine runs the node's webecho image, so nothing needs vLLM): Deployment, Service and PDB
+  appear and the status is written. `kvscale status` shows it.
 - `helm upgrade` with a changed value rolls the operator; the new leader keeps reconciling.
 - `helm uninstall` removes the operator and its RBAC but keeps the CRD (Helm never deletes
   what `crds/` installed) and the InferenceDeployments with their engines, unmanaged.
@@ -32,7 +33,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.integration import chartrbac
+from tests.integration import chartrbac, realnode
+from tests.integration.autoscale_story import is_ready
 from tests.support import manifest, wait
 
 from kvscale.api import crd
@@ -48,6 +50,7 @@ ACCOUNT = chartrbac.ACCOUNT
 KUBE_VERSION = "1.36.3"
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 APPS = "chart-apps"  # where the test's InferenceDeployment lives
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # where kubelet projects it
 # `helm template` flags that make the chart see the Prometheus Operator's CRDs.
 MONITORING_API_VERSIONS = [
     arg
@@ -90,6 +93,10 @@ def template(
 
 def documents(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+# The chart on the real node (2 fake GPUs are enough: its InferenceDeployment asks for none).
+cluster = realnode.module_cluster("hc", 2, None)
 
 
 # -- lint and rendering (no cluster) ----------------------------------------------------------
@@ -222,7 +229,7 @@ def test_long_release_names_give_names_of_at_most_63_characters(helm_bin: pathli
 
 @pytest.fixture(scope="module")
 def helm_env(cluster: local.Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """helm against the session's cluster, with its own config, cache and data folders."""
+    """helm against the module's cluster, with its own config, cache and data folders."""
     home = tmp_path_factory.mktemp("helm")
     env = dict(cluster.env())
     for key in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
@@ -295,23 +302,17 @@ def test_every_optional_feature_renders_objects_the_api_server_accepts(
 # -- install, upgrade, uninstall ------------------------------------------------------------
 
 
-def ready(pod: dict[str, Any]) -> bool:
-    return any(
-        condition["type"] == "Ready" and condition["status"] == "True"
-        for condition in pod.get("status", {}).get("conditions", [])
-    )
-
-
 def pod_log(cluster: local.Cluster, pod: dict[str, Any], container: str = "operator") -> str:
-    """A container's log as the node agent keeps it (there is no `kubectl logs` here)."""
-    metadata = pod["metadata"]
-    directory = f"{metadata['namespace']}_{metadata['name']}_{metadata['uid']}"
-    path = cluster.files.node_agent_dir / "pods" / directory / f"{container}.log"
-    return path.read_text(errors="replace") if path.exists() else ""
+    """A container's log, as `kubectl logs` gives it ("" while there is none)."""
+    found = cluster.kubectl(
+        "logs", "-n", pod["metadata"]["namespace"], pod["metadata"]["name"], "-c", container,
+        check=False,
+    )  # fmt: skip
+    return found.stdout if found.returncode == 0 else ""
 
 
 def infd(name: str) -> str:
-    return json.dumps(manifest.inference_deployment(name, manifest.testbox_spec(), APPS))
+    return json.dumps(manifest.inference_deployment(name, manifest.never_ready_spec(), APPS))
 
 
 def exists(cluster: local.Cluster, kind: str, name: str, namespace: str = APPS) -> bool:
@@ -322,7 +323,7 @@ def exists(cluster: local.Cluster, kind: str, name: str, namespace: str = APPS) 
 def release(
     cluster: local.Cluster, helm_bin: pathlib.Path, helm_env: dict[str, str]
 ) -> Iterator[None]:
-    """A session cluster without the CRD (so the install is what creates it); everything the
+    """The module's cluster without the CRD (so the install is what creates it); everything the
     install story made is removed at the end, the CRD excepted (as Helm leaves it)."""
     cluster.kubectl(
         "delete", "crd", crd.CRD_NAME, "--ignore-not-found", "--wait=true", timeout_s=180
@@ -365,7 +366,7 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
     pods = wait.eventually(
         lambda: (
-            len([p for p in chartrbac.operator_pods(cluster) if ready(p)]) == 2
+            len([p for p in chartrbac.operator_pods(cluster) if is_ready(p)]) == 2
             and chartrbac.operator_pods(cluster)
         ),
         "two ready operator replicas",
@@ -425,16 +426,14 @@ def test_install_runs_the_operator_which_serves_an_inference_deployment(
 def test_the_operator_pods_act_as_the_charts_service_account(
     cluster: local.Cluster, release: None
 ) -> None:
-    """The node agent gave each operator pod a token of the chart's ServiceAccount (bound to
-    the pod), as kubelet would; the leader did its work with it."""
+    """kubelet projected into each operator pod a token of the chart's ServiceAccount, bound to
+    the pod (read inside the pod, where the operator's client reads it)."""
     for pod in chartrbac.operator_pods(cluster):
         metadata = pod["metadata"]
-        directory = (
-            cluster.files.node_agent_dir
-            / "pods"
-            / f"{metadata['namespace']}_{metadata['name']}_{metadata['uid']}"
-        )
-        token = (directory / "serviceaccount" / "token").read_text()
+        token = cluster.kubectl(
+            "exec", "-n", NAMESPACE, metadata["name"], "-c", "operator", "--",
+            "python", "-c", f"print(open('{TOKEN_PATH}').read())",
+        ).stdout.strip()  # fmt: skip
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         assert claims["sub"] == chartrbac.USER
@@ -511,7 +510,7 @@ def test_kvscale_status_shows_the_served_deployment(cluster: local.Cluster, rele
     assert found.returncode == 0, found.stderr
     assert found.stdout.startswith(f"{APPS}/served   model kvscale/tiny-llama\n")
     assert "  replicas     0 ready / 1 desired / 4 max" in found.stdout
-    assert "Ready=False" in found.stdout  # testbox engines never become ready
+    assert "Ready=False" in found.stdout  # its engines never become ready
     as_json = subprocess.run(
         [str(KVSCALE), "status", "served", "-n", APPS, "-o", "json",
          "--kubeconfig", str(cluster.kubeconfig)],
@@ -547,7 +546,7 @@ def test_upgrade_changes_a_value_and_rolls_the_operator(
     def rolled() -> set[str] | None:
         pods = chartrbac.operator_pods(cluster)
         names = {pod["metadata"]["name"] for pod in pods}
-        return names if len(pods) == 2 and all(map(ready, pods)) and not names & before else None
+        return names if len(pods) == 2 and all(map(is_ready, pods)) and not names & before else None
 
     after = wait.eventually(
         rolled, "two new ready operator replicas", timeout_s=240, retry_on=wait.NOT_MADE_YET

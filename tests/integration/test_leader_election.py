@@ -2,7 +2,9 @@
 the Lease reconciles; a clean stop hands over at once; a replica that loses the Lease stops.
 
 Short timings (lease 4 s, renew deadline 3 s, retry 0.5 s) keep the hand-overs quick; the
-protocol is the same at the chart's defaults (15/10/2 s).
+protocol is the same at the chart's defaults (15/10/2 s). On the real node (a cluster of the
+module's own); the CRs' pods never become ready (`manifest.never_ready_spec`), since only who
+reconciles matters here.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import pytest
+from tests.integration import realnode
 from tests.support import manifest, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
 
 pytestmark = pytest.mark.cluster
+
+cluster = realnode.module_cluster("le")
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LEASE_NAMESPACE = "kvscale-election"
@@ -67,7 +72,7 @@ def leader_of(replicas: list[Operator]) -> Operator:
 
 
 def cr(name: str) -> str:
-    return json.dumps(manifest.inference_deployment(name, manifest.testbox_spec()))
+    return json.dumps(manifest.inference_deployment(name, manifest.never_ready_spec()))
 
 
 @pytest.fixture

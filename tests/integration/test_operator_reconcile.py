@@ -1,9 +1,11 @@
 """The operator against the real API server: what it makes, puts back, scales and reports.
 
-The operator runs as a subprocess (`kvscale operator`, see conftest.py). The CRs use the node
-agent's `kvscale.local/testbox` image for both containers, so nothing here needs vLLM: these
-tests are about objects, ownership, replicas and conditions, not about serving. (testbox
-refuses vLLM's flags and exits, so the engine pods never become ready here.)
+The operator runs as a subprocess (`kvscale operator`, see conftest.py), against a cluster of
+the module's own on the real node (kubelet, containerd, runc; 4 fake GPUs, pods of 2). The CRs
+use `manifest.never_ready_spec`: the engine container runs the node's webecho image, which
+serves on another port than the engine's, so nothing here needs vLLM and the engine pods never
+become ready: these tests are about objects, ownership, replicas and conditions, not about
+serving.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 
 import pytest
 from lightkube import AsyncClient
+from tests.integration import realnode
 from tests.support import manifest, wait
 
 from kvscale.api import models
@@ -25,6 +28,8 @@ from kvscale_operator import config, kube, login
 from kvscale_operator.reconciler import engine_args
 
 pytestmark = pytest.mark.cluster
+
+cluster = realnode.module_cluster("or")
 
 
 class Operator(Protocol):
@@ -44,8 +49,8 @@ OWNED_KINDS = ("deployment", "service", "poddisruptionbudget")
 
 
 def resource(**spec: Any) -> dict[str, Any]:
-    """The CR: the testbox spec with `spec`'s parts merged over it."""
-    return manifest.inference_deployment(NAME, manifest.testbox_spec(**spec))
+    """The CR: the never-ready spec with `spec`'s parts merged over it."""
+    return manifest.inference_deployment(NAME, manifest.never_ready_spec(**spec))
 
 
 class Kube:

@@ -15,12 +15,16 @@ import urllib.request
 from typing import Any
 
 import pytest
+from tests.integration import realnode
 from tests.integration.conftest import Operator
 from tests.support import manifest, wait
 
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# On the real node (kubelet, containerd, runc; the images this checkout builds).
+cluster = realnode.module_cluster("pp")
 
 TWIN_IMAGE = "ghcr.io/kvscale/engine-twin:0.1.0"
 

@@ -29,7 +29,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,11 +36,18 @@ from typing import Any
 
 import pytest
 from tests.integration import realnode
-from tests.integration.autoscale_story import Load, Story, wait_metrics_available, wait_ready
-from tests.integration.conftest import Operator
-from tests.support import wait
+from tests.integration.autoscale_story import (
+    Load,
+    Story,
+    is_ready,
+    wait_metrics_available,
+    wait_ready,
+)
+from tests.integration.conftest import Operator, chart_prometheus
+from tests.integration.test_chaos import all_quiet_before_the_fault
+from tests.support import prometheus, wait
 
-from kvscale.api import crd, models
+from kvscale.api import models
 from kvscale.localstack import cluster as local
 from kvscale.localstack import node
 from kvscale_operator.reconciler import render
@@ -55,71 +61,32 @@ ENGINE_PORT = realnode.ENGINE_PORT
 GPUS = 2
 WAIT_S = 120.0  # generous: a busy 2-core machine; not a timing assertion
 DRAIN_S = 60  # the engine's --shutdown-timeout: longer than any stream of test 5
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+cluster = realnode.module_cluster("ri", GPUS, None)
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
-    state_dir = tmp_path_factory.mktemp("kvscale-real-inference")
-    with realnode.cluster_with_images(state_dir, GPUS, "ri") as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def operator(real: local.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """The operator on the host (it reaches the pods' sidecars through the host's route to
-    the pod range), with the CRD installed; it must exit 0 on SIGTERM at the end."""
-    real.kubectl("apply", "--server-side", "-f", str(ROOT / crd.YAML_PATH))
-    real.kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
-    real.kubectl("create", "namespace", NAMESPACE)
-    running = Operator(cluster=real, log_path=tmp_path_factory.mktemp("operator") / "operator.log")
-    running.start()
-    try:
-        yield running
-    finally:
-        code = running.stop()
-        if code != 0:
-            sys.stderr.write(f"operator log:\n{running.log()}\n")
-        assert code == 0, f"the operator exited with {code} on SIGTERM"
-
-
-@pytest.fixture(scope="module")
-def story(real: local.Cluster, operator: Operator) -> Iterator[Story]:
-    yield Story(real, NAMESPACE, NAME)
+def story(cluster: local.Cluster, operator_process: Operator) -> Iterator[Story]:
+    """The module's one InferenceDeployment, with the operator (conftest's, on the host: it
+    reaches the pods' sidecars through the host's route to the pod range) running."""
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    yield Story(cluster, NAMESPACE, NAME)
     with contextlib.suppress(subprocess.CalledProcessError):
-        real.kubectl("delete", "infd", NAME, "-n", NAMESPACE, "--wait=false")
+        cluster.kubectl("delete", "infd", NAME, "-n", NAMESPACE, "--wait=false")
 
 
-def _pods(story: Story) -> list[dict[str, Any]]:
-    return story.pods()
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
-    )
-
-
-def _completion_inside_the_node(real: local.Cluster, address: str) -> dict[str, Any] | None:
+def _completion_inside_the_node(cluster: local.Cluster, address: str) -> dict[str, Any] | None:
     """POST a completion to `address` (host:port) from the node's namespace; the answer."""
-    body = json.dumps({"model": MODEL, "prompt": "hello", "max_tokens": 8})
-    script = (
-        "import urllib.request as u\n"
-        f"r = u.Request('http://{address}/v1/completions', data={body!r}.encode(),\n"
-        "              headers={'Content-Type': 'application/json'})\n"
-        "print(u.urlopen(r, timeout=10).read().decode())\n"
-    )
-    result = real.in_node(sys.executable, "-c", script)
-    if result.returncode != 0:
-        return None
-    answer: dict[str, Any] = json.loads(result.stdout)
-    return answer
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": 8}
+    answer = realnode.http_inside_the_node(cluster, f"http://{address}/v1/completions", body)
+    return None if answer is None else dict(json.loads(answer))
 
 
 def test_engine_pods_run_from_the_built_images_and_the_service_answers(
-    real: local.Cluster, story: Story
+    cluster: local.Cluster, story: Story
 ) -> None:
-    real.kubectl(
+    cluster.kubectl(
         "apply",
         "-n",
         NAMESPACE,
@@ -129,7 +96,7 @@ def test_engine_pods_run_from_the_built_images_and_the_service_answers(
     )
     wait_ready(story, 1)
     wait_metrics_available(story)
-    (pod,) = _pods(story)
+    (pod,) = story.pods()
     images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
     assert images[render.SIDECAR_CONTAINER] == models.DEFAULT_SIDECAR_IMAGE
     assert images[render.ENGINE_CONTAINER] == realnode.ENGINE_TWIN_IMAGE
@@ -140,7 +107,7 @@ def test_engine_pods_run_from_the_built_images_and_the_service_answers(
     service = story.get("service", NAME)
     address = f"{service['spec']['clusterIP']}:{ENGINE_PORT}"
     answer = wait.eventually(
-        lambda: _completion_inside_the_node(real, address),
+        lambda: _completion_inside_the_node(cluster, address),
         f"a completion through Service {NAME} ({address})",
         timeout_s=WAIT_S,
         retry_on=wait.NOT_MADE_YET,
@@ -150,9 +117,9 @@ def test_engine_pods_run_from_the_built_images_and_the_service_answers(
 
     # What users reach for first: the sidecar's log and a shell command in the image.
     pod_name = pod["metadata"]["name"]
-    logs = real.kubectl("logs", "-n", NAMESPACE, pod_name, "-c", render.SIDECAR_CONTAINER)
+    logs = cluster.kubectl("logs", "-n", NAMESPACE, pod_name, "-c", render.SIDECAR_CONTAINER)
     assert logs.stdout.strip(), "the sidecar logged nothing"
-    version = real.kubectl(
+    version = cluster.kubectl(
         "exec", "-n", NAMESPACE, pod_name, "-c", render.ENGINE_CONTAINER, "--",
         "kvscale", "--version",
     )  # fmt: skip
@@ -170,17 +137,17 @@ def _count_held(story: Story, count: int, seconds: float) -> None:
 
 
 def test_readiness_follows_the_engines_health_and_the_operator_holds(
-    real: local.Cluster, story: Story
+    cluster: local.Cluster, story: Story
 ) -> None:
-    (pod,) = _pods(story)
-    pid = realnode.task_pid(real, pod, render.ENGINE_CONTAINER)
+    (pod,) = story.pods()
+    pid = realnode.task_pid(cluster, pod, render.ENGINE_CONTAINER)
     os.kill(pid, signal.SIGSTOP)
 
     def engine_not_ready() -> dict[str, Any] | None:
         # The sidecar's /readyz (which asks the engine) may fail before the engine's own
         # probe does; the pod is NotReady from the first, the engine container from its own.
-        pods = _pods(story)
-        if not pods or _ready(pods[0]):
+        pods = story.pods()
+        if not pods or is_ready(pods[0]):
             return None
         engine = realnode.container_status(pods[0], render.ENGINE_CONTAINER)
         return None if engine["ready"] else pods[0]
@@ -203,15 +170,15 @@ def test_readiness_follows_the_engines_health_and_the_operator_holds(
 
 
 def test_kill_9_of_the_engine_restarts_the_container_and_the_operator_holds_the_size(
-    real: local.Cluster, story: Story
+    cluster: local.Cluster, story: Story
 ) -> None:
-    (pod,) = _pods(story)
+    (pod,) = story.pods()
     assert realnode.container_status(pod, render.ENGINE_CONTAINER)["restartCount"] == 0
-    os.kill(realnode.task_pid(real, pod, render.ENGINE_CONTAINER), signal.SIGKILL)
+    os.kill(realnode.task_pid(cluster, pod, render.ENGINE_CONTAINER), signal.SIGKILL)
 
     def restarted() -> dict[str, Any] | None:
-        pods = _pods(story)
-        if len(pods) != 1 or not _ready(pods[0]):
+        pods = story.pods()
+        if len(pods) != 1 or not is_ready(pods[0]):
             return None
         engine = realnode.container_status(pods[0], render.ENGINE_CONTAINER)
         return engine if engine["restartCount"] >= 1 else None
@@ -220,13 +187,13 @@ def test_kill_9_of_the_engine_restarts_the_container_and_the_operator_holds_the_
         restarted, "kubelet restarting the engine", timeout_s=WAIT_S, retry_on=wait.NOT_MADE_YET
     )
     assert engine["lastState"]["terminated"]["exitCode"] == 137
-    assert _pods(story)[0]["metadata"]["name"] == pod["metadata"]["name"], "the pod was replaced"
+    assert story.pods()[0]["metadata"]["name"] == pod["metadata"]["name"], "the pod was replaced"
     assert story.replicas()[0] == 1
     wait_metrics_available(story)
 
 
 def test_load_scales_up_until_the_gpus_run_out_and_says_why(
-    real: local.Cluster, story: Story
+    cluster: local.Cluster, story: Story
 ) -> None:
     load = Load({"model": MODEL, "prompt": [7] * 3000, "max_tokens": 400}, ENGINE_PORT, 8)
     load.targets = story.ready_ips()
@@ -243,7 +210,7 @@ def test_load_scales_up_until_the_gpus_run_out_and_says_why(
         assert limited["message"].startswith("1 of 3 replicas pending: ")
         assert f"Insufficient {node.GPU_RESOURCE}" in limited["message"]
         load.targets = wait_ready(story, 2)
-        pending = [p for p in _pods(story) if p["status"].get("phase") == "Pending"]
+        pending = [p for p in story.pods() if p["status"].get("phase") == "Pending"]
         assert len(pending) == 1
     finally:
         load.stop()
@@ -300,7 +267,7 @@ class Stream:
 
 
 def test_a_scale_down_with_streams_in_flight_completes_every_stream(
-    real: local.Cluster, story: Story
+    cluster: local.Cluster, story: Story
 ) -> None:
     ips = wait_ready(story, 2)
     streams = [Stream(ip, max_tokens=1500) for ip in ips for _ in range(3)]
@@ -311,7 +278,7 @@ def test_a_scale_down_with_streams_in_flight_completes_every_stream(
         timeout_s=WAIT_S,
         retry_on=wait.NOT_MADE_YET,
     )
-    real.kubectl("scale", "infd", NAME, "-n", NAMESPACE, "--replicas=1")
+    cluster.kubectl("scale", "infd", NAME, "-n", NAMESPACE, "--replicas=1")
     asked_at = time.monotonic()
     gone = wait.eventually(
         lambda: len(p := story.ready_ips()) == 1 and set(ips) - set(p),
@@ -339,35 +306,46 @@ def test_a_scale_down_with_streams_in_flight_completes_every_stream(
     assert story.replicas()[0] == 1
 
 
-def _node_ready(real: local.Cluster) -> str:
+def _node_ready(cluster: local.Cluster) -> str:
     """The node's Ready condition status ("True", "False", "Unknown")."""
-    found = json.loads(real.kubectl("get", "node", "local-node-0", "-o", "json").stdout)
+    found = json.loads(cluster.kubectl("get", "node", "local-node-0", "-o", "json").stdout)
     (ready,) = [c for c in found["status"]["conditions"] if c["type"] == "Ready"]
     return str(ready["status"])
 
 
 def test_a_kubelet_stopped_past_the_node_monitor_grace_period_causes_no_scale_action(
-    real: local.Cluster, story: Story
+    cluster: local.Cluster, story: Story, operator_process: Operator, tmp_path: pathlib.Path
 ) -> None:
     """Chaos scenario 5: kubelet frozen (SIGSTOP) until the node controller marks the node
-    and its pods NotReady, then resumed. The containers keep serving meanwhile."""
-    real.kubectl("scale", "infd", NAME, "-n", NAMESPACE, "--replicas=1")
+    and its pods NotReady, then resumed. The containers keep serving meanwhile. A real
+    Prometheus evaluates the chart's rules (test_chaos.py says how): no alert may go even
+    pending, since the engine serves and reports throughout (a pod that lost its readiness
+    still counts as ready to the decision, and its sidecar still answers)."""
+    with chart_prometheus(tmp_path / "prometheus", operator_process) as alerts:
+        _stop_the_kubelet(cluster, story, alerts)
+
+
+def _stop_the_kubelet(cluster: local.Cluster, story: Story, alerts: prometheus.Prometheus) -> None:
+    cluster.kubectl("scale", "infd", NAME, "-n", NAMESPACE, "--replicas=1")
     # Autoscaling again (spec.replicas removed), so any scale action would be the operator's.
     patch = json.dumps([{"op": "remove", "path": "/spec/replicas"}])
-    real.kubectl("patch", "infd", NAME, "-n", NAMESPACE, "--type=json", "-p", patch)
+    cluster.kubectl("patch", "infd", NAME, "-n", NAMESPACE, "--type=json", "-p", patch)
     (ip,) = wait_ready(story, 1)
     wait_metrics_available(story)
+    all_quiet_before_the_fault(alerts, story)
+    recorder = prometheus.AlertRecorder(alerts)
+    recorder.start()
     before = story.replicas()
     history = len(story.infd()["status"].get("scalingHistory") or [])
     load = Load({"model": MODEL, "prompt": [7] * 500, "max_tokens": 50}, ENGINE_PORT, 2)
     load.targets = [ip]
     load.start()
-    kubelet = real.processes[node.KUBELET].pid
+    kubelet = cluster.processes[node.KUBELET].pid
     stopped_at = time.monotonic()
     os.kill(kubelet, signal.SIGSTOP)
     try:
         wait.eventually(
-            lambda: _node_ready(real) != "True",
+            lambda: _node_ready(cluster) != "True",
             "the node controller marking the node NotReady",
             timeout_s=WAIT_S,
             retry_on=wait.NOT_MADE_YET,
@@ -387,7 +365,7 @@ def test_a_kubelet_stopped_past_the_node_monitor_grace_period_causes_no_scale_ac
         resumed_at = time.monotonic()
     try:
         wait.eventually(
-            lambda: _node_ready(real) == "True",
+            lambda: _node_ready(cluster) == "True",
             "the node Ready again",
             timeout_s=WAIT_S,
             retry_on=wait.NOT_MADE_YET,
@@ -397,6 +375,7 @@ def test_a_kubelet_stopped_past_the_node_monitor_grace_period_causes_no_scale_ac
         _count_held(story, before[0], 5)
     finally:
         load.stop()
+        seen = recorder.stop()
     assert len(story.infd()["status"].get("scalingHistory") or []) == history
     print(
         f"[real node inference] kubelet stopped {resumed_at - stopped_at:.0f} s: node NotReady "
@@ -404,5 +383,8 @@ def test_a_kubelet_stopped_past_the_node_monitor_grace_period_causes_no_scale_ac
         f"MetricsAvailable during: {during and (during['status'], during.get('reason'))}; "
         f"{load.completed} completions, {load.failed} failed"
     )
+    print(f"alerts from the stop to the recovery ({recorder.polls} polls): {seen or 'none'}")
     assert load.completed > 0
     assert load.failed == 0, f"{load.failed} requests failed while kubelet was stopped"
+    assert recorder.polls > 0, "no poll of /api/v1/alerts succeeded"
+    assert seen == [], f"alerts went pending or fired while every engine served: {seen}"

@@ -11,11 +11,15 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from tests.integration import realnode
 from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# On the real node (kubelet, containerd, runc; the images this checkout builds).
+cluster = realnode.module_cluster("st")
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KVSCALE = ROOT / ".venv" / "bin" / "kvscale"

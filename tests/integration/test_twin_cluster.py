@@ -17,11 +17,16 @@ from typing import Any, Protocol
 import aiohttp
 import pytest
 import yaml
+from tests.integration import realnode
+from tests.integration.autoscale_story import Story
 from tests.support import wait
 
 from kvscale.localstack import cluster as local
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# On the real node (kubelet, containerd, runc; the images this checkout builds).
+cluster = realnode.module_cluster("tc")
 
 
 class Operator(Protocol):
@@ -52,21 +57,6 @@ def _ready(cluster: local.Cluster, namespace: str, name: str) -> dict[str, Any] 
             found: dict[str, Any] = condition
             return found
     return None
-
-
-def _diagnostics(cluster: local.Cluster, namespace: str, name: str) -> str:
-    """The pods' container states and the tail of each container's log, for a failure."""
-    lines = []
-    pods = _kubectl_json(
-        cluster, "-n", namespace, "get", "pods", "-l", f"kvscale.dev/inference-deployment={name}"
-    )["items"]
-    for pod in pods:
-        lines.append(f"pod {pod['metadata']['name']}: {json.dumps(pod['status'], indent=1)}")
-    for log in sorted(cluster.state_dir.rglob("*.log")):
-        if pods and any(pod["metadata"]["name"] in str(log) for pod in pods):
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            lines.append(f"--- {log}:\n" + "\n".join(tail))
-    return "\n".join(lines)
 
 
 async def _fill(engine_url: str, model: str, count: int) -> None:
@@ -101,7 +91,7 @@ def test_a_twin_deployment_becomes_ready_and_its_sidecar_reports_the_twins_block
             retry_on=(OSError, urllib.error.URLError, KeyError, ValueError),
         )
     except pytest.fail.Exception:
-        print(_diagnostics(cluster, namespace, name))
+        print(Story(cluster, namespace, name).diagnostics())
         raise
     pods = _kubectl_json(
         cluster, "-n", namespace, "get", "pods", "-l", f"kvscale.dev/inference-deployment={name}"

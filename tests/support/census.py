@@ -13,9 +13,10 @@ What is measured over a window, from two snapshots (`Snapshot`) at its ends and 
   and each deployment's `_count` increase says whether its ticks kept coming;
 - API requests: the API server's `apiserver_flowcontrol_dispatched_requests_total` of the
   flow schema `service-accounts`. The operator runs under the Helm chart's ServiceAccount (as
-  it does in a cluster), and it is the only client that schema matches here: the node agent is
-  a node (`system-nodes`), the controllers are kube-system service accounts or system users
-  with schemas of their own, the benchmark's kubectl is an admin (`exempt`). A watch counts
+  it does in a cluster), and it is the only client that schema matches here: kubelet (and the
+  node agent) is a node (`system-nodes`), kube-proxy a user of its own (`global-default`), the
+  controllers are kube-system service accounts or system users with schemas of their own, the
+  pods never call the API server, the benchmark's kubectl is an admin (`exempt`). A watch counts
   once, when it is opened. `apiserver_request_total` has no user-agent label, so it is given
   beside it only as the whole API server's load;
 - the operator's RSS (/proc/PID/status VmRSS: peak over the polls and at the end) and CPU

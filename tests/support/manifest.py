@@ -1,7 +1,8 @@
 """InferenceDeployments as `kubectl apply` takes them, built in one place. Pure.
 
 Integration tests apply CRs to a real API server; they all want the same envelope, most want
-the testbox spec (the testbox image plays engine and sidecar, no GPU, no vLLM), and the two
+a spec whose pods never become ready (the never-ready spec on the real node, the testbox spec
+on the node agent: no GPU, no vLLM), and the two
 autoscaling stories want the same scaling block. Each spec is parsed by the models before it
 is returned, so a typo in a test fails there, naming the field, not minutes later at admission.
 """
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvscale.api import models
+from kvscale.localstack import node
 
 TESTBOX = "kvscale.local/testbox:1"
 """The local cluster's test image: plays the engine and the sidecar."""
@@ -49,6 +51,18 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def never_ready_spec(**parts: Any) -> dict[str, Any]:
+    """For the real node: the engine runs the node's webecho image, which serves on 8080, not
+    on the engine port the probes ask, so the pods are scheduled and run but never become
+    ready; the sidecar is the CRD's default image. `parts` merge over it as in
+    `testbox_spec`."""
+    base = merge(
+        _TESTBOX_SPEC,
+        {"engine": {"image": node.TEST_IMAGE}, "sidecar": {"image": models.DEFAULT_SIDECAR_IMAGE}},
+    )
+    return merge(base, parts)
 
 
 def testbox_spec(**parts: Any) -> dict[str, Any]:

@@ -312,9 +312,10 @@ class Prometheus:
         os.replace(partial, path)
         self._written[name] = text
 
-    def scrape_operator(self, address: str) -> None:
-        """The operator's /metrics at `address` (host:port)."""
-        self._write("operator.json", [{"targets": [address], "labels": {}}])
+    def scrape_operator(self, *addresses: str) -> None:
+        """The operator's /metrics at these addresses (host:port): one process, or the chart's
+        replicas as its ServiceMonitor finds them."""
+        self._write("operator.json", [{"targets": list(addresses), "labels": {}}])
 
     def scrape_pods(self, pods: list[dict[str, Any]]) -> int:
         """Scrapes the sidecars of these pods (kubectl's JSON) that the chart's PodMonitor
@@ -362,15 +363,24 @@ class Prometheus:
 
 @dataclasses.dataclass(frozen=True)
 class Seen:
-    """An alert in one state, seen in one or more polls: when first and last (seconds since
-    the recorder started)."""
+    """An alert in one state, seen in one or more polls: each unbroken run of polls that saw
+    it (an episode) as (first, last), in seconds since the recorder started. Two faults in one
+    watch give two episodes, not one span over the quiet time between them."""
 
     alert: Alert
-    first_s: float
-    last_s: float
+    episodes: tuple[tuple[float, float], ...]
+
+    @property
+    def first_s(self) -> float:
+        return self.episodes[0][0]
+
+    @property
+    def last_s(self) -> float:
+        return self.episodes[-1][1]
 
     def __str__(self) -> str:
-        return f"{self.alert} from {self.first_s:.1f} s to {self.last_s:.1f} s"
+        spans = ", ".join(f"from {first:.1f} s to {last:.1f} s" for first, last in self.episodes)
+        return f"{self.alert} {spans}"
 
 
 class AlertRecorder:
@@ -383,6 +393,7 @@ class AlertRecorder:
         self.polls = 0
         self.failed_polls = 0
         self._seen: dict[Alert, Seen] = {}
+        self._last_poll: set[Alert] = set()  # the alerts the last successful poll saw
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
@@ -412,5 +423,12 @@ class AlertRecorder:
                 now = time.monotonic() - self._started
                 for alert in alerts:
                     before = self._seen.get(alert)
-                    self._seen[alert] = Seen(alert, before.first_s if before else now, now)
+                    if before is None:
+                        episodes: tuple[tuple[float, float], ...] = ((now, now),)
+                    elif alert in self._last_poll:  # the same episode goes on
+                        episodes = (*before.episodes[:-1], (before.episodes[-1][0], now))
+                    else:  # gone in a poll between: a new episode
+                        episodes = (*before.episodes, (now, now))
+                    self._seen[alert] = Seen(alert, episodes)
+                self._last_poll = set(alerts)
             self._stop.wait(self.poll_s)
