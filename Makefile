@@ -8,13 +8,18 @@ export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
 # The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test check lint typecheck contracts unit setup venv control-plane node engine-env tools images clean chaos
+.PHONY: demo test extended check lint typecheck contracts unit setup venv control-plane node engine-env tools images clean chaos
 
 demo: setup
 	$(BIN)/kvscale demo
 
+# Every test but the `extended` ones: longer variants of scenarios and flows that a test here
+# covers already (docs/reliability.md says which); `make extended` runs those.
 test: setup check
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not extended"
+
+extended: setup
+	$(BIN)/pytest -m extended -s
 
 check: lint typecheck contracts
 
@@ -44,7 +49,8 @@ unit: venv
 # the node-monitor grace period (test_real_node_inference.py, about 3.5 min); the leader pod
 # deleted mid-scale-up and the API server down under the chart's leader election
 # (test_real_node_operator.py, about 4 min). About 30 minutes in all on 2 cores; `make test`
-# runs the same modules. The 50-deployment run is `.venv/bin/python benchmarks/fleet_bench.py`
+# runs the same modules but their `extended` tests (the hang, etcd's outage, the leader deleted
+# mid-scale-down and the API server down under leader election: about 6 minutes). The 50-deployment run is `.venv/bin/python benchmarks/fleet_bench.py`
 # (about 5 minutes on 2 cores: its own cluster, 5 batches of 10 pods, a 120 s window; on the
 # node agent, since 50 pods ask for more CPU than this machine's real node has).
 chaos: setup

@@ -226,7 +226,9 @@ def pause(story: Story, pod: dict[str, Any], sig: signal.Signals) -> None:
     )
 
 
-@pytest.mark.parametrize("fault", ["killed", "hung"])
+# `make test` runs the kill; the hang, which the same accounting and decision path sees as a
+# stale report, only `make chaos` (marker `extended`).
+@pytest.mark.parametrize("fault", ["killed", pytest.param("hung", marks=pytest.mark.extended)])
 def test_an_engine_killed_or_hung_while_serving_cuts_only_its_own_requests(
     story: Story, alerts: prometheus.Prometheus, fault: str
 ) -> None:

@@ -651,9 +651,13 @@ def test_the_autoscale_flow_on_engine_twins_passes_under_the_charts_rbac() -> No
     assert " passed" in found.stdout
 
 
+# The same operator requests as the twin flow above (the operator does not know which engine
+# runs); `make test` runs that flow on vLLM under cluster-admin (test_autoscale_e2e), and this
+# only `make extended` (about 5.5 minutes).
 @pytest.mark.cluster
 @pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.timeout(1800)
 def test_the_autoscale_flow_on_vllm_passes_under_the_charts_rbac() -> None:
     found = nested_pytest("test_autoscale_e2e.py")

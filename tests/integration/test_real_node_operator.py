@@ -335,6 +335,10 @@ def _delete_the_leader_mid_scale_up(
     cluster.kubectl("delete", "infd", NAME, "-n", APPS, "--wait=false")
 
 
+# `make test` runs the hand-over mid-scale-up (above); this one and the API server outage under
+# leader election only `make chaos` (marker `extended`; test_chaos_operator covers a kill
+# mid-scale-down, test_chaos_apiserver the outage, with the operator as one process).
+@pytest.mark.extended
 def test_the_leader_deleted_mid_scale_down_lets_the_standby_finish_it(
     cluster: local.Cluster, release: None
 ) -> None:
@@ -417,6 +421,7 @@ def _restarts(cluster: local.Cluster) -> dict[str, int]:
     }
 
 
+@pytest.mark.extended
 def test_an_api_server_outage_under_leader_election_fails_no_request_and_scales_nothing(
     cluster: local.Cluster, release: None, tmp_path: pathlib.Path
 ) -> None:
