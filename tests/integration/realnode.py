@@ -114,11 +114,7 @@ def twin_infd(name: str, *, drain_s: int, delay_s: int) -> dict[str, Any]:
 def tag_image(real: local.Cluster, source: str, target: str) -> None:
     """Another name for an image in the node's containerd (`ctr images tag`), as a push of a
     new tag to a registry would give one: a version bump a pod template can move to."""
-    argv = [
-        "ctr", "--address", str(real.node.socket), "-n", "k8s.io", "images", "tag", "--force",
-        source, target,
-    ]  # fmt: skip
-    subprocess.run(argv, capture_output=True, text=True, check=True)
+    _ctr(real, "images", "tag", "--force", source, target)
 
 
 def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -128,16 +124,25 @@ def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
     raise AssertionError(f"pod {pod['metadata']['name']} has no status for container {name}")
 
 
+def _ctr(real: local.Cluster, *args: str) -> str:
+    """`ctr` against the node's containerd, in the namespace kubelet's CRI uses; its stdout."""
+    argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def _container_id(pod: dict[str, Any], container: str) -> str:
+    """containerd's id of a pod's container (its status names it with the runtime's scheme)."""
+    return str(container_status(pod, container)["containerID"]).removeprefix("containerd://")
+
+
 def task_pid(real: local.Cluster, pod: dict[str, Any], container: str) -> int:
     """The host pid of a pod's container's first process."""
-    container_id = container_status(pod, container)["containerID"].removeprefix("containerd://")
-    return container_pid(real, container_id)
+    return container_pid(real, _container_id(pod, container))
 
 
 def container_pid(real: local.Cluster, container_id: str) -> int:
     """The host pid of a container's first process, from the node's containerd."""
-    argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", "tasks", "ls"]
-    listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    listing = _ctr(real, "tasks", "ls")
     for line in listing.splitlines()[1:]:
         task, pid, _status = line.split()
         if task == container_id:
@@ -147,9 +152,7 @@ def container_pid(real: local.Cluster, container_id: str) -> int:
 
 def container_pids(real: local.Cluster, pod: dict[str, Any], container: str) -> list[int]:
     """The host pids of every process of a pod's container, as containerd lists them."""
-    container_id = container_status(pod, container)["containerID"].removeprefix("containerd://")
-    argv = ["ctr", "--address", str(real.node.socket), "-n", "k8s.io", "tasks", "ps", container_id]
-    listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    listing = _ctr(real, "tasks", "ps", _container_id(pod, container))
     return [int(line.split()[0]) for line in listing.splitlines()[1:] if line.strip()]
 
 
