@@ -14,6 +14,10 @@ over the lower bound (`oracle.bound`, over the load test's full-queue throughput
     .venv/bin/python benchmarks/matrix_bench.py --quick   # a few minutes
     .venv/bin/python benchmarks/matrix_bench.py [--jobs N]  # the full matrix
 
+Each finished load test and run is kept under ~/.cache/kvscale/matrix/<digest of the
+simulator's code>/, so a run cut short goes on where it stopped, and a rerun with the same
+code only re-prints and re-plots.
+
 The Mooncake FAST'25 synthetic trace (kvcache-ai/Mooncake,
 FAST25-release/traces/synthetic_trace.jsonl) ships with kvscale as the named trace `mooncake`
 (src/kvscale/data/traces/, with its license); --mooncake PATH runs those scenarios on another
@@ -25,11 +29,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import json
 import multiprocessing
+import os
 import pathlib
+import pickle
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from kvscale import trace, tracefile
 from kvscale.simulate import calibrate, command, latency, option, oracle, simulation, table
@@ -41,6 +50,7 @@ COMMON = ("--calibrate", "--calibrate-requests", "400", "--max-replicas", "64")
 # >= 0.7, fp8 KV (twice the tokens) raises the pod's capacity 1.9x; at 0.65 (conv on an L4),
 # fp8 changes nothing: compute and memory bandwidth bind there.
 KV_BINDS = 0.7
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,20 +134,60 @@ def _load(flags: list[str], name: str) -> tuple[argparse.Namespace, list[trace.T
     return args, command.prepare(tracefile.load(tracefile.resolve(args.trace)), args)
 
 
+def _code_key() -> str:
+    """A digest of the simulator's code (the package and this script): a finished run is
+    reused only by the same code."""
+    digest = hashlib.sha256()
+    package = pathlib.Path(simulation.__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    digest.update(pathlib.Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached(kind: str, parts: list[object], work: Callable[[], T]) -> T:
+    """`work()`, or what the same code returned for the same job before: finished work is
+    kept outside the checkout, so a full matrix cut short (the machine taken back, a
+    session's end) goes on where it stopped when run again."""
+    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    key = hashlib.sha256(json.dumps([kind, *parts]).encode()).hexdigest()[:24]
+    path = root / "kvscale" / "matrix" / _code_key() / f"{kind}-{key}.pickle"
+    if path.exists():
+        done: T = pickle.loads(path.read_bytes())
+        return done
+    result = work()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_bytes(pickle.dumps(result))
+    partial.replace(path)
+    return result
+
+
 def load_test(job: tuple[Scenario, list[str]]) -> tuple[calibrate.Capacity, float]:
     """A scenario's load test and its pod's full-queue throughput (`calibrate.peak`), run
     once and shared by its policies' jobs."""
-    args, requests = _load(job[1], "oracle")
-    fleet = command.fleet_for(args)
-    slo = latency.Slo(ttft_s=args.slo_ttft, itl_s=args.slo_itl)
-    peak = calibrate.peak(requests, fleet, slo, num_requests=args.calibrate_requests)
-    return command.load_test(args, requests), peak
+
+    def work() -> tuple[calibrate.Capacity, float]:
+        args, requests = _load(job[1], "oracle")
+        fleet = command.fleet_for(args)
+        slo = latency.Slo(ttft_s=args.slo_ttft, itl_s=args.slo_itl)
+        peak = calibrate.peak(requests, fleet, slo, num_requests=args.calibrate_requests)
+        return command.load_test(args, requests), peak
+
+    return _cached("load-test", [job[0].name, job[1]], work)
 
 
 def run(
     job: tuple[Scenario, list[str], str, tuple[calibrate.Capacity, float]],
 ) -> dict[str, object]:
     """One policy on one scenario, as JSON-ready data and the Result for the table."""
+    return _cached("run", [job[0].name, job[1], job[2]], lambda: _run(job))
+
+
+def _run(
+    job: tuple[Scenario, list[str], str, tuple[calibrate.Capacity, float]],
+) -> dict[str, object]:
     scenario, flags, name, (found, peak) = job
     args, requests = _load(flags, name)
     bound = oracle.bound(
@@ -216,7 +266,14 @@ def merge(runs: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 def _report(done: list[dict[str, object]], title: str, wall_s: float) -> str:
-    lines = [f"# {title}", "", f"Simulated in {wall_s:.0f} s wall on this machine.", ""]
+    walls = [item["wall_s"] for item in done]
+    cpu_s = sum(float(s) for w in walls if isinstance(w, dict) for s in w.values())
+    lines = [f"# {title}", ""]
+    lines += [
+        f"The runs took {cpu_s:,.0f} s of one core in all (load tests not counted); this "
+        f"invocation {wall_s:,.0f} s wall (runs finished by an earlier one are read back).",
+        "",
+    ]
     lines += ["| scenario | binds on | KV demand at SLO capacity | tok/s at SLO capacity |"]
     lines += ["|---|---|---|---|"]
     for item in done:
