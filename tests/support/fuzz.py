@@ -295,6 +295,14 @@ def _make_rules_hold(
             if switch == declared.value and _value_or_default(model, declared.field, body) is None:
                 shape = next(s for s in shapes(model) if s.attribute == declared.field)
                 body[shape.alias] = draw(valid_number(shape))
+        else:
+            members = [s for s in shapes(model) if s.attribute in declared.fields]
+            kept = draw(st.sampled_from(members))
+            for shape in members:
+                if shape is not kept:
+                    body.pop(shape.alias, None)
+            if body.get(kept.alias) is None:
+                body[kept.alias] = draw(valid_value(model, kept))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,13 +364,17 @@ class Fuzzed:
                 pair = {rule.alias(site.model, name) for name in _rule_fields(declared)}
                 if site.shape.alias in pair:
                     paths |= {(*touched[:-1], other) for other in pair}
+                    if isinstance(declared, rule.ExactlyOne):  # reported at the object
+                        paths.add(touched[:-1])
         return {wire(path) for path in paths}
 
 
-def _rule_fields(declared: rule.Rule) -> tuple[str, str]:
+def _rule_fields(declared: rule.Rule) -> tuple[str, ...]:
     if isinstance(declared, rule.AtMost):
         return declared.field, declared.limit
-    return declared.field, declared.switch
+    if isinstance(declared, rule.RequiredWhen):
+        return declared.field, declared.switch
+    return declared.fields
 
 
 def _parent(body: dict[str, Any], path: Path) -> dict[str, Any] | None:
@@ -524,9 +536,15 @@ def mutate(draw: st.DrawFn, fuzzed: Fuzzed) -> None:
             big = draw(valid_number(high_shape).filter(lambda value: value > small))
             put(site, big, (*site.path, high_shape.alias))
             put(site, small, (*site.path, low_shape.alias))
-        else:
+        elif isinstance(declared, rule.RequiredWhen):
             put(site, declared.value, (*site.path, rule.alias(model, declared.switch)))
             put(site, _REMOVE, (*site.path, rule.alias(model, declared.field)))
+        else:  # a one-of with every member set, or none
+            members = [s for s in shapes(model) if s.attribute in declared.fields]
+            every = draw(st.booleans())
+            for shape in members:
+                value = draw(valid_value(model, shape)) if every else _REMOVE
+                put(site, value, (*site.path, shape.alias))
     elif kind == "odd":
         site = pick(
             lambda s: s.shape.base is str or (s.shape.base in (list, dict) and s.shape.item is str)

@@ -228,7 +228,7 @@ def test_cel_rules_sit_on_their_models_objects() -> None:
             ]
         else:
             assert "x-kubernetes-validations" not in node, path
-    assert set(found) == {"spec.engine.preemption", "spec.scaling"}
+    assert set(found) == {"spec.model.cache", "spec.engine.preemption", "spec.scaling"}
 
 
 def _apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:

@@ -18,6 +18,7 @@ class Pair(models._Model):
         rule.AtMost("low_count", "high_count"),
         rule.RequiredWhen("size_gib", "mode", "big"),
         rule.RequiredWhen("label_count", "mode", "labelled"),
+        rule.ExactlyOne(("host_path", "claim_name")),
     )
 
     low_count: Annotated[int, Field(ge=0, le=10)] = 0
@@ -25,6 +26,8 @@ class Pair(models._Model):
     mode: str = "small"
     size_gib: Annotated[float, Field(gt=0.5, le=4)] | None = None
     label_count: int | None = None
+    host_path: str | None = "/data"
+    claim_name: str | None = None
 
 
 @pytest.mark.parametrize(
@@ -80,6 +83,12 @@ def test_cel_is_generated_from_the_declarations() -> None:
             "labelCount is required when mode is labelled",
             ".labelCount",
         ),
+        # No one member of a one-of is wrong: the error names the object.
+        (
+            "(has(self.hostPath) ? 1 : 0) + (has(self.claimName) ? 1 : 0) == 1",
+            "exactly one of hostPath, claimName must be set",
+            None,
+        ),
     )
 
 
@@ -91,6 +100,10 @@ def test_cel_is_generated_from_the_declarations() -> None:
         ({"lowCount": 4, "highCount": 3}, ["lowCount must be less than or equal to highCount"]),
         ({"mode": "big", "sizeGib": 1}, []),
         ({"mode": "labelled"}, ["labelCount is required when mode is labelled"]),
+        # hostPath defaults to /data: a claim beside it makes two; a null is dropped, as the
+        # API server drops it, and the default is the one.
+        ({"claimName": "models"}, ["exactly one of hostPath, claimName must be set"]),
+        ({"hostPath": None}, []),
         (
             {"lowCount": 5, "mode": "big"},
             [
@@ -111,9 +124,14 @@ def test_the_model_checks_every_rule(wire: dict[str, Any], messages: list[str]) 
 
 
 def test_explain_words_a_broken_rule_knative_style() -> None:
-    at_most, required, _ = Pair.rules
+    at_most, required, _, one_of = Pair.rules
     written = {"low_count": 5, "high_count": 2.0, "mode": "big", "size_gib": None}
     assert at_most.explain(Pair, written) == (
         "lowCount = 5, must be less than or equal to highCount (2.0)"
     )
     assert required.explain(Pair, written) == "sizeGib = None, must be set when mode is big"
+    assert one_of.explain(Pair, {"host_path": "/data", "claim_name": "models"}) == (
+        "hostPath = '/data', claimName = 'models': exactly one must be set"
+    )
+    assert not one_of.holds({"host_path": None, "claim_name": None})
+    assert one_of.holds({"host_path": None, "claim_name": "models"})

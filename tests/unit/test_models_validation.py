@@ -118,6 +118,11 @@ CEL_CASES: list[tuple[type[models._Model], dict[str, Any], bool]] = [
     (models.Preemption, {"policy": "swap"}, False),
     (models.Preemption, {"policy": "swap", "swapSpaceGiB": 0.5}, True),
     (models.Preemption, {"policy": "swap", "swapSpaceGiB": 0}, False),  # also its own bound
+    (models.ModelCache, {"hostPath": "/var/lib/models"}, True),
+    (models.ModelCache, {"persistentVolumeClaim": "weights", "readOnly": False}, True),
+    (models.ModelCache, {}, False),
+    (models.ModelCache, {"readOnly": True}, False),
+    (models.ModelCache, {"hostPath": "/models", "persistentVolumeClaim": "weights"}, False),
 ]
 
 

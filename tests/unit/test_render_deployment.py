@@ -187,6 +187,51 @@ def test_no_node_selector_or_tolerations_when_none_are_asked_for() -> None:
     assert "tolerations" not in pod
 
 
+def test_a_host_path_cache_is_mounted_read_only_as_hf_home_and_the_engine_runs_offline() -> None:
+    cr = infd(model={"name": "org/model", "cache": {"hostPath": "/var/lib/kvscale/models"}})
+    pod = render.deployment(cr)["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {
+            "name": "model-cache",
+            "hostPath": {"path": "/var/lib/kvscale/models", "type": "Directory"},
+        }
+    ]
+    engine = container(render.deployment(cr), render.ENGINE_CONTAINER)
+    assert engine["volumeMounts"] == [
+        {"name": "model-cache", "mountPath": "/var/cache/huggingface", "readOnly": True}
+    ]
+    assert engine["env"][1:] == [
+        {"name": "HF_HOME", "value": "/var/cache/huggingface"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+    ]
+    sidecar = container(render.deployment(cr), render.SIDECAR_CONTAINER)
+    assert "volumeMounts" not in sidecar
+
+
+def test_a_writable_claim_lets_the_engine_download_into_it() -> None:
+    cache = {"persistentVolumeClaim": "llama-weights", "readOnly": False}
+    cr = infd(model={"name": "org/model", "cache": cache})
+    pod = render.deployment(cr)["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {
+            "name": "model-cache",
+            "persistentVolumeClaim": {"claimName": "llama-weights", "readOnly": False},
+        }
+    ]
+    engine = container(render.deployment(cr), render.ENGINE_CONTAINER)
+    assert engine["volumeMounts"][0]["readOnly"] is False
+    assert {"name": "HF_HOME", "value": "/var/cache/huggingface"} in engine["env"]
+    assert all(item["name"] != "HF_HUB_OFFLINE" for item in engine["env"])
+
+
+def test_without_a_cache_the_pod_has_no_volume_mount_or_cache_env() -> None:
+    pod = render.deployment(infd())["spec"]["template"]["spec"]
+    assert "volumes" not in pod
+    engine = container(render.deployment(infd()), render.ENGINE_CONTAINER)
+    assert "volumeMounts" not in engine
+    assert [item["name"] for item in engine["env"]] == ["POD_IP"]
+
+
 def test_pod_annotations_carry_a_spec_hash_and_prometheus_hints() -> None:
     annotations = render.deployment(infd())["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -207,6 +252,7 @@ def spec_hash(cr: models.InferenceDeployment) -> str:
         {"engine": {"extraArgs": ["--enforce-eager"]}},
         {"resources": {"memory": "16Gi"}},
         {"sidecar": {"image": "ghcr.io/kvscale/kvscale:0.2.0"}},
+        {"model": {"name": "org/model", "cache": {"persistentVolumeClaim": "weights"}}},
     ],
 )
 def test_spec_hash_changes_with_the_pod_template(change: dict[str, Any]) -> None:

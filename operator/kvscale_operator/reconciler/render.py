@@ -123,16 +123,61 @@ def _downward(name: str, field_path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}
 
 
+MODEL_CACHE_VOLUME = "model-cache"
+
+
+def _model_cache_volume(cache: models.ModelCache) -> dict[str, Any]:
+    if cache.host_path is not None:
+        # Directory, not DirectoryOrCreate: a missing cache is the user's mistake to see in
+        # the pod's events, not an empty directory the engine then fails to find a model in.
+        return {
+            "name": MODEL_CACHE_VOLUME,
+            "hostPath": {"path": cache.host_path, "type": "Directory"},
+        }
+    return {
+        "name": MODEL_CACHE_VOLUME,
+        "persistentVolumeClaim": {
+            "claimName": cache.persistent_volume_claim,
+            "readOnly": cache.read_only,
+        },
+    }
+
+
+def _model_cache_env(cache: models.ModelCache) -> list[dict[str, Any]]:
+    env = [{"name": "HF_HOME", "value": models.MODEL_CACHE_MOUNT_PATH}]
+    if cache.read_only:
+        # A read-only cache cannot take a download: the engine serves what it holds and fails
+        # at once, naming the missing file, instead of trying the network first.
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    return env
+
+
 def _engine_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
     resources = spec.resources
     amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     if resources.gpus_per_replica > 0:
         amounts["nvidia.com/gpu"] = str(resources.gpus_per_replica)
+    cache = spec.model.cache
+    # Only a resource with a cache gets its keys, so other pod templates (and their hashes)
+    # stay as they were.
+    mounts = {}
+    if cache is not None:
+        mounts["volumeMounts"] = [
+            {
+                "name": MODEL_CACHE_VOLUME,
+                "mountPath": models.MODEL_CACHE_MOUNT_PATH,
+                "readOnly": cache.read_only,
+            }
+        ]
     return {
         "name": ENGINE_CONTAINER,
         "image": spec.engine.image,
         "args": engine_args.render(spec),
-        "env": [_downward("POD_IP", "status.podIP")],
+        "env": [
+            _downward("POD_IP", "status.podIP"),
+            *(_model_cache_env(cache) if cache is not None else []),
+        ],
+        **mounts,
         "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],
         # Requests equal limits: an engine sized for its KV cache must not be overcommitted.
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
@@ -217,6 +262,8 @@ def pod_template(infd: models.InferenceDeployment) -> dict[str, Any]:
         # clashing with vLLM's own VLLM_* variables.
         "enableServiceLinks": False,
     }
+    if spec.model.cache is not None:
+        pod_spec["volumes"] = [_model_cache_volume(spec.model.cache)]
     if spec.resources.node_selector:
         pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:

@@ -118,6 +118,47 @@ def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(names)
 
 
+# A path component other than "..", which the API server refuses in a hostPath volume
+# (written without look-ahead: the CRD's patterns are RE2).
+_PATH_PART = r"([^/.][^/]*|\.|\.[^/.][^/]*|\.\.[^/]+)"
+ABSOLUTE_PATH_PATTERN = rf"^/({_PATH_PART}(/{_PATH_PART})*/?)?$"
+# An object's name as the API server checks it (a PersistentVolumeClaim's): a DNS-1123
+# subdomain.
+DNS_1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Where the engine container sees spec.model.cache; HF_HOME points there.
+MODEL_CACHE_MOUNT_PATH = "/var/cache/huggingface"
+
+
+class ModelCache(_Model):
+    """A volume holding the Hugging Face cache the engine reads the model from, mounted at
+    /var/cache/huggingface as its HF_HOME: weights reach the pods the way users give them to
+    vLLM, not baked into the engine image."""
+
+    rules: ClassVar[tuple[rule.Rule, ...]] = (
+        rule.ExactlyOne(("host_path", "persistent_volume_claim")),
+    )
+
+    host_path: Annotated[str, Field(max_length=4096, pattern=ABSOLUTE_PATH_PATTERN)] | None = Field(
+        default=None,
+        description="A directory on the node (a hostPath volume of type Directory), "
+        "e.g. a node-local copy every engine on the node shares.",
+    )
+    persistent_volume_claim: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_1123_SUBDOMAIN_PATTERN)]
+        | None
+    ) = Field(
+        default=None,
+        description="The name of a PersistentVolumeClaim in the resource's namespace "
+        "(ReadOnlyMany or ReadWriteMany when replicas span nodes).",
+    )
+    read_only: bool = Field(
+        default=True,
+        description="Mount the cache read-only and run the engine offline (HF_HUB_OFFLINE=1): "
+        "it serves what the cache holds and never downloads. false: the engine may download "
+        "into the cache.",
+    )
+
+
 class ModelSource(_Model):
     """Which model the engine serves."""
 
@@ -127,6 +168,12 @@ class ModelSource(_Model):
     served_name: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         default=None,
         description="Name clients use in requests (vLLM --served-model-name). Default: name.",
+    )
+    cache: ModelCache | None = Field(
+        default=None,
+        description="A volume with the Hugging Face cache (HF_HOME) holding the model: exactly "
+        "one of hostPath or persistentVolumeClaim. Unset: the engine downloads into its "
+        "container's filesystem.",
     )
 
 

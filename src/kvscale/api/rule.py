@@ -165,7 +165,30 @@ class RequiredWhen:
         )
 
 
-Rule = AtMost | RequiredWhen
+@dataclasses.dataclass(frozen=True)
+class ExactlyOne:
+    """Exactly one of `fields` is set: the members of a one-of (a volume is a hostPath or a
+    PersistentVolumeClaim, never both or neither)."""
+
+    fields: tuple[str, ...]  # Python attribute names, at least two
+
+    def cel(self, model: type[pydantic.BaseModel]) -> tuple[str, str, str | None]:
+        """(rule, message, fieldPath): reported at the object, since no one member is wrong."""
+        counts = " + ".join(f"(has(self.{alias(model, name)}) ? 1 : 0)" for name in self.fields)
+        return f"{counts} == 1", self.message(model), None
+
+    def message(self, model: type[pydantic.BaseModel]) -> str:
+        return f"exactly one of {', '.join(alias(model, name) for name in self.fields)} must be set"
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        return sum(values[name] is not None for name in self.fields) == 1
+
+    def explain(self, model: type[pydantic.BaseModel], written: Mapping[str, object]) -> str:
+        shown = ", ".join(f"{alias(model, name)} = {written[name]!r}" for name in self.fields)
+        return f"{shown}: exactly one must be set"
+
+
+Rule = AtMost | RequiredWhen | ExactlyOne
 """A rule across fields of one object."""
 
 
