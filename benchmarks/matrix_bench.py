@@ -318,8 +318,12 @@ def _plot(done: list[dict[str, object]], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(done), figsize=(5 * len(done), 4), squeeze=False)
-    for ax, item in zip(axes[0], done, strict=True):
+    columns = min(4, len(done))  # a grid: twelve panels in one row cannot be read
+    lines = -(-len(done) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(5 * columns, 4 * lines), squeeze=False)
+    for ax in axes.flat[len(done) :]:
+        ax.set_visible(False)
+    for ax, item in zip(axes.flat, done, strict=False):
         rows = item["results"]
         assert isinstance(rows, list)
         names = [r["policy"] for r in rows]
