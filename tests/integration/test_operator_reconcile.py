@@ -180,6 +180,36 @@ def test_an_applied_cr_gets_its_objects_owned_by_it_with_the_rendered_args(k8s: 
     }
 
 
+def test_a_model_cache_is_mounted_by_the_kubelet_as_the_engine_hf_home(
+    k8s: Kube, tmp_path: Any
+) -> None:
+    # A hostPath on the node (the node's kubelet shares this host's filesystem): the kubelet
+    # must find the directory (type Directory) and mount it read-only before the engine runs.
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    k8s.apply(resource(model={"cache": {"hostPath": str(models_dir)}}))
+    wait_for_objects(k8s)
+
+    def engine_running() -> dict[str, Any] | None:
+        for pod in k8s.items("pods", "kvscale.dev/inference-deployment=llama"):
+            for status in pod["status"].get("containerStatuses") or []:
+                if status["name"] == "engine" and "running" in status["state"]:
+                    found: dict[str, Any] = pod
+                    return found
+        return None
+
+    pod = wait.eventually(engine_running, "the engine container running", timeout_s=90)
+    assert pod["spec"]["volumes"][0]["hostPath"] == {"path": str(models_dir), "type": "Directory"}
+    [engine] = [c for c in pod["spec"]["containers"] if c["name"] == "engine"]
+    assert engine["volumeMounts"][0] == {
+        "name": "model-cache",
+        "mountPath": models.MODEL_CACHE_MOUNT_PATH,
+        "readOnly": True,
+    }
+    assert {"name": "HF_HOME", "value": models.MODEL_CACHE_MOUNT_PATH} in engine["env"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in engine["env"]
+
+
 def test_a_deleted_deployment_service_or_pdb_comes_back(k8s: Kube) -> None:
     k8s.apply(resource())
     objects = wait_for_objects(k8s)
