@@ -14,9 +14,9 @@ over the lower bound (`oracle.bound`, over the load test's full-queue throughput
     .venv/bin/python benchmarks/matrix_bench.py --quick   # a few minutes
     .venv/bin/python benchmarks/matrix_bench.py [--jobs N]  # the full matrix
 
-Each finished load test and run is kept under ~/.cache/kvscale/matrix/<digest of the
-simulator's code>/, so a run cut short goes on where it stopped, and a rerun with the same
-code only re-prints and re-plots.
+Each finished load test and run is kept under $KVSCALE_CACHE/matrix/<digest of the
+simulator's code>/ (the local stack's cache, ~/.cache/kvscale by default), so a run cut short
+goes on where it stopped, and a rerun with the same code only re-prints and re-plots.
 
 The Mooncake FAST'25 synthetic trace (kvcache-ai/Mooncake,
 FAST25-release/traces/synthetic_trace.jsonl) ships with kvscale as the named trace `mooncake`
@@ -35,7 +35,6 @@ import inspect
 import io
 import json
 import multiprocessing
-import os
 import pathlib
 import pickle
 import time
@@ -43,6 +42,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from kvscale import trace, tracefile
+from kvscale.localstack import paths
 from kvscale.simulate import calibrate, command, latency, option, oracle, simulation, table
 
 MOONCAKE = "mooncake"  # the shipped trace's name; stands for --mooncake in a scenario's flags
@@ -166,9 +166,8 @@ def _cached(kind: str, parts: list[object], work: Callable[[], T]) -> T:
     """`work()`, or what the same code returned for the same job before: finished work is
     kept outside the checkout, so a full matrix cut short (the machine taken back, a
     session's end) goes on where it stopped when run again."""
-    root = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
     key = hashlib.sha256(json.dumps([kind, *parts]).encode()).hexdigest()[:24]
-    path = root / "kvscale" / "matrix" / _code_key() / f"{kind}-{key}.pickle"
+    path = paths.cache_root() / "matrix" / _code_key() / f"{kind}-{key}.pickle"
     if path.exists():
         done: T = pickle.loads(path.read_bytes())
         return done

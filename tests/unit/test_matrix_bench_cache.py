@@ -15,7 +15,8 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "matrix_be
 
 @pytest.fixture
 def bench(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # The runs go where the local stack's cache is ($KVSCALE_CACHE), here a temporary one.
+    monkeypatch.setenv("KVSCALE_CACHE", str(tmp_path))
     spec = importlib.util.spec_from_file_location("matrix_bench", SCRIPT)
     assert spec is not None
     assert spec.loader is not None
@@ -25,7 +26,9 @@ def bench(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType
     return module
 
 
-def test_finished_work_is_read_back_not_done_again(bench: ModuleType) -> None:
+def test_finished_work_is_read_back_not_done_again(
+    bench: ModuleType, tmp_path: pathlib.Path
+) -> None:
     calls: list[int] = []
 
     def work() -> dict[str, object]:
@@ -36,6 +39,7 @@ def test_finished_work_is_read_back_not_done_again(bench: ModuleType) -> None:
     again = bench._cached("run", ["conv", ["--x"], "kvscale"], work)
     assert first == again == {"gpu_hours": 1.5, "n": 1}
     assert len(calls) == 1
+    assert len(list((tmp_path / "matrix").glob("*/run-*.pickle"))) == 1
 
 
 def test_other_jobs_and_other_code_are_run(
