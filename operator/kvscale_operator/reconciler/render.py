@@ -157,27 +157,11 @@ def _engine_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
     amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     if resources.gpus_per_replica > 0:
         amounts["nvidia.com/gpu"] = str(resources.gpus_per_replica)
-    cache = spec.model.cache
-    # Only a resource with a cache gets its keys, so other pod templates (and their hashes)
-    # stay as they were.
-    mounts = {}
-    if cache is not None:
-        mounts["volumeMounts"] = [
-            {
-                "name": MODEL_CACHE_VOLUME,
-                "mountPath": models.MODEL_CACHE_MOUNT_PATH,
-                "readOnly": cache.read_only,
-            }
-        ]
-    return {
+    container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,
         "image": spec.engine.image,
         "args": engine_args.render(spec),
-        "env": [
-            _downward("POD_IP", "status.podIP"),
-            *(_model_cache_env(cache) if cache is not None else []),
-        ],
-        **mounts,
+        "env": [_downward("POD_IP", "status.podIP")],
         "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],
         # Requests equal limits: an engine sized for its KV cache must not be overcommitted.
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
@@ -187,6 +171,19 @@ def _engine_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
         "readinessProbe": _http_probe("/health", spec.engine.port, 5, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
     }
+    cache = spec.model.cache
+    # Only a resource with a cache gets these keys, so other pod templates (and their hashes)
+    # stay as they were.
+    if cache is not None:
+        container["env"] += _model_cache_env(cache)
+        container["volumeMounts"] = [
+            {
+                "name": MODEL_CACHE_VOLUME,
+                "mountPath": models.MODEL_CACHE_MOUNT_PATH,
+                "readOnly": cache.read_only,
+            }
+        ]
+    return container
 
 
 # The sidecar's defaults for its rate windows (`kvscale sidecar --rate-window` and
