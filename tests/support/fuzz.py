@@ -278,6 +278,11 @@ def _value_or_default(
     return model.model_fields[attribute].get_default(call_default_factory=True)
 
 
+def _members(model: type[pydantic.BaseModel], declared: rule.ExactlyOne) -> list[Shape]:
+    """The shapes of a one-of's fields, in declaration order."""
+    return [shape for shape in shapes(model) if shape.attribute in declared.fields]
+
+
 def _make_rules_hold(
     model: type[pydantic.BaseModel], body: dict[str, Any], draw: st.DrawFn
 ) -> None:
@@ -296,7 +301,7 @@ def _make_rules_hold(
                 shape = next(s for s in shapes(model) if s.attribute == declared.field)
                 body[shape.alias] = draw(valid_number(shape))
         else:
-            members = [s for s in shapes(model) if s.attribute in declared.fields]
+            members = _members(model, declared)
             kept = draw(st.sampled_from(members))
             for shape in members:
                 if shape is not kept:
@@ -540,7 +545,7 @@ def mutate(draw: st.DrawFn, fuzzed: Fuzzed) -> None:
             put(site, declared.value, (*site.path, rule.alias(model, declared.switch)))
             put(site, _REMOVE, (*site.path, rule.alias(model, declared.field)))
         else:  # a one-of with every member set, or none
-            members = [s for s in shapes(model) if s.attribute in declared.fields]
+            members = _members(model, declared)
             every = draw(st.booleans())
             for shape in members:
                 value = draw(valid_value(model, shape)) if every else _REMOVE
