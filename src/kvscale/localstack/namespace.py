@@ -107,11 +107,21 @@ def create(plan: node.Plan) -> None:
         raise
 
 
+def _cgroup_tree(group: pathlib.Path) -> list[pathlib.Path]:
+    """`group` and every cgroup below it, children before their parents.
+
+    The tree changes while we walk it: a container's cgroup goes when runc deletes the container,
+    which killing its processes sets off. os.walk skips a directory that vanished mid-walk, where
+    pathlib's rglob (Python 3.11) raises FileNotFoundError out of the teardown.
+    """
+    return [pathlib.Path(d) for d, _, _ in os.walk(group, topdown=False)]
+
+
 def _pids(group: pathlib.Path) -> list[int]:
     pids: list[int] = []
-    for procs in group.rglob("cgroup.procs"):
+    for directory in _cgroup_tree(group):
         with contextlib.suppress(OSError, ValueError):
-            pids += [int(line) for line in procs.read_text().split()]
+            pids += [int(line) for line in (directory / "cgroup.procs").read_text().split()]
     return pids
 
 
@@ -146,10 +156,11 @@ def _remove_cgroups(plan: node.Plan) -> list[str]:
         if not group.is_dir():
             continue
         # rmdir bottom-up: a cgroup directory goes only once its children are gone.
-        children = sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for directory in [*children, group]:
+        for directory in _cgroup_tree(group):
             try:
                 directory.rmdir()
+            except FileNotFoundError:
+                continue  # removed by runc between the walk and here: gone is what we want
             except OSError as exc:
                 left.append(f"{directory}: {exc.strerror}")
     return left
