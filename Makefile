@@ -8,7 +8,7 @@ export KVSCALE_CACHE ?= $(HOME)/.cache/kvscale
 # The project's venv comes first so its kubectl (from PyPI) wins over any other on the machine.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test extended check lint typecheck contracts unit setup venv control-plane node engine-env tools images clean chaos
+.PHONY: demo test extended check lint typecheck contracts unit setup venv control-plane node engine-env tools images engine-image clean chaos
 
 demo: setup
 	$(BIN)/kvscale demo
@@ -60,7 +60,7 @@ chaos: setup
 		tests/integration/test_chaos_apiserver.py tests/integration/test_real_node_inference.py \
 		tests/integration/test_real_node_operator.py -s
 
-setup: venv control-plane node engine-env tools images
+setup: venv control-plane node engine-env tools images engine-image
 
 venv: $(VENV)/.installed
 
@@ -85,6 +85,11 @@ engine-env:
 # needs root); cached by content hash, instant when warm. See docs/images.md.
 images:
 	scripts/build-images.sh
+
+# The vLLM CPU engine image (engine_env/Containerfile: the engine lock on the same Debian base),
+# about 6 GB; cached by its Containerfile and the lock, so a source edit does not rebuild it.
+engine-image:
+	scripts/build-images.sh engine
 
 # helm (from its Go module), promtool and the Prometheus server (Debian's package; promtool also
 # from its Go module) and the Prometheus Operator's CRDs (its Go module) for the chart's tests

@@ -138,7 +138,17 @@ def build(hf_home: pathlib.Path) -> pathlib.Path:
     for old in (repo_dir / "snapshots").iterdir():
         if old.name != rev:
             shutil.rmtree(old)
+    readable_by_all(repo_dir)
     return snapshot
+
+
+def readable_by_all(root: pathlib.Path) -> None:
+    """Let any user read the model: the cache is mounted into engine containers that run as a
+    non-root user (the engine image's 65532), and safetensors writes its file owner-only."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,11 +117,11 @@ def _run_script(script: pathlib.Path, env: Mapping[str, str]) -> pathlib.Path:
 
 
 def _run_script_lines(
-    script: pathlib.Path, env: Mapping[str, str], count: int
+    script: pathlib.Path, env: Mapping[str, str], count: int, *args: str
 ) -> list[pathlib.Path]:
     """Run a build script (its progress goes to stderr); the paths on its last `count` lines."""
     result = subprocess.run(
-        ["bash", str(script)],
+        ["bash", str(script), *args],
         env=dict(env),
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -206,3 +206,17 @@ def ensure_images(environ: Mapping[str, str] | None = None) -> Images:
     if absent:
         raise BinariesError(f"{script} reported archives that are not there: {', '.join(absent)}")
     return built
+
+
+def ensure_engine_image(environ: Mapping[str, str] | None = None) -> pathlib.Path:
+    """The OCI archive of the vLLM CPU engine image (engine_env/Containerfile), built when
+    missing: about 6 GB and several minutes cold. Keyed by its Containerfile and the engine lock
+    only, so a source edit does not rebuild it (docs/images.md)."""
+    script = build_script(IMAGES_BUILD_SCRIPT)
+    env = dict(os.environ if environ is None else environ)
+    # The same lock as ensure_images: both builds share buildah's storage and the base image.
+    with _build_lock(paths.cache_root(environ) / "images" / ".build.lock"):
+        (archive,) = _run_script_lines(script, env, 1, "engine")
+    if not archive.is_file():
+        raise BinariesError(f"{script} reported an archive that is not there: {archive}")
+    return archive
