@@ -199,13 +199,18 @@ def test_a_model_cache_is_mounted_by_the_kubelet_as_the_engine_hf_home(
         return None
 
     pod = wait.eventually(engine_running, "the engine container running", timeout_s=90)
-    assert pod["spec"]["volumes"][0]["hostPath"] == {"path": str(models_dir), "type": "Directory"}
+    volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+    assert volumes["model-cache"]["hostPath"] == {"path": str(models_dir), "type": "Directory"}
+    # Every engine has a memory-backed /dev/shm for vLLM's workers (containerd's is 64 MiB).
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     [engine] = [c for c in pod["spec"]["containers"] if c["name"] == "engine"]
-    assert engine["volumeMounts"][0] == {
+    mounts = {mount["name"]: mount for mount in engine["volumeMounts"]}
+    assert mounts["model-cache"] == {
         "name": "model-cache",
         "mountPath": models.MODEL_CACHE_MOUNT_PATH,
         "readOnly": True,
     }
+    assert mounts["dshm"]["mountPath"] == "/dev/shm"
     assert {"name": "HF_HOME", "value": models.MODEL_CACHE_MOUNT_PATH} in engine["env"]
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in engine["env"]
 

@@ -187,18 +187,24 @@ def test_no_node_selector_or_tolerations_when_none_are_asked_for() -> None:
     assert "tolerations" not in pod
 
 
+SHM = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
+
+
 def test_a_host_path_cache_is_mounted_read_only_as_hf_home_and_the_engine_runs_offline() -> None:
     cr = infd(model={"name": "org/model", "cache": {"hostPath": "/var/lib/kvscale/models"}})
     pod = render.deployment(cr)["spec"]["template"]["spec"]
     assert pod["volumes"] == [
+        SHM,
         {
             "name": "model-cache",
             "hostPath": {"path": "/var/lib/kvscale/models", "type": "Directory"},
-        }
+        },
     ]
     engine = container(render.deployment(cr), render.ENGINE_CONTAINER)
     assert engine["volumeMounts"] == [
-        {"name": "model-cache", "mountPath": "/var/cache/huggingface", "readOnly": True}
+        SHM_MOUNT,
+        {"name": "model-cache", "mountPath": "/var/cache/huggingface", "readOnly": True},
     ]
     assert engine["env"][1:] == [
         {"name": "HF_HOME", "value": "/var/cache/huggingface"},
@@ -213,23 +219,28 @@ def test_a_writable_claim_lets_the_engine_download_into_it() -> None:
     cr = infd(model={"name": "org/model", "cache": cache})
     pod = render.deployment(cr)["spec"]["template"]["spec"]
     assert pod["volumes"] == [
+        SHM,
         {
             "name": "model-cache",
             "persistentVolumeClaim": {"claimName": "llama-weights", "readOnly": False},
-        }
+        },
     ]
     engine = container(render.deployment(cr), render.ENGINE_CONTAINER)
-    assert engine["volumeMounts"][0]["readOnly"] is False
+    assert engine["volumeMounts"][1]["readOnly"] is False
     assert {"name": "HF_HOME", "value": "/var/cache/huggingface"} in engine["env"]
     assert all(item["name"] != "HF_HUB_OFFLINE" for item in engine["env"])
 
 
-def test_without_a_cache_the_pod_has_no_volume_mount_or_cache_env() -> None:
+def test_without_a_cache_the_engine_gets_only_its_shared_memory_volume() -> None:
+    # vLLM's workers need more /dev/shm than containerd's 64 MiB: every engine gets a
+    # memory-backed one (found on the real kubelet, where vLLM refused to start without it).
     pod = render.deployment(infd())["spec"]["template"]["spec"]
-    assert "volumes" not in pod
+    assert pod["volumes"] == [SHM]
     engine = container(render.deployment(infd()), render.ENGINE_CONTAINER)
-    assert "volumeMounts" not in engine
+    assert engine["volumeMounts"] == [SHM_MOUNT]
     assert [item["name"] for item in engine["env"]] == ["POD_IP"]
+    sidecar = container(render.deployment(infd()), render.SIDECAR_CONTAINER)
+    assert "volumeMounts" not in sidecar
 
 
 def test_pod_annotations_carry_a_spec_hash_and_prometheus_hints() -> None:

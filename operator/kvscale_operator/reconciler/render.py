@@ -124,6 +124,13 @@ def _downward(name: str, field_path: str) -> dict[str, Any]:
 
 
 MODEL_CACHE_VOLUME = "model-cache"
+SHM_VOLUME = "dshm"
+# vLLM's workers talk through shared-memory ring buffers: 160 MiB for one CPU worker with
+# vLLM 0.32, more with tensor parallelism, where containerd gives a container a 64 MiB /dev/shm
+# and vLLM refuses to start ("Insufficient space in /dev/shm"). A memory-backed emptyDir, as
+# vLLM's Kubernetes guide has it; what it holds counts against the engine's memory limit, and
+# only what is used.
+SHM_SIZE_LIMIT = "2Gi"
 
 
 def _model_cache_volume(cache: models.ModelCache) -> dict[str, Any]:
@@ -170,19 +177,18 @@ def _engine_container(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
         ),
         "readinessProbe": _http_probe("/health", spec.engine.port, 5, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
     cache = spec.model.cache
-    # Only a resource with a cache gets these keys, so other pod templates (and their hashes)
-    # stay as they were.
     if cache is not None:
         container["env"] += _model_cache_env(cache)
-        container["volumeMounts"] = [
+        container["volumeMounts"].append(
             {
                 "name": MODEL_CACHE_VOLUME,
                 "mountPath": models.MODEL_CACHE_MOUNT_PATH,
                 "readOnly": cache.read_only,
             }
-        ]
+        )
     return container
 
 
@@ -259,8 +265,11 @@ def pod_template(infd: models.InferenceDeployment) -> dict[str, Any]:
         # clashing with vLLM's own VLLM_* variables.
         "enableServiceLinks": False,
     }
+    pod_spec["volumes"] = [
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}}
+    ]
     if spec.model.cache is not None:
-        pod_spec["volumes"] = [_model_cache_volume(spec.model.cache)]
+        pod_spec["volumes"].append(_model_cache_volume(spec.model.cache))
     if spec.resources.node_selector:
         pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:
