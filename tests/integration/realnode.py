@@ -25,6 +25,8 @@ from kvscale.localstack import cluster as local
 VERSION = importlib.metadata.version("kvscale")
 # Containerfile's engine-twin target.
 ENGINE_TWIN_IMAGE = f"ghcr.io/kvscale/engine-twin:{VERSION}"
+# engine_env/Containerfile: real vLLM on CPUs (scripts/build-images.sh engine).
+VLLM_CPU_IMAGE = f"ghcr.io/kvscale/vllm-cpu:{VERSION}"
 # The node's own test image (scripts/node/webecho.c): an HTTP server on $PORT, default 8080.
 WEBECHO_IMAGE = "kvscale.local/webecho:1"
 
@@ -35,13 +37,18 @@ def _progress(line: str) -> None:
 
 @contextlib.contextmanager
 def cluster_with_images(
-    state_dir: pathlib.Path, gpus: int, prefix: str, *, gpus_per_node: int | None = None
+    state_dir: pathlib.Path,
+    gpus: int,
+    prefix: str,
+    *,
+    gpus_per_node: int | None = None,
+    vllm: bool = False,
 ) -> Iterator[local.Cluster]:
     """A one-node kubelet cluster with `gpus` fake GPUs and the kvscale and engine-twin images
     (built by scripts/build-images.sh when this checkout's sources changed) in its containerd.
     `gpus_per_node` sets the cluster's `gpus_per_node` (the node-agent stack's nodes, which
     tests size pods by) with the same total: 4 GPUs as 2 x 2 make pods of 2 GPUs, 2 of which
-    fit."""
+    fit. `vllm` imports the vLLM CPU engine image too (3.6 GB: a minute or two)."""
     per_node = gpus_per_node or gpus
     if gpus % per_node:
         raise ValueError(f"gpus = {gpus} is not a multiple of gpus_per_node = {per_node}")
@@ -50,8 +57,10 @@ def cluster_with_images(
     try:
         bins = binaries.ensure()
         started = time.monotonic()
-        images = binaries.ensure_images()
-        _progress(f"images ready in {time.monotonic() - started:.1f}s: {images.archives}")
+        archives = binaries.ensure_images().archives
+        if vllm:
+            archives.append(binaries.ensure_engine_image())
+        _progress(f"images ready in {time.monotonic() - started:.1f}s: {archives}")
     except binaries.BinariesError as exc:
         pytest.fail(f"the control plane or the images cannot be built: {exc}", pytrace=False)
     settings = local.Settings(
@@ -64,23 +73,27 @@ def cluster_with_images(
     handle = local.start(settings, bins=bins, progress=_progress)
     try:
         started = time.monotonic()
-        local.load_images(handle, images.archives)
+        local.load_images(handle, archives)
         _progress(f"images imported in {time.monotonic() - started:.1f}s")
         yield handle
     finally:
         local.stop(handle.state_dir, progress=_progress)
 
 
-def module_cluster(prefix: str, gpus: int = 4, gpus_per_node: int | None = 2) -> Any:
+def module_cluster(
+    prefix: str, gpus: int = 4, gpus_per_node: int | None = 2, *, vllm: bool = False
+) -> Any:
     """A module-scoped `cluster` fixture on the real node (`cluster_with_images`: `gpus` fake
-    GPUs, `gpus_per_node` as there), for a test module to take in place of the session's:
+    GPUs, `gpus_per_node` and `vllm` as there), for a test module to take in place of the session's:
     `cluster = realnode.module_cluster("ch")`. The operator fixtures and `namespace` follow it.
     `prefix` (a few letters) names the cluster, so a leftover one says which module made it."""
 
     @pytest.fixture(scope="module")
     def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
         state_dir = tmp_path_factory.mktemp(f"kvscale-real-{prefix}")
-        with cluster_with_images(state_dir, gpus, prefix, gpus_per_node=gpus_per_node) as handle:
+        with cluster_with_images(
+            state_dir, gpus, prefix, gpus_per_node=gpus_per_node, vllm=vllm
+        ) as handle:
             yield handle
 
     return cluster
