@@ -27,7 +27,7 @@ from tests.support import prometheus, wait
 
 from kvscale.api import crd
 from kvscale.localstack import cluster as local
-from kvscale.localstack import tools
+from kvscale.localstack import engine_env, tools
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KVSCALE = ROOT / ".venv" / "bin" / "kvscale"
@@ -249,3 +249,14 @@ def alerts(operator: Operator, tmp_path: pathlib.Path) -> Iterator[prometheus.Pr
     """`chart_prometheus` scraping the module's operator, for one test."""
     with chart_prometheus(tmp_path / "prometheus", operator) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> pathlib.Path:
+    """The tiny model's Hugging Face cache on this host (built when missing), given to engine
+    containers as a read-only hostPath volume, as `spec.model.cache` gives a model to vLLM."""
+    try:
+        engine_env.ensure()
+    except engine_env.EngineEnvError as exc:
+        pytest.fail(f"the tiny model cannot be built: {exc}", pytrace=False)
+    return engine_env.hf_home()

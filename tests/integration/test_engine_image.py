@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 from packaging.utils import canonicalize_name
-from tests.support import oci, wait
+from tests.support import oci
 from tests.support.oci import Image, Runc
 
 from kvscale.api import models
@@ -95,16 +94,6 @@ def runc(image: Image) -> Iterator[Runc]:
         handle.cleanup()
 
 
-@pytest.fixture(scope="module")
-def model_cache() -> pathlib.Path:
-    """The host directory holding the tiny model's Hugging Face cache: the hostPath volume."""
-    try:
-        engine_env.ensure()
-    except engine_env.EngineEnvError as exc:
-        pytest.fail(f"the tiny model cannot be built: {exc}", pytrace=False)
-    return engine_env.hf_home()
-
-
 def test_engine_image_config(image: Image) -> None:
     assert image.entrypoint == ["python", "-m", "vllm.entrypoints.openai.api_server"]
     assert image.cmd == []
@@ -156,40 +145,19 @@ def test_engine_serves_the_tiny_model_from_a_read_only_cache_volume(
         env=LIMITS.env,
         binds=((model_cache, models.MODEL_CACHE_MOUNT_PATH),),
     )
-    cid = runc.bundle(image, image.entrypoint + flags, host_network=True, limits=limits)
-    log = image.rootfs.parent / f"{cid}.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            runc.command("run", "--bundle", str(runc.bundles / cid), cid),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log_tail() -> str:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-
-    try:
-        started = time.monotonic()
-
-        def healthy() -> bool:
-            if server.poll() is not None:
-                raise AssertionError(f"the engine exited {server.returncode}:\n{log_tail()}")
-            return oci.http(f"{base}/health")[0] == 200
-
-        wait.eventually(
-            healthy, "the engine's /health", timeout_s=READY_DEADLINE_S, retry_on=(OSError,)
-        )
-        _progress(f"vLLM answered /health {time.monotonic() - started:.1f}s after runc run")
+    with runc.serve(image, image.entrypoint + flags, limits=limits) as engine:
+        took = engine.wait_healthy(f"{base}/health", READY_DEADLINE_S)
+        _progress(f"vLLM answered /health {took:.1f}s after runc run")
 
         # The serving process runs as the image's user, on a root it cannot write.
-        pid = runc.state_of(cid)["pid"]
-        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        status = pathlib.Path(f"/proc/{engine.pid}/status").read_text()
         uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
         assert set(uids) == {"65532"}
-        assert oci.cgroup_memory_limit(pid) == LIMITS.memory
+        assert oci.cgroup_memory_limit(engine.pid) == LIMITS.memory
         denied = subprocess.run(
-            runc.command("exec", cid, "touch", "/opt/vllm/x", models.MODEL_CACHE_MOUNT_PATH + "/x"),
+            runc.command(
+                "exec", engine.cid, "touch", "/opt/vllm/x", models.MODEL_CACHE_MOUNT_PATH + "/x"
+            ),
             capture_output=True,
             text=True,
             check=False,
@@ -211,23 +179,10 @@ def test_engine_serves_the_tiny_model_from_a_read_only_cache_volume(
         assert oci.metric(metrics, "vllm:num_requests_running") == 0
         assert 'model_name="tiny"' in metrics
 
-        peak = oci.cgroup_memory_peak(pid)
+        peak = oci.cgroup_memory_peak(engine.pid)
         if peak is not None:
             _progress(f"the engine's memory peak so far: {peak / 2**20:.0f} MiB")
 
         # SIGTERM (what the kubelet sends) stops vLLM as PID 1 of its namespace.
-        subprocess.run(runc.command("kill", cid, "TERM"), check=True, capture_output=True)
-        try:
-            server.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the engine did not stop within {STOP_DEADLINE_S:g}s of SIGTERM")
-        _progress(f"the engine stopped on SIGTERM with exit status {server.returncode}")
-    finally:
-        if server.poll() is None:
-            subprocess.run(runc.command("kill", cid, "KILL"), capture_output=True, check=False)
-            try:
-                server.wait(timeout=STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                os.kill(server.pid, signal.SIGKILL)
-                server.wait()
-        runc.delete(cid)
+        code = engine.terminate(STOP_DEADLINE_S)
+        _progress(f"the engine stopped on SIGTERM with exit status {code}")

@@ -16,8 +16,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
 import time
@@ -27,7 +25,7 @@ from typing import Any
 
 import pytest
 from packaging.utils import canonicalize_name
-from tests.support import oci, wait
+from tests.support import oci
 from tests.support.oci import Image, Runc
 
 from kvscale.localstack import binaries
@@ -264,7 +262,7 @@ def test_twin_packages_are_the_lock(runc: Runc, twin_image: Image, lock_pins: se
     )
 
 
-def test_twin_serves_vllm_api(runc: Runc, twin_image: Image, unpacked: pathlib.Path) -> None:
+def test_twin_serves_vllm_api(runc: Runc, twin_image: Image) -> None:
     port = oci.free_port()
     base = f"http://127.0.0.1:{port}"
     flags = [
@@ -272,36 +270,17 @@ def test_twin_serves_vllm_api(runc: Runc, twin_image: Image, unpacked: pathlib.P
         "--model", "kvscale/tiny-llama", "--served-model-name", "tiny",
         "--num-gpu-blocks-override", "256", "--block-size", "16", "--max-model-len", "2048",
     ]  # fmt: skip
-    cid = runc.bundle(twin_image, twin_image.entrypoint + flags, host_network=True)
-    log = unpacked / f"{cid}.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            runc.command("run", "--bundle", str(runc.bundles / cid), cid),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        started = time.monotonic()
-
-        def healthy() -> bool:
-            if server.poll() is not None:
-                raise AssertionError(f"the twin exited {server.returncode}:\n{log.read_text()}")
-            return oci.http(f"{base}/health")[0] == 200
-
-        wait.eventually(
-            healthy, "the twin's /health", timeout_s=SERVE_TIMEOUT_S, retry_on=(OSError,)
-        )
-        _progress(f"engine-twin answered /health {time.monotonic() - started:.1f}s after runc run")
+    with runc.serve(twin_image, twin_image.entrypoint + flags) as twin:
+        took = twin.wait_healthy(f"{base}/health", SERVE_TIMEOUT_S)
+        _progress(f"engine-twin answered /health {took:.1f}s after runc run")
 
         # The serving process: the image's user, on a read-only root, PID 1 of its namespace.
-        pid = runc.state_of(cid)["pid"]
-        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        status = pathlib.Path(f"/proc/{twin.pid}/status").read_text()
         uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
         assert set(uids) == {"65532"}
         nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
         assert nspid[-1] == "1"
-        assert oci.cgroup_memory_limit(pid) == oci.MEMORY_LIMIT
+        assert oci.cgroup_memory_limit(twin.pid) == oci.MEMORY_LIMIT
 
         status_code, body = oci.http(
             f"{base}/v1/completions", {"model": "tiny", "prompt": "hello", "max_tokens": 4}
@@ -321,18 +300,5 @@ def test_twin_serves_vllm_api(runc: Runc, twin_image: Image, unpacked: pathlib.P
         assert 'model_name="tiny"' in metrics
 
         # SIGTERM (what the kubelet sends) stops it: the twin handles it as PID 1.
-        subprocess.run(runc.command("kill", cid, "TERM"), check=True, capture_output=True)
-        try:
-            code = server.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the twin did not stop within {STOP_TIMEOUT_S:g}s of SIGTERM")
-        assert code == 0, f"the twin exited {code} on SIGTERM:\n{log.read_text()}"
-    finally:
-        if server.poll() is None:
-            subprocess.run(runc.command("kill", cid, "KILL"), capture_output=True, check=False)
-            try:
-                server.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(server.pid, signal.SIGKILL)
-                server.wait()
-        runc.delete(cid)
+        code = twin.terminate(STOP_TIMEOUT_S)
+        assert code == 0, f"the twin exited {code} on SIGTERM:\n{twin.log_tail()}"

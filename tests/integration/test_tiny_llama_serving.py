@@ -22,7 +22,6 @@ from tests.integration.conftest import Operator
 from tests.support import wait
 
 from kvscale.localstack import cluster as local
-from kvscale.localstack import engine_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 
@@ -33,16 +32,6 @@ ENGINE_START_TIMEOUT_S = 420.0
 
 # Two fake GPUs: the example's one pod takes one.
 cluster = realnode.module_cluster("tl", 2, None, vllm=True)
-
-
-@pytest.fixture(scope="module")
-def model_cache() -> pathlib.Path:
-    """The tiny model's Hugging Face cache on the host, given to the pod as a hostPath volume."""
-    try:
-        engine_env.ensure()
-    except engine_env.EngineEnvError as exc:
-        pytest.fail(f"the tiny model cannot be built: {exc}", pytrace=False)
-    return engine_env.hf_home()
 
 
 def _on_this_node(example: dict[str, Any], model_cache: pathlib.Path) -> dict[str, Any]:

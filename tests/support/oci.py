@@ -6,6 +6,7 @@ and engine-twin images, test_engine_image.py for the vLLM engine image). Needs r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -13,17 +14,20 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import tarfile
+import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support import wait
 
 RUN_TIMEOUT_S = 120.0  # generous: a busy 2-core machine; not a timing assertion
 MEMORY_LIMIT = 512 * 1024 * 1024
@@ -355,6 +359,34 @@ class Runc:
         finally:
             self.delete(cid)
 
+    @contextlib.contextmanager
+    def serve(
+        self, image: Image, args: Sequence[str], *, limits: Limits = Limits()
+    ) -> Iterator[Served]:
+        """Start a server container in the host's network namespace (`args` include the entry
+        point); whatever the test does, it is killed and deleted at the end."""
+        cid = self.bundle(image, args, host_network=True, limits=limits)
+        log = self.bundles / f"{cid}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                self.command("run", "--bundle", str(self.bundles / cid), cid),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        served = Served(runc=self, cid=cid, process=process, log=log)
+        try:
+            yield served
+        finally:
+            if process.poll() is None:
+                subprocess.run(self.command("kill", cid, "KILL"), capture_output=True, check=False)
+                try:
+                    process.wait(timeout=RUN_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait()
+            self.delete(cid)
+
     def delete(self, cid: str) -> None:
         subprocess.run(self.command("delete", "--force", cid), capture_output=True, check=False)
 
@@ -376,6 +408,44 @@ class Runc:
             self.delete(cid)
         left = [cid for cid in self.made if self.exists(cid)]
         assert not left, f"runc containers left behind: {left}"
+
+
+@dataclasses.dataclass
+class Served:
+    """A server container `Runc.serve` started: its id, its `runc run` process and its log."""
+
+    runc: Runc
+    cid: str
+    process: subprocess.Popen[bytes]
+    log: pathlib.Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_healthy(self, url: str, timeout_s: float) -> float:
+        """Seconds until `url` answered 200; fails at once, with the log, if the server exits."""
+        started = time.monotonic()
+
+        def healthy() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"exited {self.process.returncode}:\n{self.log_tail()}")
+            return http(url)[0] == 200
+
+        wait.eventually(healthy, url, timeout_s=timeout_s, retry_on=(OSError,))
+        return time.monotonic() - started
+
+    @property
+    def pid(self) -> int:
+        """The server's host pid (PID 1 of its namespace)."""
+        return int(self.runc.state_of(self.cid)["pid"])
+
+    def terminate(self, timeout_s: float) -> int:
+        """SIGTERM, as the kubelet sends it; the exit status (fails if it does not stop)."""
+        subprocess.run(self.runc.command("kill", self.cid, "TERM"), check=True, capture_output=True)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.cid} did not stop within {timeout_s:g}s of SIGTERM")
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
