@@ -20,7 +20,6 @@ import tomllib
 from collections.abc import Iterator
 
 import pytest
-from packaging.utils import canonicalize_name
 from tests.support import oci
 from tests.support.oci import Image, Runc
 
@@ -109,18 +108,8 @@ def test_engine_image_config(image: Image) -> None:
 
 
 def test_engine_packages_are_the_lock(runc: Runc, image: Image) -> None:
-    pins = set()
-    for line in LOCK.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"{LOCK.name}: {line!r} is not name==version"
-            pins.add(f"{canonicalize_name(name)}=={version.strip()}")
-    out = oci.ok(runc.run(image, [VENV_PYTHON, "-c", oci.LIST_DISTRIBUTIONS], entrypoint=False))
-    found = {
-        f"{canonicalize_name(name)}=={version}"
-        for name, _, version in (line.partition("==") for line in out.splitlines())
-    }
+    pins = oci.lock_pins(LOCK)
+    found = oci.distributions(runc, image, VENV_PYTHON)
     assert found == pins, (
         f"in the image, not pinned: {sorted(found - pins)}; "
         f"pinned, not in the image: {sorted(pins - found)}"

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from packaging.utils import canonicalize_name
 from tests.support import oci
 from tests.support.oci import Image, Runc
 
@@ -101,25 +100,11 @@ def runc(unpacked: pathlib.Path) -> Iterator[Runc]:
 @pytest.fixture(scope="module")
 def lock_pins() -> set[str]:
     """requirements/runtime.lock's pins plus kvscale itself, as canonical `name==version`."""
-    pins = {f"kvscale=={VERSION}"}
-    for line in (ROOT / "requirements" / "runtime.lock").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"runtime.lock: {line!r} is not name==version"
-            pins.add(f"{canonicalize_name(name)}=={version.strip()}")
-    return pins
+    return oci.lock_pins(ROOT / "requirements" / "runtime.lock") | {f"kvscale=={VERSION}"}
 
 
 def _distributions(runc: Runc, image: Image) -> set[str]:
-    out = oci.ok(
-        runc.run(image, ["/opt/kvscale/bin/python", "-c", oci.LIST_DISTRIBUTIONS], entrypoint=False)
-    )
-    found = set()
-    for line in out.splitlines():
-        name, _, version = line.partition("==")
-        found.add(f"{canonicalize_name(name)}=={version}")
-    return found
+    return oci.distributions(runc, image, "/opt/kvscale/bin/python")
 
 
 # --- the unpacker itself ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import pytest
+from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support import wait
 
@@ -505,3 +506,24 @@ def metric(text: str, name: str) -> float:
     ]
     assert values, f"{name} is not in /metrics"
     return sum(values)
+
+
+def lock_pins(lock: pathlib.Path) -> set[str]:
+    """A lock file's pins (`name==version` lines, `#` comments) as canonical `name==version`."""
+    pins = set()
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"{lock.name}: {line!r} is not name==version"
+            pins.add(f"{canonicalize_name(name)}=={version.strip()}")
+    return pins
+
+
+def distributions(runc: Runc, image: Image, python: str) -> set[str]:
+    """The distributions `python` in the image has installed, as canonical `name==version`."""
+    out = ok(runc.run(image, [python, "-c", LIST_DISTRIBUTIONS], entrypoint=False))
+    return {
+        f"{canonicalize_name(name)}=={version}"
+        for name, _, version in (line.partition("==") for line in out.splitlines())
+    }

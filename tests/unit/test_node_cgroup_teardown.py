@@ -43,6 +43,18 @@ def _plan(tmp_path: pathlib.Path) -> node.Plan:
     )
 
 
+def _node_cgroups(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[node.Plan, pathlib.Path, dict[str, pathlib.Path]]:
+    """A node's plan, its cgroup in one stand-in hierarchy (the only one `hierarchies` lists),
+    and the pod and container cgroups made below it."""
+    hierarchy = tmp_path / "unified"
+    plan = _plan(tmp_path)
+    group = hierarchy / plan.cgroup_root.lstrip("/")
+    monkeypatch.setattr(namespace, "hierarchies", lambda: [hierarchy])
+    return plan, group, _tree(group)
+
+
 def _vanishing(victim: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make `victim` disappear just before the walk lists it, as runc's delete would."""
     real_scandir = os.scandir
@@ -81,13 +93,9 @@ def test_pids_are_read_from_every_cgroup_and_a_vanished_one_is_skipped(
 def test_removal_goes_bottom_up_and_a_cgroup_runc_removed_first_is_not_a_problem(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hierarchy = tmp_path / "unified"
-    plan = _plan(tmp_path)
-    group = hierarchy / plan.cgroup_root.lstrip("/")
-    dirs = _tree(group)
+    plan, group, dirs = _node_cgroups(tmp_path, monkeypatch)
     for directory in dirs.values():
         (directory / "cgroup.procs").unlink()  # a real cgroup's files go with its rmdir
-    monkeypatch.setattr(namespace, "hierarchies", lambda: [hierarchy])
     _vanishing(dirs["ctr_b"], monkeypatch)
     assert namespace._remove_cgroups(plan) == []
     assert not group.exists()
@@ -96,12 +104,8 @@ def test_removal_goes_bottom_up_and_a_cgroup_runc_removed_first_is_not_a_problem
 def test_a_cgroup_that_cannot_go_is_named(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hierarchy = tmp_path / "unified"
-    plan = _plan(tmp_path)
-    group = hierarchy / plan.cgroup_root.lstrip("/")
-    dirs = _tree(group)
+    plan, group, dirs = _node_cgroups(tmp_path, monkeypatch)
     (dirs["ctr_b"] / "cgroup.procs").unlink()
-    monkeypatch.setattr(namespace, "hierarchies", lambda: [hierarchy])
     left = namespace._remove_cgroups(plan)
     # ctr_a still holds a file (a live process, on a real cgroup): it and its ancestors stay.
     assert any(entry.startswith(f"{dirs['ctr_a']}:") for entry in left)
