@@ -192,31 +192,31 @@ class Images:
         return [self.kvscale, self.engine_twin]
 
 
+def _build_images(environ: Mapping[str, str] | None, count: int, *args: str) -> list[pathlib.Path]:
+    """The archives scripts/build-images.sh prints last (`count` of them) for `args`. Under one
+    lock for every image: the builds share buildah's storage and the base image."""
+    script = build_script(IMAGES_BUILD_SCRIPT)
+    env = dict(os.environ if environ is None else environ)
+    with _build_lock(paths.cache_root(environ) / "images" / ".build.lock"):
+        archives = _run_script_lines(script, env, count, *args)
+    absent = [str(archive) for archive in archives if not archive.is_file()]
+    if absent:
+        raise BinariesError(f"{script} reported archives that are not there: {', '.join(absent)}")
+    return archives
+
+
 def ensure_images(environ: Mapping[str, str] | None = None) -> Images:
     """The kvscale and engine-twin images of this checkout's sources, built when missing.
 
     The build script keys its cache by the content the images are made of, so it always runs
     (a fraction of a second when nothing changed) and a source edit gives new archives."""
-    script = build_script(IMAGES_BUILD_SCRIPT)
-    env = dict(os.environ if environ is None else environ)
-    with _build_lock(paths.cache_root(environ) / "images" / ".build.lock"):
-        kvscale, engine_twin = _run_script_lines(script, env, 2)
-    built = Images(kvscale=kvscale, engine_twin=engine_twin)
-    absent = [str(archive) for archive in built.archives if not archive.is_file()]
-    if absent:
-        raise BinariesError(f"{script} reported archives that are not there: {', '.join(absent)}")
-    return built
+    kvscale, engine_twin = _build_images(environ, 2)
+    return Images(kvscale=kvscale, engine_twin=engine_twin)
 
 
 def ensure_engine_image(environ: Mapping[str, str] | None = None) -> pathlib.Path:
     """The OCI archive of the vLLM CPU engine image (engine_env/Containerfile), built when
     missing: about 6 GB and several minutes cold. Keyed by its Containerfile and the engine lock
     only, so a source edit does not rebuild it (docs/images.md)."""
-    script = build_script(IMAGES_BUILD_SCRIPT)
-    env = dict(os.environ if environ is None else environ)
-    # The same lock as ensure_images: both builds share buildah's storage and the base image.
-    with _build_lock(paths.cache_root(environ) / "images" / ".build.lock"):
-        (archive,) = _run_script_lines(script, env, 1, "engine")
-    if not archive.is_file():
-        raise BinariesError(f"{script} reported an archive that is not there: {archive}")
+    (archive,) = _build_images(environ, 1, "engine")
     return archive
