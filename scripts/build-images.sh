@@ -62,9 +62,10 @@ build() {
   mv "$file.part" "$file"
 }
 
-# Untagged images: the cached steps of earlier builds (vfs keeps each as a full copy of its root
-# filesystem, 200-300 MB for the kvscale image). Left alone they grew to 100 images and 10 GB
-# here; the archives are the cache that counts, so the next source edit reinstalls the lock.
+# Dangling images: the cached steps of earlier builds that no tagged image stands on (vfs keeps
+# each as a full copy of its root filesystem, 200-300 MB for the kvscale image). Left alone they
+# grew to 100 images and 10 GB here. The steps the current images stand on stay, so the next
+# source edit still reuses the lock's layer (buildah said "Using cache" after a prune).
 prune() {
   "${B[@]}" rmi --prune >/dev/null
 }

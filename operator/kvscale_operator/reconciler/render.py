@@ -264,10 +264,10 @@ def pod_template(infd: models.InferenceDeployment) -> dict[str, Any]:
         # Service links put an env var per Service into every engine: noise, and a risk of
         # clashing with vLLM's own VLLM_* variables.
         "enableServiceLinks": False,
+        "volumes": [
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}}
+        ],
     }
-    pod_spec["volumes"] = [
-        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}}
-    ]
     if spec.model.cache is not None:
         pod_spec["volumes"].append(_model_cache_volume(spec.model.cache))
     if spec.resources.node_selector:
