@@ -1,17 +1,20 @@
 """The autoscaler end to end, on real vLLM CPU engines: one story, in order.
 
 Every part is real: the API server, controller manager and scheduler; the operator as its own
-process (restarted midway); the node agent running each pod's vLLM engine and kvscale
-sidecar as processes; load sent by pod IP as a gateway would. The engines have 64 KV blocks
-of 32 tokens, so ten concurrent 1,000-token requests fill one and queue behind it.
+process (restarted midway); a real node (kubelet, containerd, runc) running each pod's vLLM
+engine (the vLLM CPU engine image, the tiny model from a read-only hostPath model cache) and
+kvscale sidecar (the kvscale image) as containers; load sent by pod IP as a gateway would. The
+engines have 64 KV blocks of 32 tokens, so ten concurrent 1,000-token requests fill one and
+queue behind it.
 
 1. One replica serves. A load step fills its cache: the autoscaler scales 1 -> 3 at once
    (panic; the count asked for is more than maxReplicas), with a ScaledUp Event and a
-   scalingHistory entry. Each replica takes both GPUs of a node and the cluster has two
-   nodes, so the third pod cannot be placed: ScalingLimited says so in the scheduler's words.
+   scalingHistory entry. Each replica takes two of the node's four fake GPUs, so the third
+   pod cannot be placed: ScalingLimited says so in the scheduler's words.
 2. The second replica becomes ready; the load stops. Low load would scale down after the
-   delay; instead the second engine is killed (its whole process group), and while it
-   restarts the operator itself is restarted. Neither the dead engine nor the restart scales
+   delay; instead the second engine is killed (SIGKILL of the container's first process, as
+   an OOM kill ends it: the kubelet restarts the container), and while it restarts the
+   operator itself is restarted. Neither the dead engine nor the restart scales
    anything: the Deployment keeps its count throughout, and MetricsAvailable names the pod.
 3. Once the engine is back, the second pod's sidecar is killed again and again for longer
    than demand alone would hold the count: still no scale-down, MetricsAvailable names it.
@@ -26,11 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.integration import realnode
 from tests.integration.autoscale_story import (
     Load,
     Story,
@@ -58,6 +63,9 @@ PROMPT = "The key value cache of a language model holds the attention state of e
 MAX_TOKENS = 400
 CONCURRENCY = 10
 
+# Four fake GPUs as two "nodes" of two: a replica takes two, so two fit and the third waits.
+cluster = realnode.module_cluster("ae", 4, 2, vllm=True)
+
 
 def infd(gpus_per_node: int) -> dict[str, Any]:
     spec = {
@@ -70,19 +78,18 @@ def infd(gpus_per_node: int) -> dict[str, Any]:
             "extraArgs": ["--num-gpu-blocks-override", "64"],
         },
         # A whole node's GPUs per replica: two replicas fit, the third stays pending.
-        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "1", "memory": "2Gi"},
+        # Real limits: 4Gi, as vLLM's CPU engine needs more than 2Gi while it compiles the
+        # model; 900m of CPU, so two engines and their sidecars (50m each) fit the node's two
+        # cores and only the GPUs keep the third replica out.
+        "resources": {"gpusPerReplica": gpus_per_node, "cpu": "900m", "memory": "4Gi"},
         "scaling": manifest.autoscaling(STABLE_S, DELAY_S),
     }
-    return manifest.inference_deployment(NAME, spec)
+    # The vLLM CPU image, the tiny model from this host's cache (read-only hostPath).
+    return engine_env.on_local_node(manifest.inference_deployment(NAME, spec))
 
 
 @pytest.fixture
 def story(cluster: local.Cluster, namespace: str, operator: Operator) -> Iterator[Story]:
-    try:
-        engine_env.vllm_python()
-        engine_env.engine_environment()
-    except engine_env.EngineEnvError as error:
-        pytest.fail(f"real vLLM is needed: {error}", pytrace=False)
     yield Story(cluster, namespace, NAME)
     # Engines stop when their pods go: delete them now rather than with the namespace.
     with contextlib.suppress(Exception):
@@ -90,8 +97,9 @@ def story(cluster: local.Cluster, namespace: str, operator: Operator) -> Iterato
 
 
 def test_load_scales_up_failures_and_restarts_never_scale_down_idle_scales_down(
-    story: Story, cluster: local.Cluster, operator: Operator
+    story: Story, cluster: local.Cluster, operator: Operator, model_cache: pathlib.Path
 ) -> None:
+    # (`model_cache` builds the tiny model when this host has none.)
     story.cluster.kubectl(
         "apply", "-n", story.namespace, "-f", "-",
         input=json.dumps(infd(cluster.gpus_per_node)),

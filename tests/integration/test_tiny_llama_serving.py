@@ -22,6 +22,7 @@ from tests.integration.conftest import Operator
 from tests.support import wait
 
 from kvscale.localstack import cluster as local
+from kvscale.localstack import engine_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm, pytest.mark.slow]
 
@@ -32,18 +33,6 @@ ENGINE_START_TIMEOUT_S = 420.0
 
 # Two fake GPUs: the example's one pod takes one.
 cluster = realnode.module_cluster("tl", 2, None, vllm=True)
-
-
-def _on_this_node(example: dict[str, Any], model_cache: pathlib.Path) -> dict[str, Any]:
-    """The example as a user of this local stack applies it: the vLLM CPU image built here as
-    the engine, the model from the node's cache directory, read-only, and memory enough for
-    vLLM's CPU engine under a real cgroup limit (at the example's 2Gi, which the node agent
-    never enforced, the kubelet's engine was OOMKilled while it compiled the model)."""
-    spec = example["spec"]
-    spec["engine"]["image"] = realnode.VLLM_CPU_IMAGE
-    spec["model"]["cache"] = {"hostPath": str(model_cache)}
-    spec["resources"]["memory"] = "4Gi"
-    return example
 
 
 def _get(cluster: local.Cluster, namespace: str, *args: str) -> Any:
@@ -71,7 +60,8 @@ def test_the_example_serves_the_tiny_model_on_real_vllm(
     model_cache: pathlib.Path,
     tmp_path: pathlib.Path,
 ) -> None:
-    example = _on_this_node(yaml.safe_load(EXAMPLE.read_text()), model_cache)
+    example = engine_env.on_local_node(yaml.safe_load(EXAMPLE.read_text()))
+    assert example["spec"]["model"]["cache"] == {"hostPath": str(model_cache)}
     name = example["metadata"]["name"]
     applied = tmp_path / "tiny-llama.yaml"
     applied.write_text(yaml.safe_dump(example))
@@ -112,7 +102,7 @@ def test_the_example_serves_the_tiny_model_on_real_vllm(
         "engine": True,
         "sidecar": True,
     }
-    assert realnode.container_status(pod, "engine")["image"] == realnode.VLLM_CPU_IMAGE
+    assert realnode.container_status(pod, "engine")["image"] == engine_env.VLLM_CPU_IMAGE
     engine_pid = realnode.task_pid(cluster, pod, "engine")
     ip = pod["status"]["podIP"]
     engine_port = infd["spec"]["engine"]["port"]

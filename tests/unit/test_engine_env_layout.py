@@ -6,7 +6,9 @@ import hashlib
 import pathlib
 
 import pytest
+import yaml
 
+from kvscale.api import models
 from kvscale.localstack import engine_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -66,3 +68,20 @@ def test_environment_resolves_models_offline_from_the_cache(tmp_path: pathlib.Pa
     assert env["VLLM_NO_USAGE_STATS"] == "1"
     assert env["VLLM_HOST_IP"] == "127.0.0.1"
     assert int(env["VLLM_CPU_KVCACHE_SPACE"]) == engine_env.KVCACHE_SPACE_GIB
+
+
+def test_on_local_node_names_the_built_image_and_this_hosts_model_cache(
+    tmp_path: pathlib.Path,
+) -> None:
+    example = yaml.safe_load((ROOT / "examples" / "tiny-llama.yaml").read_text())
+    local = engine_env.on_local_node(example, _cache(tmp_path))
+    spec = local["spec"]
+    assert spec["engine"]["image"] == engine_env.VLLM_CPU_IMAGE
+    assert engine_env.VLLM_CPU_IMAGE.startswith("ghcr.io/kvscale/vllm-cpu:")
+    assert spec["model"]["cache"] == {"hostPath": str(tmp_path / "hf")}
+    # The rest as written, the document given left alone, and the result a valid resource.
+    assert spec["engine"]["extraArgs"] == example["spec"]["engine"]["extraArgs"]
+    assert spec["resources"] == example["spec"]["resources"]
+    assert "image" not in example["spec"]["engine"]
+    assert "cache" not in example["spec"]["model"]
+    models.InferenceDeploymentSpec.model_validate(spec)

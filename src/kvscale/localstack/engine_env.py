@@ -12,12 +12,15 @@ Does I/O: reads the cache and the checkout's lock file, and `ensure()` runs the 
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
+import importlib.metadata
 import os
 import pathlib
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from kvscale.localstack import paths
 
@@ -30,6 +33,9 @@ COMPLETE_MARKER = ".kvscale-complete"
 # --num-gpu-blocks-override, which allocates only those blocks; this is the ceiling vLLM checks
 # the blocks against (and what it would fill without the override).
 KVCACHE_SPACE_GIB = 1
+# The image of real vLLM on CPUs that scripts/build-images.sh builds from engine_env/Containerfile
+# (`binaries.ensure_engine_image()`), tagged with the package's version as the others are.
+VLLM_CPU_IMAGE = f"ghcr.io/kvscale/vllm-cpu:{importlib.metadata.version('kvscale')}"
 
 
 class EngineEnvError(RuntimeError):
@@ -58,6 +64,20 @@ def venv_dir(environ: Mapping[str, str] | None = None) -> pathlib.Path:
 def hf_home(environ: Mapping[str, str] | None = None) -> pathlib.Path:
     """The HF_HOME whose hub cache holds the tiny model."""
     return paths.cache_root(environ) / "hf"
+
+
+def on_local_node(
+    document: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """An InferenceDeployment (a copy) as the local stack's real node runs it: the vLLM CPU
+    engine image as the engine, and the tiny model's Hugging Face cache on this host as a
+    read-only hostPath `spec.model.cache`, as a user gives a node's model directory to vLLM.
+    Everything else (resources, scaling, the engine's flags) stays as written."""
+    local = copy.deepcopy(dict(document))
+    spec = local["spec"]
+    spec.setdefault("engine", {})["image"] = VLLM_CPU_IMAGE
+    spec.setdefault("model", {})["cache"] = {"hostPath": str(hf_home(environ))}
+    return local
 
 
 def _model_ref(environ: Mapping[str, str] | None) -> pathlib.Path:
