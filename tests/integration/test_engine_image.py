@@ -9,6 +9,7 @@ Needs root (buildah, runc, mounts, cgroups). See docs/images.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -103,6 +104,9 @@ def test_engine_image_config(image: Image) -> None:
     assert env["HF_HOME"] == models.MODEL_CACHE_MOUNT_PATH
     assert env["VLLM_TARGET_DEVICE"] == "cpu"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    # vLLM's CPU worker would pin itself to the first core otherwise (every engine on core 0).
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    assert env["OMP_NUM_THREADS"] == "1"
     assert image.labels["org.opencontainers.image.version"] == VERSION
     assert image.labels["org.opencontainers.image.title"] == "kvscale-vllm-cpu"
 
@@ -114,6 +118,25 @@ def test_engine_packages_are_the_lock(runc: Runc, image: Image) -> None:
         f"in the image, not pinned: {sorted(found - pins)}; "
         f"pinned, not in the image: {sorted(pins - found)}"
     )
+
+
+def _pinned_threads(runc: Runc, cid: str) -> list[str]:
+    """The container's threads whose CPU affinity is narrower than this process's, as
+    "pid/tid: cpus" (`runc ps` lists the container's processes by host pid)."""
+    listed = subprocess.run(
+        runc.command("ps", "--format", "json", cid), capture_output=True, text=True, check=True
+    )
+    everywhere = os.sched_getaffinity(0)
+    narrower = []
+    for pid in json.loads(listed.stdout):
+        # A process or thread may end while it is listed: it is pinned to nothing then.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(ProcessLookupError):
+                    cpus = os.sched_getaffinity(int(task.name))
+                    if cpus != everywhere:
+                        narrower.append(f"{pid}/{task.name}: {sorted(cpus)}")
+    return narrower
 
 
 def test_engine_serves_the_tiny_model_from_a_read_only_cache_volume(
@@ -167,6 +190,10 @@ def test_engine_serves_the_tiny_model_from_a_read_only_cache_volume(
         assert oci.metric(metrics, "vllm:generation_tokens_total") == 4
         assert oci.metric(metrics, "vllm:num_requests_running") == 0
         assert 'model_name="tiny"' in metrics
+
+        # No thread of the engine is pinned: each may run on any of the host's cores.
+        pinned = _pinned_threads(runc, engine.cid)
+        assert pinned == [], pinned
 
         peak = oci.cgroup_memory_peak(engine.pid)
         if peak is not None:
