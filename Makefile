@@ -50,9 +50,9 @@ unit: venv
 # deleted mid-scale-up and the API server down under the chart's leader election
 # (test_real_node_operator.py, about 4 min). About 30 minutes in all on 2 cores; `make test`
 # runs the same modules but their `extended` tests (the hang, etcd's outage, the leader deleted
-# mid-scale-down and the API server down under leader election: about 6 minutes). The 50-deployment run is `.venv/bin/python benchmarks/fleet_bench.py`
-# (about 5 minutes on 2 cores: its own cluster, 5 batches of 10 pods, a 120 s window; on the
-# node agent, since 50 pods ask for more CPU than this machine's real node has).
+# mid-scale-down and the API server down under leader election: about 6 minutes). The fleet
+# benchmark is `.venv/bin/python benchmarks/fleet_bench.py` (its own real-node cluster, 2
+# batches of 8 pods, a 120 s window: 16 twin pods are what 2 cores' CPU requests hold).
 chaos: setup
 	$(BIN)/pytest tests/integration/test_chaos.py tests/integration/test_chaos_control.py \
 		tests/integration/test_chaos_operator.py tests/integration/test_chaos_fuzz.py \
@@ -74,7 +74,7 @@ control-plane:
 	scripts/build-control-plane.sh
 
 # kubelet and kube-proxy (Go modules), containerd, runc and CNI (Debian's packages, needs root),
-# the pause and test images: the real node of `kvscale cluster up --runtime kubelet`.
+# the pause and test images: the real node of `kvscale cluster up`.
 node:
 	scripts/build-node.sh
 

@@ -1,16 +1,20 @@
-"""Chaos scenario 8 (issue 14): 50 InferenceDeployments with twin engines under one operator.
+"""Chaos scenario 8 (issue 14): a fleet of InferenceDeployments with twin engines under one
+operator.
 
-    .venv/bin/python benchmarks/fleet_bench.py                  # 50 deployments, 120 s window
-    .venv/bin/python benchmarks/fleet_bench.py --count 20 --window 60
+    .venv/bin/python benchmarks/fleet_bench.py                  # 16 deployments, 120 s window
+    .venv/bin/python benchmarks/fleet_bench.py --count 50 --window 60   # on a node of 6+ cores
 
-What runs. A local cluster of its own (etcd, kube-apiserver, controllers, scheduler, the node
-agent's 2 nodes), the CRD, ONE `kvscale operator` process under the Helm chart's
-ServiceAccount and RBAC (leader election on, as the chart runs it), then `--count`
-InferenceDeployments applied in one `kubectl apply`, each one twin engine pod (engine twin +
-the real sidecar, 64 KV blocks, `gpusPerReplica: 0` so the fleet is not bounded by the fake
-GPUs; tests/support/census.py). Once every pod is ready and every deployment says
-MetricsAvailable=True, a light load (one 200-token prompt / 20 tokens out at a time) goes to
-every `--loaded-every`th deployment, and the window starts.
+What runs. A local cluster of its own (etcd, kube-apiserver, controllers, scheduler, and one
+real node: kubelet, containerd, runc, with the kvscale and engine-twin images), the CRD, ONE
+`kvscale operator` process under the Helm chart's ServiceAccount and RBAC (leader election on,
+as the chart runs it), then `--count` InferenceDeployments applied in batches, each one twin
+engine pod (engine twin + the real sidecar, 64 KV blocks, `gpusPerReplica: 0` so the fleet is
+not bounded by the fake GPUs; tests/support/census.py). Every pod asks for 100m of CPU (50m
+for the twin, 50m for the sidecar) and the real node offers this machine's cores, so a fleet
+larger than the node's allocatable CPU is refused before anything starts (16 fit the 2-core
+development machine). Once every pod is ready and every deployment says MetricsAvailable=True,
+a light load (one 200-token prompt / 20 tokens out at a time) goes to every `--loaded-every`th
+deployment, and the window starts.
 
 What is measured over the window (census.py says how): the operator's tick duration p50/p99
 from its own histogram, ticks per second against the number the ticks ask (one per deployment
@@ -34,13 +38,12 @@ from collections.abc import Sequence
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.* (the census, the operator process, the chart's RBAC)
 
-from tests.integration import chartrbac  # noqa: E402
+from tests.integration import chartrbac, realnode  # noqa: E402
 from tests.integration.autoscale_story import Load  # noqa: E402
 from tests.integration.conftest import Operator  # noqa: E402
 from tests.support import census, wait  # noqa: E402
 
 from kvscale.api import crd  # noqa: E402
-from kvscale.localstack import binaries  # noqa: E402
 from kvscale.localstack import cluster as local  # noqa: E402
 
 NAMESPACE = "fleet"
@@ -54,9 +57,44 @@ def run(
     state_dir: pathlib.Path,
     sidecar_poll_s: float | None = None,
 ) -> dict[str, object]:
-    settings = local.Settings(name="fleetbench", state_dir=state_dir / "cluster")
     started = time.monotonic()
-    cluster = local.start(settings, bins=binaries.ensure(), progress=print)
+    with realnode.cluster_with_images(state_dir / "cluster", 2, "fb") as cluster:
+        check_fits(cluster, count)
+        return _measure(
+            cluster, count, window_s, loaded_every, batch, state_dir, sidecar_poll_s, started
+        )
+
+
+def check_fits(cluster: local.Cluster, count: int) -> None:
+    """Refuse a fleet whose CPU requests exceed the node's allocatable CPU: its last pods would
+    stay Pending and the run would measure a smaller fleet than it says."""
+    node = json.loads(cluster.kubectl("get", "node", cluster.node.node_name, "-o", "json").stdout)
+    allocatable_m = millicores(node["status"]["allocatable"]["cpu"])
+    needed_m = count * census.POD_CPU_REQUEST_M
+    # kube-proxy and the node's own pods ask for nothing; leave a pod's worth of room anyway.
+    if needed_m > allocatable_m - census.POD_CPU_REQUEST_M:
+        raise SystemExit(
+            f"fleet_bench: {count} deployments ask for {needed_m}m of CPU; the node offers "
+            f"{allocatable_m}m (this machine's cores), so at most "
+            f"{allocatable_m // census.POD_CPU_REQUEST_M - 1} fit"
+        )
+
+
+def millicores(cpu: str) -> int:
+    """A CPU quantity as the API server writes a node's ("2", "1950m") in millicores."""
+    return int(cpu.removesuffix("m")) if cpu.endswith("m") else int(float(cpu) * 1000)
+
+
+def _measure(
+    cluster: local.Cluster,
+    count: int,
+    window_s: float,
+    loaded_every: int,
+    batch: int,
+    state_dir: pathlib.Path,
+    sidecar_poll_s: float | None,
+    started: float,
+) -> dict[str, object]:
     operator: Operator | None = None
     load: Load | None = None
     try:
@@ -146,7 +184,6 @@ def run(
             load.stop()
         if operator is not None:
             operator.stop()
-        local.stop(cluster.state_dir, progress=print)
 
 
 def markdown(figures: dict[str, object], command: str) -> str:
@@ -164,17 +201,19 @@ def markdown(figures: dict[str, object], command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=50, help="InferenceDeployments (50)")
+    parser.add_argument(
+        "--count", type=int, default=16, help="InferenceDeployments (16: what 2 cores hold)"
+    )
     parser.add_argument("--window", type=float, default=120.0, help="seconds measured (120)")
     parser.add_argument(
-        "--loaded-every", type=int, default=5, help="load every Nth deployment (5: 10 of 50)"
+        "--loaded-every", type=int, default=4, help="load every Nth deployment (4: 4 of 16)"
     )
     parser.add_argument(
         "--batch",
         type=int,
-        default=10,
+        default=8,
         help="deployments applied at a time, each batch's pods "
-        "waited for (10; --batch 50 applies all at once)",
+        "waited for (8; --batch 16 applies all at once)",
     )
     parser.add_argument(
         "--sidecar-poll",

@@ -1,9 +1,11 @@
 """Shared fixtures: the real local Kubernetes cluster that tests marked `cluster` run against.
 
-One cluster per test session (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and,
-when it is installed, the node agent), in a temporary state directory on free ports, so it runs
-beside a developer's own `kvscale cluster up`. It is stopped at the end of the session whatever
-happened. Missing binaries are built (minutes, once per machine), never skipped.
+One cluster per test session: the control plane alone (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler; runtime "none"), in a temporary state directory on free
+ports, so it runs beside a developer's own `kvscale cluster up`. Tests that run pods take a real
+node of their module's own instead (`tests/integration/realnode.py`). It is stopped at the end
+of the session whatever happened. Missing binaries are built (minutes, once per machine), never
+skipped.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]
     settings = local.Settings(
         name="pytest",
         state_dir=tmp_path_factory.mktemp("kvscale-cluster"),
-        node_agent=local.node_agent_available(),
+        runtime=local.NO_RUNTIME,
     )
     handle = local.start(settings, bins=bins, progress=_progress)
     _progress(f"started in {handle.timings['total']:.1f}s: {dict(handle.timings)}")

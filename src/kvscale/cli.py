@@ -28,12 +28,6 @@ def _cluster(args: argparse.Namespace) -> int:
     return commands.cluster(args)
 
 
-def _node_agent(args: argparse.Namespace) -> int:
-    from kvscale.localstack.nodeagent import main as node_agent_main
-
-    return node_agent_main.run(args)
-
-
 def _crd(args: argparse.Namespace) -> int:
     from kvscale.api import crd
 
@@ -95,41 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
         "archives", nargs="*", metavar="ARCHIVE", help="load-image: image archives to import"
     )
     cluster.add_argument("--name", default="kvscale", help="cluster name (default: %(default)s)")
-    cluster.add_argument("--nodes", type=int, default=2, help="local nodes to register")
     cluster.add_argument(
-        "--gpus-per-node", type=int, default=2, help="fake nvidia.com/gpu capacity per node"
+        "--nodes", type=int, default=2, help="GPU groups: the node has nodes x gpus-per-node GPUs"
+    )
+    cluster.add_argument(
+        "--gpus-per-node", type=int, default=2, help="fake nvidia.com/gpu per group of --nodes"
     )
     cluster.add_argument(
         "--runtime",
-        choices=["node-agent", "kubelet"],
-        default="node-agent",
-        help="node-agent: pods as local processes; kubelet: one real node (containerd, kubelet, "
-        "kube-proxy) in its own network namespace with nodes x gpus-per-node fake GPUs",
+        choices=["kubelet", "none"],
+        default="kubelet",
+        help="kubelet: one real node (containerd, runc, kubelet, kube-proxy; needs root) in its "
+        "own network namespace with nodes x gpus-per-node fake GPUs; none: the control plane "
+        "alone",
     )
     cluster.set_defaults(func=_cluster)
-
-    agent = sub.add_parser("node-agent", help="run pods bound to local nodes as processes")
-    agent.add_argument("--kubeconfig", required=True)
-    agent.add_argument("--nodes", type=int, default=2)
-    agent.add_argument("--gpus-per-node", type=int, default=2)
-    agent.add_argument("--node-prefix", default="local-node")
-    agent.add_argument(
-        "--pod-cidr", default="127.1.0.0/24", help="loopback range pod IPs are taken from"
-    )
-    agent.add_argument("--state-dir", required=True, help="where pod logs and state are kept")
-    agent.add_argument(
-        "--crashloop-backoff-initial",
-        type=float,
-        default=10.0,
-        help="seconds before the second restart in a row, doubling after (kubelet: 10)",
-    )
-    agent.add_argument(
-        "--crashloop-backoff-max",
-        type=float,
-        default=300.0,
-        help="cap on the crash-loop backoff, seconds (kubelet: 300)",
-    )
-    agent.set_defaults(func=_node_agent)
 
     crd = sub.add_parser("crd", help="print the InferenceDeployment CRD generated from the models")
     crd.add_argument(

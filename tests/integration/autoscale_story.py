@@ -2,16 +2,14 @@
 kubectl reads in one namespace, killing a pod's container processes, load sent by pod IP,
 and waiting while checking that the Deployment's count does not move. Does I/O.
 
-Pods run under the node agent or a real kubelet (the cluster's `runtime`): a container's
-process is found through the agent's pid file or the node's containerd, its log through the
-agent's files or `kubectl logs`."""
+Pods run on the real node: a container's process is found through the node's containerd, its
+log through `kubectl logs`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import threading
@@ -143,25 +141,16 @@ class Story:
             retry_on=wait.NOT_MADE_YET,
         )
 
-    def pid_file(self, pod: dict[str, Any], container: str) -> pathlib.Path:
-        """The node agent's record of a running container (`<state>/node-agent/pods/...`)."""
-        metadata = pod["metadata"]
-        directory = f"{self.namespace}_{metadata['name']}_{metadata['uid']}"
-        return self.cluster.state_dir / "node-agent" / "pods" / directory / f"{container}.pid"
-
     def kill(self, pod: dict[str, Any], container: str) -> bool:
         """SIGKILL the container's processes, as a crash or an OOM kill would end them."""
         return self.signal(pod, container, signal.SIGKILL)
 
     def signal(self, pod: dict[str, Any], container: str, sig: signal.Signals) -> bool:
-        """Send `sig` to a running container: its process group under the node agent, its
-        first process (PID 1 of the container, which the container lives and dies with) on
-        the real node. False when the container is not running (restarting, in back-off)."""
+        """Send `sig` to a running container's first process (PID 1 of the container, which
+        the container lives and dies with). False when the container is not running
+        (restarting, in back-off)."""
         try:
-            if self.cluster.runtime == local.KUBELET_RUNTIME:
-                os.kill(self._task_pid(pod["metadata"]["name"], container), sig)
-            else:
-                os.killpg(json.loads(self.pid_file(pod, container).read_text())["pid"], sig)
+            os.kill(self._task_pid(pod["metadata"]["name"], container), sig)
         except (OSError, ValueError, KeyError, LookupError, subprocess.CalledProcessError):
             return False
         return True
@@ -184,18 +173,12 @@ class Story:
         lines = []
         for pod in self.get("pods", "-l", self.selector)["items"]:
             lines.append(f"pod {pod['metadata']['name']}: {json.dumps(pod.get('status'))}")
-            if self.cluster.runtime == local.KUBELET_RUNTIME:
-                for container in pod["spec"]["containers"]:
-                    found = self.cluster.kubectl(
-                        "logs", "-n", self.namespace, pod["metadata"]["name"],
-                        "-c", container["name"], "--tail=15", check=False,
-                    )  # fmt: skip
-                    lines.append(f"--- {container['name']}:\n{found.stdout}{found.stderr}")
-                continue
-            directory = self.pid_file(pod, "x").parent
-            for log in sorted(directory.glob("*.log")):
-                tail = log.read_text(errors="replace").splitlines()[-15:]
-                lines.append(f"--- {log.name}:\n" + "\n".join(tail))
+            for container in pod["spec"]["containers"]:
+                found = self.cluster.kubectl(
+                    "logs", "-n", self.namespace, pod["metadata"]["name"],
+                    "-c", container["name"], "--tail=15", check=False,
+                )  # fmt: skip
+                lines.append(f"--- {container['name']}:\n{found.stdout}{found.stderr}")
         return "\n".join(lines)
 
     def names(self, pod_name: str, words: str) -> bool:

@@ -25,8 +25,6 @@ from kvscale.localstack import cluster as local
 VERSION = importlib.metadata.version("kvscale")
 # Containerfile's engine-twin target.
 ENGINE_TWIN_IMAGE = f"ghcr.io/kvscale/engine-twin:{VERSION}"
-# engine_env/Containerfile: real vLLM on CPUs (scripts/build-images.sh engine).
-VLLM_CPU_IMAGE = f"ghcr.io/kvscale/vllm-cpu:{VERSION}"
 # The node's own test image (scripts/node/webecho.c): an HTTP server on $PORT, default 8080.
 WEBECHO_IMAGE = "kvscale.local/webecho:1"
 
@@ -117,7 +115,7 @@ def twin_infd(name: str, *, drain_s: int, delay_s: int) -> dict[str, Any]:
             "shutdownGraceSeconds": drain_s,
             "extraArgs": ["--num-gpu-blocks-override", "512"],
         },
-        # CPU is a real cgroup limit here: the twin needs more than the node agent gave it.
+        # CPU is a real cgroup limit: the twin needs 300m to answer its probes under load.
         "resources": {"gpusPerReplica": 1, "cpu": "300m", "memory": "512Mi"},
         "scaling": manifest.autoscaling(8, delay_s),
     }

@@ -1,4 +1,5 @@
-"""`kvscale cluster up|status|down` from the command line leaves nothing running.
+"""`kvscale cluster up|status|down` from the command line: the control plane and, by default, the
+real node; `down` leaves nothing running.
 
 Runs the real CLI in subprocesses with its own `KVSCALE_STATE`, next to the session's cluster
 (which shows that two clusters run side by side), and checks every recorded process by pid and
@@ -15,7 +16,7 @@ import sys
 import pytest
 
 from kvscale.localstack import cluster as local
-from kvscale.localstack import components, paths
+from kvscale.localstack import components, node, paths
 
 pytestmark = pytest.mark.cluster
 
@@ -54,12 +55,22 @@ def test_up_status_down_leaves_no_process_behind(tmp_path: pathlib.Path) -> None
         assert handle is not None
         assert f"export KUBECONFIG={handle.kubeconfig}" in up.stdout
         recorded = {name: (r.pid, r.start_ticks) for name, r in handle.processes.items()}
-        assert set(recorded) >= {
+        # The default runtime is the real node: its processes are recorded beside the control
+        # plane's, and `up` says where the node is.
+        assert set(recorded) == {
             components.ETCD,
             components.APISERVER,
             components.CONTROLLER_MANAGER,
             components.SCHEDULER,
+            node.RELAY,
+            node.CONTAINERD,
+            node.KUBELET,
+            node.KUBE_PROXY,
         }
+        assert f"{handle.node.node_name}: kubelet pid {handle.processes[node.KUBELET].pid}" in (
+            up.stdout
+        )
+        assert "2 nvidia.com/gpu" in up.stdout
         assert all(_alive(*pid_ticks) for pid_ticks in recorded.values())
 
         again = _kvscale(tmp_path, "up")
@@ -82,3 +93,5 @@ def test_up_status_down_leaves_no_process_behind(tmp_path: pathlib.Path) -> None
     assert [name for name, pid_ticks in recorded.items() if _alive(*pid_ticks)] == []
     assert not handle.etcd_data_dir.exists()
     assert not handle.kubeconfig.exists()
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert handle.node.netns not in namespaces.split()

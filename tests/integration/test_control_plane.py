@@ -1,7 +1,7 @@
 """The local control plane is a real Kubernetes: version, controllers, scheduler, GC and RBAC.
 
-Everything goes through the project's kubectl against the session's `cluster`. None of it needs
-the node agent: the scheduling test registers a Node by hand and pins its pod to it, and the
+Everything goes through the project's kubectl against the session's `cluster`, which has no
+node (runtime "none"): the scheduling test registers a Node by hand and pins its pod to it, and the
 Deployment's pods are kept off any node so nothing tries to run them.
 """
 
@@ -228,7 +228,7 @@ def test_a_component_that_fails_to_start_is_reported_and_nothing_is_left(
     )
     (fake / "kube-apiserver").chmod(0o755)
     state_dir = tmp_path / "state"
-    settings = local.Settings(name="broken", state_dir=state_dir, node_agent=False)
+    settings = local.Settings(name="broken", state_dir=state_dir, runtime=local.NO_RUNTIME)
 
     with pytest.raises(local.StartError) as caught:
         local.start(settings, bins=binaries.Binaries(fake))

@@ -1,6 +1,6 @@
 """The real node: kubelet, containerd, runc, CNI and kube-proxy in the stack's own namespace.
 
-One cluster with runtime "kubelet" for the module (its own, beside the session's node-agent
+One cluster with runtime "kubelet" for the module (its own, beside the session's control-plane
 cluster). Pods run the test image `kvscale.local/webecho:1` (scripts/node/webecho.c), imported
 into the node's containerd like the pause image; nothing is pulled.
 """

@@ -13,9 +13,9 @@ What is measured over a window, from two snapshots (`Snapshot`) at its ends and 
   and each deployment's `_count` increase says whether its ticks kept coming;
 - API requests: the API server's `apiserver_flowcontrol_dispatched_requests_total` of the
   flow schema `service-accounts`. The operator runs under the Helm chart's ServiceAccount (as
-  it does in a cluster), and it is the only client that schema matches here: kubelet (and the
-  node agent) is a node (`system-nodes`), kube-proxy a user of its own (`global-default`), the
-  controllers are kube-system service accounts or system users with schemas of their own, the
+  it does in a cluster), and it is the only client that schema matches here: kubelet is a
+  node (`system-nodes`), kube-proxy a user of its own (`global-default`), the controllers
+  are kube-system service accounts or system users with schemas of their own, the
   pods never call the API server, the benchmark's kubectl is an admin (`exempt`). A watch counts
   once, when it is opened. `apiserver_request_total` has no user-agent label, so it is given
   beside it only as the whole API server's load;
@@ -38,11 +38,15 @@ from prometheus_client import parser
 from tests.support import manifest
 
 from kvscale.localstack import cluster as local
+from kvscale_operator.reconciler import render
 
 TWIN_IMAGE = "ghcr.io/kvscale/engine-twin:0.1.0"
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 ENGINE_PORT = 8000
 BLOCKS = 64
+TWIN_CPU_M = 50
+# What one fleet pod asks of the node's CPU: the twin's and the sidecar's requests.
+POD_CPU_REQUEST_M = TWIN_CPU_M + int(render.SIDECAR_RESOURCES["requests"]["cpu"].removesuffix("m"))
 """KV blocks per twin engine (of 32 tokens): small, so a light load moves occupancy."""
 OWNER_LABEL = "kvscale.dev/inference-deployment"
 OPERATOR_FLOW_SCHEMA = "service-accounts"
@@ -68,7 +72,7 @@ def twin(index: int, namespace: str, sidecar_poll_s: float | None = None) -> dic
             "shutdownGraceSeconds": 1,
             "extraArgs": ["--num-gpu-blocks-override", str(BLOCKS)],
         },
-        "resources": {"gpusPerReplica": 0, "cpu": "50m", "memory": "128Mi"},
+        "resources": {"gpusPerReplica": 0, "cpu": f"{TWIN_CPU_M}m", "memory": "128Mi"},
         "scaling": {"minReplicas": 1, "maxReplicas": 1, "tickSeconds": 1},
     }
     if sidecar_poll_s is not None:

@@ -1,9 +1,8 @@
 """InferenceDeployments as `kubectl apply` takes them, built in one place. Pure.
 
 Integration tests apply CRs to a real API server; they all want the same envelope, most want
-a spec whose pods never become ready (the never-ready spec on the real node, the testbox spec
-on the node agent: no GPU, no vLLM), and the two
-autoscaling stories want the same scaling block. Each spec is parsed by the models before it
+a spec whose pods run but never become ready (no GPU, no vLLM), and the autoscaling stories want
+the same scaling block. Each spec is parsed by the models before it
 is returned, so a typo in a test fails there, naming the field, not minutes later at admission.
 """
 
@@ -16,14 +15,14 @@ from typing import Any
 from kvscale.api import models
 from kvscale.localstack import node
 
-TESTBOX = "kvscale.local/testbox:1"
-"""The local cluster's test image: plays the engine and the sidecar."""
 TINY_MODEL = "kvscale/tiny-llama"
 
-_TESTBOX_SPEC: dict[str, Any] = {
+# The engine runs the node's webecho image, which serves on 8080, not on the engine port the
+# probes ask; the sidecar is the CRD's default image.
+_NEVER_READY_SPEC: dict[str, Any] = {
     "model": {"name": TINY_MODEL},
-    "engine": {"image": TESTBOX, "blockSize": 32, "shutdownGraceSeconds": 1},
-    "sidecar": {"image": TESTBOX},
+    "engine": {"image": node.TEST_IMAGE, "blockSize": 32, "shutdownGraceSeconds": 1},
+    "sidecar": {"image": models.DEFAULT_SIDECAR_IMAGE},
     "resources": {"gpusPerReplica": 0, "cpu": "100m", "memory": "128Mi"},
 }
 
@@ -54,20 +53,10 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def never_ready_spec(**parts: Any) -> dict[str, Any]:
-    """For the real node: the engine runs the node's webecho image, which serves on 8080, not
-    on the engine port the probes ask, so the pods are scheduled and run but never become
-    ready; the sidecar is the CRD's default image. `parts` merge over it as in
-    `testbox_spec`."""
-    base = merge(
-        _TESTBOX_SPEC,
-        {"engine": {"image": node.TEST_IMAGE}, "sidecar": {"image": models.DEFAULT_SIDECAR_IMAGE}},
-    )
-    return merge(base, parts)
-
-
-def testbox_spec(**parts: Any) -> dict[str, Any]:
-    """The testbox spec with `parts` merged over it, e.g. `scaling={"maxReplicas": 4}`."""
-    return merge(_TESTBOX_SPEC, parts)
+    """A spec whose pods the real node schedules and runs but which never become ready (the
+    engine does not listen where its probes ask), with `parts` merged over it, e.g.
+    `scaling={"maxReplicas": 4}`."""
+    return merge(_NEVER_READY_SPEC, parts)
 
 
 def autoscaling(stable_s: float, delay_s: float) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from kvscale.localstack import cluster as local
-from kvscale.localstack import components, layout, process
+from kvscale.localstack import components, layout, node, process
 
 
 def _handle(state_dir: pathlib.Path) -> local.Cluster:
@@ -86,6 +86,7 @@ def test_env_puts_the_project_tools_first_and_the_kubeconfig(tmp_path: pathlib.P
         ({"node_prefix": "a b"}, "node_prefix"),
         ({"service_cidr": "nope"}, "cidr"),
         ({"start_timeout_s": 0}, "start_timeout_s"),
+        ({"runtime": "node-agent"}, "runtime"),
     ],
 )
 def test_bad_settings_name_the_field(
@@ -99,10 +100,10 @@ def test_bad_settings_name_the_field(
 def test_images_load_only_into_a_real_node_and_only_from_archives_that_exist(
     tmp_path: pathlib.Path,
 ) -> None:
-    agent = _handle(tmp_path)
-    with pytest.raises(local.ClusterError, match="node-agent runtime, which has no image store"):
-        local.load_images(agent, [tmp_path / "image.tar"])
-    real = dataclasses.replace(agent, runtime=local.KUBELET_RUNTIME)
+    control_plane_only = dataclasses.replace(_handle(tmp_path), runtime=local.NO_RUNTIME)
+    with pytest.raises(local.ClusterError, match="has no node \\(runtime 'none'\\)"):
+        local.load_images(control_plane_only, [tmp_path / "image.tar"])
+    real = dataclasses.replace(control_plane_only, runtime=local.KUBELET_RUNTIME)
     with pytest.raises(local.ClusterError, match=r"not found: .*absent\.tar"):
         local.load_images(real, [tmp_path / "absent.tar"])
 
@@ -114,7 +115,7 @@ def _save(handle: local.Cluster) -> None:
 @pytest.mark.parametrize(
     ("component", "words"),
     [
-        (components.NODE_AGENT, "only etcd, kube-apiserver"),  # holds pods: not a drill's
+        (node.KUBELET, "only etcd, kube-apiserver"),  # holds pods: not a drill's
         (components.SCHEDULER, "no such process recorded"),
     ],
 )

@@ -77,31 +77,6 @@ def test_controller_manager_uses_per_controller_credentials_without_leader_elect
     assert flags["--kubeconfig"] == str(PLAN.files.component_kubeconfig("kube-controller-manager"))
 
 
-def test_node_agent_gets_the_cluster_pod_range_and_its_own_state_dir() -> None:
-    argv = components.node_agent(
-        components.NodeAgentPlan(
-            python=pathlib.Path("/venv/bin/python"),
-            kubeconfig=PLAN.files.kubeconfig,
-            nodes=3,
-            gpus_per_node=4,
-            node_prefix="n",
-            pod_cidr="127.160.43.0/24",
-            state_dir=PLAN.files.node_agent_dir,
-        )
-    )
-
-    assert argv[:4] == ["/venv/bin/python", "-m", "kvscale.cli", "node-agent"]
-    pairs = dict(zip(argv[4::2], argv[5::2], strict=True))
-    assert pairs == {
-        "--kubeconfig": "/state/unit/kubeconfig",
-        "--nodes": "3",
-        "--gpus-per-node": "4",
-        "--node-prefix": "n",
-        "--pod-cidr": "127.160.43.0/24",
-        "--state-dir": "/state/unit/node-agent",
-    }
-
-
 def test_ports_must_differ() -> None:
     with pytest.raises(ValueError, match="differ"):
         components.Ports(1, 1, 2, 3, 4)

@@ -1,8 +1,8 @@
 """Start, find, probe and stop one local Kubernetes cluster.
 
 A cluster is etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from Go
-modules, see `binaries`) plus a node: the local node agent, or (runtime "kubelet") a real node
-of containerd, kubelet and kube-proxy inside a network namespace of its own (`node`,
+modules, see `binaries`) plus, unless runtime "none" asks for the control plane alone, a real
+node of containerd, kubelet and kube-proxy inside a network namespace of its own (`node`,
 `namespace`). The control plane listens on 127.0.0.1 on ports chosen at start, each process
 in its own session so it outlives the command that started it. Its state directory
 (`layout`) holds certificates, kubeconfigs, logs and `cluster.json`, which records every
@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import fcntl
 import functools
-import importlib.util
 import json
 import os
 import pathlib
@@ -48,13 +47,14 @@ from kvscale.localstack import (
 )
 
 STATE_FORMAT = 1
-NODE_AGENT_MODULE = "kvscale.localstack.nodeagent.main"
 _POLL_S = 0.25
 _PORT_ATTEMPTS = 3
 _TMPFS = pathlib.Path("/dev/shm")
-NODE_AGENT_RUNTIME = "node-agent"
+# "kubelet": the control plane and one real node; "none": the control plane alone (tests of the
+# API server that run no pod).
 KUBELET_RUNTIME = "kubelet"
-RUNTIMES = (NODE_AGENT_RUNTIME, KUBELET_RUNTIME)
+NO_RUNTIME = "none"
+RUNTIMES = (KUBELET_RUNTIME, NO_RUNTIME)
 
 Progress = Callable[[str], None]
 _T = TypeVar("_T")
@@ -107,10 +107,10 @@ class Settings:
     state_dir: pathlib.Path
     nodes: int = 2
     gpus_per_node: int = 2
-    node_agent: bool = True
     # "kubelet": one real node (containerd, kubelet, kube-proxy) with nodes x gpus_per_node
-    # fake GPUs instead of the node agent's nodes.
-    runtime: str = NODE_AGENT_RUNTIME
+    # fake GPUs (`nodes` sizes what tests call a node's GPUs: pods of gpus_per_node GPUs, of
+    # which `nodes` fit); "none": no node.
+    runtime: str = KUBELET_RUNTIME
     node_prefix: str = "local-node"
     service_cidr: str = "10.96.0.0/16"
     # Covers all waits of one start; generous because a busy 2-core machine is slow.
@@ -159,7 +159,7 @@ class Cluster:
     # Seconds each start phase took, and "total".
     timings: Mapping[str, float]
     started_at: str
-    runtime: str = NODE_AGENT_RUNTIME
+    runtime: str = KUBELET_RUNTIME
 
     @property
     def files(self) -> layout.Layout:
@@ -234,7 +234,7 @@ class Cluster:
             },
             timings={str(k): float(v) for k, v in timings.items()},
             started_at=_field(data, "started_at", str),
-            runtime=str(data.get("runtime", NODE_AGENT_RUNTIME)),
+            runtime=str(data.get("runtime", NO_RUNTIME)),
         )
 
     @property
@@ -296,14 +296,6 @@ def run_kubectl(
     if check and result.returncode != 0:
         raise KubectlError(result.returncode, argv, result.stdout, result.stderr)
     return result
-
-
-def node_agent_available() -> bool:
-    """Whether the node agent's module is installed (it is written separately)."""
-    try:
-        return importlib.util.find_spec(NODE_AGENT_MODULE) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -554,8 +546,8 @@ def load_images(cluster: Cluster, archives: Sequence[pathlib.Path]) -> None:
     """
     if cluster.runtime != KUBELET_RUNTIME:
         raise ClusterError(
-            f"cluster {cluster.name!r} runs pods with the {cluster.runtime} runtime, which has no "
-            f"image store: images load only into a real node (`cluster up --runtime kubelet`)"
+            f"cluster {cluster.name!r} has no node (runtime {cluster.runtime!r}): images load "
+            f"only into a real node (`cluster up --runtime kubelet`)"
         )
     missing = [str(path) for path in archives if not path.is_file()]
     if missing:
@@ -662,11 +654,7 @@ def _start_once(
         name=settings.name,
         state_dir=settings.state_dir,
         ports=ports,
-        pod_cidr=(
-            node.Addresses.for_port(ports.apiserver).pod_cidr
-            if kubelet_runtime
-            else network.pod_cidr_for_port(ports.apiserver)
-        ),
+        pod_cidr=node.Addresses.for_port(ports.apiserver).pod_cidr,
         service_cidr=settings.service_cidr,
         etcd_data_dir=_etcd_data_dir(files, settings.name),
         nodes=settings.nodes,
@@ -761,28 +749,9 @@ def _start_once(
                 raise ClusterError("runtime kubelet: the node's files were not found")
             steps = _Steps(launch, wait, done)
             _start_node(cluster, node_files, bundle, tls, env, steps, now)
-        elif settings.node_agent:
-            agent_plan = components.NodeAgentPlan(
-                python=pathlib.Path(sys.executable),
-                kubeconfig=files.kubeconfig,
-                nodes=settings.nodes,
-                gpus_per_node=settings.gpus_per_node,
-                node_prefix=settings.node_prefix,
-                pod_cidr=cluster.pod_cidr,
-                state_dir=files.node_agent_dir,
-            )
-            launch(components.NODE_AGENT, components.node_agent(agent_plan), cluster.env())
-            wait(
-                components.NODE_AGENT,
-                functools.partial(
-                    _check_nodes, ports.apiserver_url, tls, settings.node_prefix, settings.nodes
-                ),
-                f"registering {settings.nodes} Ready nodes",
-            )
-            done(components.NODE_AGENT)
     except BaseException:
         partial = dataclasses.replace(cluster, processes=dict(records))
-        _stop_locked(partial, _quiet, grace_s=5.0, node_agent_grace_s=15.0)
+        _stop_locked(partial, _quiet, grace_s=5.0)
         raise
     timings["total"] = round(time.monotonic() - began, 2)
     cluster = dataclasses.replace(cluster, processes=dict(records), timings=dict(timings))
@@ -799,13 +768,18 @@ def start(
     """Start the cluster `settings` describes and return its handle once it is ready.
 
     Ready means: etcd healthy, /readyz of the API server passes, kube-controller-manager and
-    kube-scheduler answer /healthz, the `default` service account exists, and (with the node
-    agent) the requested nodes are Ready. Raises AlreadyRunningError when it runs already, and
-    StartError (with the failing component's log tail) when something does not come up; then
-    nothing it started is left running.
+    kube-scheduler answer /healthz, the `default` service account exists, and (runtime
+    "kubelet") the node is Ready with its fake GPUs. Raises AlreadyRunningError when it runs
+    already, and StartError (with the failing component's log tail) when something does not
+    come up; then nothing it started is left running.
     """
     say = progress or _quiet
     began = time.monotonic()
+    if settings.runtime == KUBELET_RUNTIME and os.geteuid() != 0:
+        raise ClusterError(
+            "the real node needs root (a network namespace, cgroups, mounts): run as root, or "
+            "with runtime 'none' (`--runtime none`) for the control plane alone"
+        )
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = layout.Layout(settings.state_dir)
     with _locked(files):
@@ -814,7 +788,7 @@ def start(
             if is_running(previous):
                 raise AlreadyRunningError(previous)
             say(f"cleaning up an incomplete earlier run of {previous.name!r}")
-            _stop_locked(previous, say, grace_s=5.0, node_agent_grace_s=15.0)
+            _stop_locked(previous, say, grace_s=5.0)
         found = bins or binaries.ensure()
         node_files = binaries.ensure_node() if settings.runtime == KUBELET_RUNTIME else None
         for attempt in range(1, _PORT_ATTEMPTS + 1):
@@ -834,9 +808,7 @@ def start(
 # --- stop -----------------------------------------------------------------------------------
 
 
-def _stop_locked(
-    cluster: Cluster, say: Progress, *, grace_s: float, node_agent_grace_s: float
-) -> dict[str, process.Outcome]:
+def _stop_locked(cluster: Cluster, say: Progress, *, grace_s: float) -> dict[str, process.Outcome]:
     outcomes: dict[str, process.Outcome] = {}
     failures: list[str] = []
     for component in reversed(components.ORDER):
@@ -846,9 +818,8 @@ def _stop_locked(
         record = cluster.processes.get(component)
         if record is None:
             continue
-        grace = node_agent_grace_s if component == components.NODE_AGENT else grace_s
         try:
-            outcomes[component] = process.stop(record, grace_s=grace)
+            outcomes[component] = process.stop(record, grace_s=grace_s)
         except RuntimeError as exc:
             failures.append(str(exc))
             continue
@@ -875,12 +846,11 @@ def stop(
     *,
     progress: Progress | None = None,
     grace_s: float = 15.0,
-    node_agent_grace_s: float = 60.0,
 ) -> dict[str, process.Outcome]:
-    """Stop the cluster recorded in `state_dir`, node agent first, and verify nothing is left.
+    """Stop the cluster recorded in `state_dir`, the node first, and verify nothing is left.
 
-    Each process gets SIGTERM and `grace_s` (the node agent `node_agent_grace_s`, so it can end
-    its pods' processes) before SIGKILL. Returns how each was stopped ({} when nothing was
+    Each process gets SIGTERM and `grace_s` before SIGKILL; the node's pods are killed once
+    kubelet is gone, before containerd. Returns how each was stopped ({} when nothing was
     recorded); raises ClusterError if any process survives.
     """
     files = layout.Layout(state_dir)
@@ -890,12 +860,7 @@ def stop(
         cluster = load(state_dir)
         if cluster is None:
             return {}
-        return _stop_locked(
-            cluster,
-            progress or _quiet,
-            grace_s=grace_s,
-            node_agent_grace_s=node_agent_grace_s,
-        )
+        return _stop_locked(cluster, progress or _quiet, grace_s=grace_s)
 
 
 # --- one control-plane component down and back (fault drills) -----------------------------
@@ -1002,11 +967,6 @@ def health_of(cluster: Cluster) -> list[ComponentHealth]:
         elif component == node.RELAY:
             addresses = cluster.node.addresses
             result = _check_tcp(addresses.host_ip, cluster.ports.apiserver)
-        elif component == components.NODE_AGENT:
-            if tls is None:
-                result = health.Result(False, "no credentials to ask the API server")
-            else:
-                result = _check_nodes(cluster.server, tls, cluster.node_prefix, cluster.nodes)
         elif component == components.ETCD:
             result = health.etcd(str(components.health_url(component, cluster.ports)))
         elif tls is None:

@@ -11,7 +11,7 @@ import os
 import pathlib
 import sys
 
-from kvscale.localstack import binaries, components, node, paths
+from kvscale.localstack import binaries, node, paths
 from kvscale.localstack import cluster as local
 
 
@@ -30,7 +30,6 @@ def _error(message: str) -> int:
 
 def _describe(handle: local.Cluster) -> None:
     kubectl = paths.tools_bin() / "kubectl"
-    agent = handle.processes.get(components.NODE_AGENT)
     kubelet = handle.processes.get(node.KUBELET)
     if kubelet is not None:
         plan = handle.node
@@ -39,13 +38,8 @@ def _describe(handle: local.Cluster) -> None:
             f"network namespace {plan.netns} (node {plan.addresses.node_ip}, host end "
             f"{plan.addresses.host_ip} on {plan.veth_host})"
         )
-    elif agent is not None:
-        nodes = (
-            f"{handle.nodes} x {handle.gpus_per_node} nvidia.com/gpu, prefix "
-            f"{handle.node_prefix!r} (node agent pid {agent.pid})"
-        )
     else:
-        nodes = "none: the node agent (kvscale.localstack.nodeagent) is not installed"
+        nodes = f"none (runtime {handle.runtime!r}): the control plane alone"
     _say(f"  API server   {handle.server} (Kubernetes {binaries.KUBE_VERSION})")
     _say(f"  pod range    {handle.pod_cidr}")
     _say(f"  nodes        {nodes}")
@@ -63,8 +57,7 @@ def _up(args: argparse.Namespace) -> int:
             state_dir=paths.cluster_state_dir(args.name),
             nodes=args.nodes,
             gpus_per_node=args.gpus_per_node,
-            node_agent=local.node_agent_available(),
-            runtime=getattr(args, "runtime", local.NODE_AGENT_RUNTIME),
+            runtime=getattr(args, "runtime", local.KUBELET_RUNTIME),
         )
     except ValueError as exc:
         return _error(str(exc))

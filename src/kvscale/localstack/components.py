@@ -16,16 +16,14 @@ ETCD = "etcd"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
-NODE_AGENT = "node-agent"
 
-# Start order; `stop` goes the other way round, the node (agent, or kube-proxy, kubelet,
-# containerd and the relay) first so it can end its pods while the API server still answers.
+# Start order; `stop` goes the other way round, the node (kube-proxy, kubelet, containerd and
+# the relay) first so it can end its pods while the API server still answers.
 ORDER = (
     ETCD,
     APISERVER,
     CONTROLLER_MANAGER,
     SCHEDULER,
-    NODE_AGENT,
     node.RELAY,
     node.CONTAINERD,
     node.KUBELET,
@@ -115,8 +113,7 @@ def apiserver(bins: binaries.Binaries, plan: Plan) -> list[str]:
         f"--service-account-key-file={pem('service-account.pub')}",
         f"--service-account-signing-key-file={pem('service-account.key')}",
         f"--service-cluster-ip-range={plan.service_cidr}",
-        # Node first so nodes' own credentials would be confined as on a real cluster; the
-        # local node agent authenticates as admin (system:masters) and is not affected.
+        # Node first, so the kubelet's own credentials are confined as on a real cluster.
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true",
@@ -174,42 +171,9 @@ def scheduler(bins: binaries.Binaries, plan: Plan) -> list[str]:
     ]
 
 
-@dataclasses.dataclass(frozen=True)
-class NodeAgentPlan:
-    """What the node agent's command line depends on."""
-
-    python: pathlib.Path
-    kubeconfig: pathlib.Path
-    nodes: int
-    gpus_per_node: int
-    node_prefix: str
-    pod_cidr: str
-    state_dir: pathlib.Path
-
-
-def node_agent(plan: NodeAgentPlan) -> list[str]:
-    return [
-        str(plan.python),
-        "-m",
-        "kvscale.cli",
-        "node-agent",
-        "--kubeconfig",
-        str(plan.kubeconfig),
-        "--nodes",
-        str(plan.nodes),
-        "--gpus-per-node",
-        str(plan.gpus_per_node),
-        "--node-prefix",
-        plan.node_prefix,
-        "--pod-cidr",
-        plan.pod_cidr,
-        "--state-dir",
-        str(plan.state_dir),
-    ]
-
-
 def health_url(component: str, ports: Ports) -> str | None:
-    """The URL whose 200 means `component` is healthy (None for the node agent)."""
+    """The URL whose 200 means `component` is healthy (None for the node's parts, which
+    `cluster` checks its own way)."""
     urls = {
         ETCD: f"{_url('http', ports.etcd_client)}/health",
         APISERVER: f"{ports.apiserver_url}/readyz",

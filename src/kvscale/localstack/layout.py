@@ -5,7 +5,6 @@
 <state>/pki/                  CA, serving certificates, admin client pair, SA signing keys
 <state>/components/           kubeconfigs of kube-controller-manager and kube-scheduler
 <state>/logs/<component>.log  stdout and stderr of every component
-<state>/node-agent/           the node agent's own state (pod logs)
 <state>/node/                 the real node (runtime "kubelet"): configs, containerd, kubelet
 """
 
@@ -42,10 +41,6 @@ class Layout:
     @property
     def logs_dir(self) -> pathlib.Path:
         return self.root / "logs"
-
-    @property
-    def node_agent_dir(self) -> pathlib.Path:
-        return self.root / "node-agent"
 
     def pem(self, name: str) -> pathlib.Path:
         """A PEM file in the PKI directory, e.g. `pem("ca.crt")`."""

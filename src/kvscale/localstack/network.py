@@ -1,6 +1,6 @@
 """Loopback addresses and ports for a local cluster.
 
-`free_ports` asks the kernel (I/O); `pod_cidr_for_port` and `first_host` are pure.
+`free_ports` asks the kernel (I/O); `first_host` is pure.
 """
 
 from __future__ import annotations
@@ -28,19 +28,6 @@ def free_ports(count: int) -> list[int]:
             sock.bind((LOOPBACK, 0))
             ports.append(int(sock.getsockname()[1]))
         return ports
-
-
-def pod_cidr_for_port(port: int) -> str:
-    """A /24 of loopback addresses for a cluster's pods, derived from its API server port.
-
-    Two running clusters never share an API server port, so they never share a pod range:
-    port p maps to 127.(p // 256).(p % 256).0/24. Ports from 1024 up map to 127.4.0.0 and
-    above, which keeps clear of 127.0.0.0/24 (localhost, resolvers) and of the node agent's
-    stand-alone default 127.1.0.0/24.
-    """
-    if not 1024 <= port <= 65535:
-        raise ValueError(f"port = {port}: must be between 1024 and 65535")
-    return f"127.{port // 256}.{port % 256}.0/24"
 
 
 def first_host(cidr: str) -> str:
