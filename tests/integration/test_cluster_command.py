@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -46,7 +49,17 @@ def _alive(pid: int, start_ticks: int) -> bool:
     return fields[0] not in ("Z", "X") and int(fields[19]) == start_ticks
 
 
-def test_up_status_down_leaves_no_process_behind(tmp_path: pathlib.Path) -> None:
+@pytest.fixture
+def short_tmp() -> Iterator[pathlib.Path]:
+    """A state root short enough for kubelet's unix sockets under it (pytest's own temporary
+    directories are too long: `cluster up` refuses them, naming KVSCALE_STATE)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="kvs-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_up_status_down_leaves_no_process_behind(short_tmp: pathlib.Path) -> None:
+    tmp_path = short_tmp
     state_dir = paths.cluster_state_dir(NAME, {"KVSCALE_STATE": str(tmp_path)})
     try:
         up = _kvscale(tmp_path, "up", "--nodes", "1")

@@ -66,6 +66,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Cluster]:
     assert not pathlib.Path(f"/sys/class/net/{plan.veth_host}").exists()
     assert not any((h / plan.cgroup_root.lstrip("/")).exists() for h in namespace.hierarchies())
     assert not plan.root.exists()
+    assert not plan.run_dir.exists()
     mounts = pathlib.Path("/proc/self/mountinfo").read_text()
     assert str(handle.state_dir) not in mounts
     # Nor entries in the host directories that the CNI library and kubelet write regardless.

@@ -87,6 +87,7 @@ def test_env_puts_the_project_tools_first_and_the_kubeconfig(tmp_path: pathlib.P
         ({"service_cidr": "nope"}, "cidr"),
         ({"start_timeout_s": 0}, "start_timeout_s"),
         ({"runtime": "node-agent"}, "runtime"),
+        ({"state_dir": pathlib.Path("/" + "s" * 80)}, "state directory"),
     ],
 )
 def test_bad_settings_name_the_field(

@@ -75,9 +75,22 @@ def test_names_fit_the_kernel_and_are_per_cluster() -> None:
     assert (PLAN.netns, PLAN.cgroup_root) == ("kvscale-demo", "/kvscale-demo")
 
 
-def test_a_root_too_long_for_a_unix_socket_is_refused() -> None:
-    with pytest.raises(ValueError, match="root = "):
-        node.Plan(**{**PLAN.__dict__, "root": pathlib.Path("/" + "x" * 120)})
+def test_containerds_socket_fits_a_unix_socket_path_whatever_the_state_directory() -> None:
+    deep = node.Plan(
+        **{**PLAN.__dict__, "root": pathlib.Path("/" + "x" * (node.MAX_ROOT_LENGTH - 1))}
+    )
+    longest = node.Plan(**{**PLAN.__dict__, "cluster": "c" * 40})
+    assert deep.socket == pathlib.Path("/run/kvscale/demo/containerd.sock")
+    # containerd adds ".ttrpc" and refuses paths over 104 bytes.
+    assert len(f"{longest.socket}.ttrpc") <= 104
+    assert deep.run_dir != longest.run_dir
+
+
+def test_a_node_directory_too_long_for_kubelets_sockets_is_refused_naming_the_fix() -> None:
+    fits = pathlib.Path("/" + "x" * (node.MAX_ROOT_LENGTH - 1))
+    assert node.Plan(**{**PLAN.__dict__, "root": fits}).root == fits
+    with pytest.raises(ValueError, match=r"state directory: .*\(KVSCALE_STATE\)"):
+        node.Plan(**{**PLAN.__dict__, "root": fits / "y"})
 
 
 def test_negative_gpus_are_refused() -> None:
@@ -89,7 +102,7 @@ def test_containerd_config_is_private_and_clamps_oom_scores() -> None:
     config = tomllib.loads(node.containerd_config(PLAN))
     assert config["root"] == "/state/demo/node/containerd/root"
     assert config["state"] == "/state/demo/node/containerd/state"
-    assert config["grpc"]["address"] == "/state/demo/node/containerd.sock"
+    assert config["grpc"]["address"] == "/run/kvscale/demo/containerd.sock"
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["restrict_oom_score_adj"] is True
     assert cri["netns_mounts_under_state_dir"] is True

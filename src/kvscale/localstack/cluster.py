@@ -127,6 +127,8 @@ class Settings:
         network.first_host(self.service_cidr)
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime = {self.runtime!r}: must be one of {', '.join(RUNTIMES)}")
+        if self.runtime == KUBELET_RUNTIME:
+            node.check_root(layout.Layout(self.state_dir).node_dir)
         if self.start_timeout_s <= 0:
             raise ValueError(f"start_timeout_s = {self.start_timeout_s}: must be positive")
 
@@ -242,7 +244,7 @@ class Cluster:
         """The real node's plan (meaningful for runtime "kubelet")."""
         return node.Plan(
             cluster=self.name,
-            root=self.state_dir / "node",
+            root=self.files.node_dir,
             addresses=node.Addresses.for_port(self.ports.apiserver),
             service_cidr=self.service_cidr,
             apiserver_port=self.ports.apiserver,

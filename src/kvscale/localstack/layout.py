@@ -42,6 +42,11 @@ class Layout:
     def logs_dir(self) -> pathlib.Path:
         return self.root / "logs"
 
+    @property
+    def node_dir(self) -> pathlib.Path:
+        """The real node's directory (`Cluster.node`'s root)."""
+        return self.root / "node"
+
     def pem(self, name: str) -> pathlib.Path:
         """A PEM file in the PKI directory, e.g. `pem("ca.crt")`."""
         return self.pki_dir / name

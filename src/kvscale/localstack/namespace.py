@@ -82,6 +82,7 @@ def create(plan: node.Plan) -> None:
         raise AddressTakenError(f"the host already routes {', '.join(taken)}")
     ns = plan.netns
     try:
+        plan.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _run(["ip", "netns", "add", ns])
         # The peer is made inside the namespace: the host may have an eth0 of its own.
         peer = ["peer", "name", "eth0", "netns", ns]
@@ -210,5 +211,6 @@ def destroy(plan: node.Plan) -> None:
         subprocess.run(["ip", "link", "delete", plan.veth_host], capture_output=True, check=False)
     problems += _remove_cgroups(plan)
     shutil.rmtree(plan.root, ignore_errors=True)
+    shutil.rmtree(plan.run_dir, ignore_errors=True)
     if problems:
         raise NamespaceError("the node was not removed completely: " + "; ".join(problems))

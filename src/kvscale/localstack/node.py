@@ -66,6 +66,26 @@ class Addresses:
         )
 
 
+# containerd's sockets live here, not under the state directory: a unix socket's path has at
+# most 104 bytes on containerd's side, which a state directory under a long home or a test's
+# temporary directory overruns ("unix socket path too long"). Root only, as the node is.
+RUN_ROOT = pathlib.Path("/run/kvscale")
+# kubelet binds a unix socket under its root directory (`pod-resources/<up to 10 digits>`), at
+# most 107 bytes long: the node's directory may have at most this many characters.
+MAX_ROOT_LENGTH = 107 - len("/kubelet/pod-resources/") - 10
+
+
+def check_root(root: pathlib.Path) -> pathlib.Path:
+    """`root` if kubelet's sockets under it fit a unix socket's path, else ValueError."""
+    if len(str(root)) > MAX_ROOT_LENGTH:
+        raise ValueError(
+            f"state directory: the node's directory {root} has {len(str(root))} characters, "
+            f"more than the {MAX_ROOT_LENGTH} that kubelet's unix sockets under it allow; "
+            "choose a shorter state root (KVSCALE_STATE)"
+        )
+    return root
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What the node's files and command lines depend on."""
@@ -81,9 +101,7 @@ class Plan:
     def __post_init__(self) -> None:
         if self.gpus < 0:
             raise ValueError(f"gpus = {self.gpus}: must be 0 or more")
-        if len(str(self.socket)) > 100:
-            # A unix socket path is limited to 108 bytes; containerd adds ".ttrpc".
-            raise ValueError(f"root = {self.root}: too long for containerd's socket path")
+        check_root(self.root)
 
     @property
     def netns(self) -> str:
@@ -100,8 +118,14 @@ class Plan:
         return f"/kvscale-{self.cluster}"
 
     @property
+    def run_dir(self) -> pathlib.Path:
+        """The node's short directory for sockets (at most 13 + 40 characters: the cluster's
+        name is), removed with the node."""
+        return RUN_ROOT / self.cluster
+
+    @property
     def socket(self) -> pathlib.Path:
-        return self.root / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def containerd_root(self) -> pathlib.Path:
