@@ -2,11 +2,15 @@
 
 Steps, each printed as it happens:
   1. the real local control plane (etcd, kube-apiserver, kube-controller-manager,
-     kube-scheduler) and the local node agent, built and cached on first use;
-  2. the InferenceDeployment CRD, installed with kubectl;
+     kube-scheduler), the real node's parts (containerd, runc, CNI, kubelet, kube-proxy), the
+     kvscale image and the vLLM CPU engine image, all built and cached on first use;
+  2. the cluster started, with one real node in a network namespace of its own, and the images
+     imported into its containerd; the InferenceDeployment CRD, installed with kubectl;
   3. the operator (`kvscale operator`), as its own process;
-  4. `kubectl apply -f examples/tiny-llama.yaml`: the operator renders a Deployment whose pod
-     runs real vLLM (CPU build) serving the tiny model, with the occupancy sidecar beside it;
+  4. `kubectl apply -f` examples/tiny-llama.yaml as this stack runs it (the vLLM CPU image as
+     the engine, the tiny model's cache on this host as a read-only hostPath; written next to
+     the plot): the operator renders a Deployment whose pod runs real vLLM serving the tiny
+     model, with the occupancy sidecar beside it, both as containers under the kubelet;
   5. a completion request to the engine pod, and the objects as kubectl shows them;
   6. a slice of a production trace (`--trace`, `--trace-start`, `--duration`), scaled in time
      and tokens to the tiny engine, replayed against the ready engine pods by the load
@@ -240,9 +244,9 @@ def _load(
         f"{scaling.get('minReplicas', 1)} and {max_replicas} pods"
     )
     for row in (
-        "a new engine takes 60-90 s to start on an idle 2-core machine and several minutes",
-        "while the others keep its cores busy serving; until it is ready, the ready pods",
-        "carry the load, and the live line shows the new ones as starting",
+        "a new engine takes about 3.5 minutes to start under the example's 400m CPU limit",
+        "(vLLM compiles the model first); until it is ready, the ready pods carry the load,",
+        "and the live line shows the new ones as starting",
     ):
         _say(f"  {row}")
     available = _memory_available_gib()
@@ -285,7 +289,7 @@ def _load(
     _step(f"7/{STEPS}  summary")
     for row in summary.lines(summary.summarize(result.outcomes, result.record)):
         _say(f"  {row}")
-    out = pathlib.Path(args.out) if args.out else repo / "out"
+    out = _out_dir(args, repo)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     png = plot.write(
         result.record,
@@ -300,6 +304,20 @@ def _load(
     _say(f"  timeline plot: {png.resolve()}")
 
 
+def _out_dir(args: argparse.Namespace, repo: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(args.out) if args.out else repo / "out"
+
+
+def _local_example(repo: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """The example as this stack's node runs it (`engine_env.on_local_node`), written to `out`
+    so the user can see and re-apply exactly what the demo applied."""
+    local_example = engine_env.on_local_node(yaml.safe_load((repo / EXAMPLE).read_text()))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tiny-llama.local.yaml"
+    path.write_text(yaml.safe_dump(local_example, sort_keys=False))
+    return path
+
+
 def _example_spec(repo: pathlib.Path) -> dict[str, Any]:
     document = yaml.safe_load((repo / EXAMPLE).read_text())
     return dict(document["spec"])
@@ -307,17 +325,29 @@ def _example_spec(repo: pathlib.Path) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     repo = _repo()
-    _step(f"1/{STEPS}  the load, the cached control plane and the vLLM environment")
+    _step(f"1/{STEPS}  the load, the cached control plane, the node and the images")
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "kvscale demo: the real node needs root (network namespace, cgroups, mounts)"
+        )
     try:
         reqs = _requests(args, _example_spec(repo))
     except ValueError as error:  # trace.TraceError included: a missing or bad trace
         raise SystemExit(f"kvscale demo: {error}") from None
-    bins = binaries.ensure()
-    engine_env.ensure()
+    try:
+        bins = binaries.ensure()
+        node_files = binaries.ensure_node()
+        engine_env.ensure()  # the tiny model the engine pods read from this host
+        archives = [*binaries.ensure_images().archives, binaries.ensure_engine_image()]
+    except (binaries.BinariesError, engine_env.EngineEnvError) as error:
+        raise SystemExit(f"kvscale demo: {error}") from None
     _say(f"  control plane binaries: {bins.bin_dir}")
-    _say(f"  vLLM environment:       {engine_env.vllm_python()}")
+    _say(f"  node binaries:          {node_files.root}")
+    _say(f"  tiny model (HF cache):  {engine_env.hf_home()}")
+    for archive in archives:
+        _say(f"  image archive:          {archive}")
 
-    _step(f"2/{STEPS}  start the local control plane and node agent")
+    _step(f"2/{STEPS}  start the local control plane and the real node")
     state_dir = paths.cluster_state_dir(CLUSTER_NAME)
     existing = local.load(state_dir)
     if existing is not None and local.is_running(existing):
@@ -330,6 +360,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         _say(f"  ready in {handle.timings['total']:.1f}s; export KUBECONFIG={handle.kubeconfig}")
+        began = time.monotonic()
+        local.load_images(handle, archives)
+        _say(f"  images imported into the node's containerd in {time.monotonic() - began:.0f}s")
         handle.kubectl("apply", "--server-side", "-f", str(repo / CRD))
         handle.kubectl(
             "wait", "--for=condition=Established", "crd/inferencedeployments.kvscale.dev"
@@ -340,8 +373,10 @@ def run(args: argparse.Namespace) -> int:
         with _operator(handle) as operator_log:
             _say(f"  kvscale operator running; log: {operator_log}")
 
-            _step(f"4/{STEPS}  kubectl apply -f {EXAMPLE}")
-            _say(handle.kubectl("apply", "-f", str(repo / EXAMPLE)).stdout.rstrip())
+            applied = _local_example(repo, _out_dir(args, repo))
+            _step(f"4/{STEPS}  kubectl apply -f {applied}")
+            _say(f"  ({EXAMPLE} with the vLLM CPU engine image and this host's model cache)")
+            _say(handle.kubectl("apply", "-f", str(applied)).stdout.rstrip())
             name = "tiny-llama"
             pod = _wait_ready(handle, name, operator_log)
 
