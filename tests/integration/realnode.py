@@ -44,8 +44,8 @@ def cluster_with_images(
 ) -> Iterator[local.Cluster]:
     """A one-node kubelet cluster with `gpus` fake GPUs and the kvscale and engine-twin images
     (built by scripts/build-images.sh when this checkout's sources changed) in its containerd.
-    `gpus_per_node` sets the cluster's `gpus_per_node` (the node-agent stack's nodes, which
-    tests size pods by) with the same total: 4 GPUs as 2 x 2 make pods of 2 GPUs, 2 of which
+    `gpus_per_node` sets the cluster's `gpus_per_node` (what tests size pods by) with the same
+    total: 4 GPUs as 2 x 2 make pods of 2 GPUs, 2 of which
     fit. `vllm` imports the vLLM CPU engine image too (3.6 GB: a minute or two)."""
     per_node = gpus_per_node or gpus
     if gpus % per_node:

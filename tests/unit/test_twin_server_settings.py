@@ -15,7 +15,7 @@ GIB = 1024**3
 
 
 def rendered(**engine: Any) -> list[str]:
-    """The engine container's args for a CR, with the pod IP the node agent substitutes."""
+    """The engine container's args for a CR, with the pod IP the kubelet substitutes."""
     spec = models.InferenceDeploymentSpec.model_validate(
         {
             "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "servedName": "llama"},

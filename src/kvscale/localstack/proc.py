@@ -2,8 +2,7 @@
 
 A pid alone does not name a process: the kernel gives a freed pid to the next program. A pid
 *and* its start time in clock ticks since boot (field 22) do, so the cluster's process records
-and the node agent's containers both recognise their processes through `read` and never signal
-a stranger that inherited a pid.
+recognise their processes through `read` and never signal a stranger that inherited a pid.
 """
 
 from __future__ import annotations

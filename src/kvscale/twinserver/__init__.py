@@ -4,6 +4,6 @@ One process serves one or many twins, each on its own address, each with its own
 driven by the wall clock (`driver`). Each speaks vLLM's OpenAI completions API (`api`) and
 exports vLLM's `vllm:*` metrics with the same names, types and labels (`exposition`, pure), so
 the engine sidecar and the operator treat a twin exactly like a vLLM engine. Its flags are
-vLLM's (`settings`, pure), so the node agent runs it from the args the operator renders for
-vLLM (image `ghcr.io/kvscale/engine-twin`). `main` runs the server and drains it on SIGTERM.
+vLLM's (`settings`, pure), so its image (`ghcr.io/kvscale/engine-twin`) runs from the args the
+operator renders for vLLM. `main` runs the server and drains it on SIGTERM.
 """

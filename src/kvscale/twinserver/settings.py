@@ -1,7 +1,7 @@
 """`kvscale twin`'s command line: vLLM's flags where they apply, and a few of the twin's own.
 Pure: parses and validates; builds the engine twin's configuration and profile.
 
-The node agent runs the twin from the very args the operator renders for vLLM
+The engine-twin image runs the twin from the very args the operator renders for vLLM
 (`kvscale_operator.reconciler.engine_args.render`), so every flag there is accepted and each is
 either honoured or ignored on purpose (`IGNORED` says why). Flags vLLM does not have are errors,
 as in vLLM. Differences from vLLM: `--host` defaults to 127.0.0.1 (vLLM: every interface), and the
