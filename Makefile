@@ -52,7 +52,7 @@ unit: venv
 # runs the same modules but their `extended` tests (the hang, etcd's outage, the leader deleted
 # mid-scale-down and the API server down under leader election: about 6 minutes). The fleet
 # benchmark is `.venv/bin/python benchmarks/fleet_bench.py` (its own real-node cluster, 2
-# batches of 8 pods, a 120 s window: 16 twin pods are what 2 cores' CPU requests hold).
+# batches of 8 pods, a 120 s window: 2 cores' CPU requests hold 19 twin pods).
 chaos: setup
 	$(BIN)/pytest tests/integration/test_chaos.py tests/integration/test_chaos_control.py \
 		tests/integration/test_chaos_operator.py tests/integration/test_chaos_fuzz.py \

@@ -11,10 +11,10 @@ as the chart runs it), then `--count` InferenceDeployments applied in batches, e
 engine pod (engine twin + the real sidecar, 64 KV blocks, `gpusPerReplica: 0` so the fleet is
 not bounded by the fake GPUs; tests/support/census.py). Every pod asks for 100m of CPU (50m
 for the twin, 50m for the sidecar) and the real node offers this machine's cores, so a fleet
-larger than the node's allocatable CPU is refused before anything starts (16 fit the 2-core
-development machine). Once every pod is ready and every deployment says MetricsAvailable=True,
-a light load (one 200-token prompt / 20 tokens out at a time) goes to every `--loaded-every`th
-deployment, and the window starts.
+larger than the node's allocatable CPU, less one pod's worth, is refused before anything starts
+(19 fit the 2-core development machine; the default is 16). Once every pod is ready and every
+deployment says MetricsAvailable=True, a light load (one 200-token prompt / 20 tokens out at a
+time) goes to every `--loaded-every`th deployment, and the window starts.
 
 What is measured over the window (census.py says how): the operator's tick duration p50/p99
 from its own histogram, ticks per second against the number the ticks ask (one per deployment
@@ -202,7 +202,7 @@ def markdown(figures: dict[str, object], command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--count", type=int, default=16, help="InferenceDeployments (16: what 2 cores hold)"
+        "--count", type=int, default=16, help="InferenceDeployments (16; 2 cores hold 19)"
     )
     parser.add_argument("--window", type=float, default=120.0, help="seconds measured (120)")
     parser.add_argument(
