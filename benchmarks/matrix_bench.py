@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="a policy setting for every run, as kvscale simulate --set (for example "
-        "slo.percentile=0.99); a run with it is a slice",
+        "slo.percentile=99); a run with it is a slice",
     )
     args = parser.parse_args(argv)
 

@@ -225,6 +225,25 @@ def test_a_capacity_lowered_by_violations_and_never_proven_buys_no_scale_down() 
     assert sizer.guard(131.0, wanted=1, current=4) == account.Guarded(1, 4, None)
 
 
+def test_successive_scale_downs_wait_for_the_stable_window_to_see_the_smaller_fleet() -> None:
+    config = _config(scale_down_delay_seconds=0.0, stable_window_seconds=60.0)
+    autoscaler = decision.Autoscaler(config, SLO)
+
+    def tick(now: float, count: int) -> decision.Decision:
+        return autoscaler.step(now, [_pod(f"p{n}", now, 0.05, None) for n in range(count)], count)
+
+    first = tick(100.0, 8)
+    assert (first.desired, first.reason) == (4, decision.Reason.LIMITED_BY_RATE)
+    held = tick(101.0, 4)  # the plain decision would halve again at once
+    assert (held.desired, held.reason) == (4, decision.Reason.HOLD_SCALE_DOWN_PACED)
+    assert any(isinstance(step, account.Paced) for step in held.steps)
+    assert tick(159.0, 4).desired == 4
+    assert tick(160.0, 4).desired == 2
+    # Scaling up is never paced.
+    busy = autoscaler.step(161.0, [_pod(f"p{n}", 161.0, 0.95, None) for n in range(2)], 2)
+    assert busy.desired > 2
+
+
 def test_starting_pods_stay_while_the_ready_ones_run_above_target() -> None:
     config = _config(scale_down_delay_seconds=0.0, stable_window_seconds=6.0)
     observed = [

@@ -268,6 +268,21 @@ class StartingNeeded:
 
 
 @dataclasses.dataclass(frozen=True)
+class Paced:
+    """SLO mode: a scale-down waits until the stable window has seen the last one's fleet."""
+
+    wanted: int
+    since_last: float
+    pace: float
+
+    def words(self) -> str:
+        return (
+            f"scale-down to {self.wanted} waits: the last was {self.since_last:.0f} s ago, and "
+            f"the stable window ({self.pace:.0f} s) must see the smaller fleet first"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class UnderPressure:
     """SLO mode: no scale-down while pods have a queue or preempt."""
 
@@ -308,6 +323,7 @@ Step = (
     | Sized
     | Guarded
     | StartingNeeded
+    | Paced
     | UnderPressure
     | Ahead
 )

@@ -19,7 +19,8 @@ pods (no hand-set targets needed; the CR's targets only seed the learner):
   highest load proven to meet the SLO): the removed pods' load lands on the survivors, N/(N-1).
   A resource with no scale-down capacity (nothing proven yet) allows no scale-down at all:
   thin, missing or unproven latency never buys one. The decision's own rules still apply
-  first: missing data never scales down, the scale-down delay, the rates.
+  first: missing data never scales down, the scale-down delay, the rates; and in SLO mode it
+  paces scale-downs, one per stable window (`decision.Autoscaler`).
 - **Pressure relative to the target.** A pod with a queue (or preempting) counts as a pod just
   over its target, not as a full cache: with a low target, one short queue would otherwise buy
   the fleet 1 / target pods (a measured defect: 20 of 21 scale-ups on a long-context run were
