@@ -244,6 +244,16 @@ def test_successive_scale_downs_wait_for_the_stable_window_to_see_the_smaller_fl
     assert busy.desired > 2
 
 
+def test_a_scale_down_not_applied_is_not_paced_so_advice_stays_steady() -> None:
+    # Advisory mode: someone else owns the count, which stays at 8. Each tick advises the
+    # same scale-down; pacing it (the fleet never shrank) would flip the advice every minute.
+    config = _config(scale_down_delay_seconds=0.0, stable_window_seconds=60.0)
+    autoscaler = decision.Autoscaler(config, SLO)
+    for now in (100.0, 101.0, 130.0, 161.0):
+        made = autoscaler.step(now, [_pod(f"p{n}", now, 0.05, None) for n in range(8)], 8)
+        assert (made.desired, made.reason) == (4, decision.Reason.LIMITED_BY_RATE)
+
+
 def test_starting_pods_stay_while_the_ready_ones_run_above_target() -> None:
     config = _config(scale_down_delay_seconds=0.0, stable_window_seconds=6.0)
     observed = [

@@ -228,8 +228,9 @@ class Autoscaler:
         """When the panic window last crossed the threshold; None when not panicking."""
         self._seeded = False
         """Whether the delay window has been given `current` at the first tick."""
-        self._scaled_down_at: float | None = None
-        """SLO mode: when the last scale-down was decided (successive ones are paced)."""
+        self._scaled_down: tuple[float, int] | None = None
+        """SLO mode: when the last scale-down was decided, and the count it was decided from
+        (successive ones are paced once the fleet is smaller than that)."""
 
     @property
     def panicking(self) -> bool:
@@ -322,14 +323,16 @@ class Autoscaler:
             # One scale-down per stable window: the demand the next one is decided on must be
             # the smaller fleet's, or a quiet minute takes the fleet from 9 pods to 1 in three
             # ticks (each halving it within the rate limit) before the survivors' latency says
-            # anything (measured on the Mooncake trace: the next burst then queued for 50 s).
-            last = self._scaled_down_at
+            # anything (measured on the Mooncake trace: the next burst then queued for up to 55 s).
+            # Only once the fleet did shrink: in Advisory mode (or when the scale was not
+            # applied) the count stays, and pacing would flip the advice every window.
             pace = config.stable_window_seconds
-            if last is not None and now - last < pace:
-                steps.append(account.Paced(desired, now - last, pace))
+            last = self._scaled_down
+            if last is not None and now - last[0] < pace and made.current < last[1]:
+                steps.append(account.Paced(desired, now - last[0], pace))
                 desired, reason = made.current, Reason.HOLD_SCALE_DOWN_PACED
             else:
-                self._scaled_down_at = now
+                self._scaled_down = (now, made.current)
         sized = sizer.sized(now, binding)
         steps.insert(0, sizer.words(now, config, binding))
         return dataclasses.replace(
