@@ -48,7 +48,7 @@ from kvscale.localstack import (
 
 STATE_FORMAT = 1
 _POLL_S = 0.25
-_PORT_ATTEMPTS = 3
+_START_ATTEMPTS = 3
 _TMPFS = pathlib.Path("/dev/shm")
 # "kubelet": the control plane and one real node; "none": the control plane alone (tests of the
 # API server that run no pod).
@@ -79,8 +79,38 @@ class StartError(ClusterError):
         )
 
 
-class PortTakenError(StartError):
-    """A port chosen at start was taken by someone else before the component bound it."""
+class TransientStartError(StartError):
+    """A component died at start for a reason a fresh attempt clears; `retry` says which."""
+
+    def __init__(self, component: str, reason: str, log: pathlib.Path, retry: str) -> None:
+        super().__init__(component, reason, log)
+        self.retry = retry
+
+
+# What a component's log says when it died at start for a reason that a fresh start (new ports,
+# new sockets) clears, and what the retry tells the user.
+_TRANSIENT_STARTS = (
+    # A port chosen at start was taken by someone else before the component bound it.
+    ("address already in use", "its port was taken meanwhile; choosing new ports"),
+    # kubelet binds its unix sockets under a temporary name and renames each into place in the
+    # same directory; on these hosts that rename once failed with EXDEV ("invalid cross-device
+    # link", pod-resources/kubelet.sock, one kubelet start among hundreds in CI), and kubelet
+    # exits on it. A second start binds fresh sockets.
+    (
+        "failed to move temporary file to addr",
+        "it could not rename its socket into place; starting again",
+    ),
+)
+
+
+def died_at_start(component: str, what: str, log: pathlib.Path) -> StartError:
+    """The error for a component that exited while waiting for it to be `what`."""
+    reason = f"exited while waiting for it to be {what}"
+    tail = process.tail(log)
+    for sign, retry in _TRANSIENT_STARTS:
+        if sign in tail:
+            return TransientStartError(component, reason, log, retry)
+    return StartError(component, reason, log)
 
 
 class AlreadyRunningError(ClusterError):
@@ -434,9 +464,7 @@ def _wait(
     """Poll `check` until it passes; fail fast when the process dies, clearly on timeout."""
     while True:
         if not process.running(record):
-            tail = process.tail(record.log)
-            error = PortTakenError if "address already in use" in tail else StartError
-            raise error(component, f"exited while waiting for it to be {what}", record.log)
+            raise died_at_start(component, what, record.log)
         result = check()
         if result.ok:
             return
@@ -793,15 +821,15 @@ def start(
             _stop_locked(previous, say, grace_s=5.0)
         found = bins or binaries.ensure()
         node_files = binaries.ensure_node() if settings.runtime == KUBELET_RUNTIME else None
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
+        for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 return _start_once(settings, found, say, began, node_files)
-            except PortTakenError as exc:
-                if attempt == _PORT_ATTEMPTS:
+            except TransientStartError as exc:
+                if attempt == _START_ATTEMPTS:
                     raise
-                say(f"{exc.component}: its port was taken meanwhile; choosing new ports")
+                say(f"{exc.component}: {exc.retry}")
             except namespace.AddressTakenError as exc:
-                if attempt == _PORT_ATTEMPTS:
+                if attempt == _START_ATTEMPTS:
                     raise ClusterError(f"node: {exc}") from exc
                 say(f"node: {exc}; choosing new ports")
     raise AssertionError("unreachable")  # pragma: no cover
