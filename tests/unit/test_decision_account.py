@@ -42,3 +42,15 @@ def test_bounds_are_steps_too() -> None:
     assert made.reason is decision.Reason.LIMITED_BY_MAX
     assert made.steps[-1] == account.Lowered(max_replicas=3)
     assert made.message.endswith("lowered to 3 by maxReplicas")
+
+
+def test_an_idle_level_left_a_float_residue_below_zero_reads_zero() -> None:
+    # An idle fleet's stable window, a running sum of zeros after evictions: -1e-17 per pod.
+    level = account.Level(per_pod=-1e-17, target=0.7, ready=4, current=4, pressured=0)
+    assert level.words() == "0.00 per ready pod vs target 0.70 (4 pods ready of 4)"
+    assert [account.hundredths(v) for v in (-0.004, 0.004, -0.005001, 0.7)] == [
+        "0.00",
+        "0.00",
+        "-0.01",
+        "0.70",
+    ]

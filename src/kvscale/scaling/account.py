@@ -19,6 +19,16 @@ def pods(count: int) -> str:
     return f"{count} pod" if count == 1 else f"{count} pods"
 
 
+def hundredths(value: float) -> str:
+    """`value` to two decimals, where a float residue just below zero reads "0.00", not "-0.00".
+
+    A window's running sum of zeros can end at -1e-17 after evictions (`window.Average`); a
+    reason that says an idle fleet's demand is "-0.00" reads like a bug in the sign.
+    """
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 def _named(missing: tuple[demand.Reading, ...]) -> str:
     """The unreported ready pods and why, briefly (at most three named)."""
     named = ", ".join(f"{reading.pod}: {reading.detail}" for reading in missing[:3])
@@ -74,7 +84,7 @@ class Level:
                 f", {self.pressured} under pressure from queue or preemptions, counted as full"
             )
         return (
-            f"{self.per_pod:.2f} per ready pod vs target {self.target:.2f} "
+            f"{hundredths(self.per_pod)} per ready pod vs target {self.target:.2f} "
             f"({pods(self.ready)} ready of {self.current}{pressure})"
         )
 
