@@ -46,28 +46,39 @@ def test_what_the_log_says_decides_whether_a_start_is_retried(
         assert error.retry == retry
 
 
-def _settings(tmp_path: pathlib.Path) -> local.Settings:
-    return local.Settings(name="retry", state_dir=tmp_path / "state", runtime=local.NO_RUNTIME)
+def _start_dying(
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    last_line: str,
+    deaths: int,
+    attempts: list[int],
+) -> list[str]:
+    """Start a cluster whose first `deaths` attempts die with `last_line` in kubelet's log, and
+    the next succeeds; each attempt is appended to `attempts` (readable when start raises).
+    Returns what start said."""
+    log = tmp_path / "kubelet.log"
+    log.write_text(last_line + "\n")
+    started = object()
+
+    def start_once(*_: object) -> object:
+        attempts.append(1)
+        if len(attempts) <= deaths:
+            raise local.died_at_start("kubelet", "registering a Ready node", log)
+        return started
+
+    monkeypatch.setattr(local, "_start_once", start_once)
+    settings = local.Settings(name="retry", state_dir=tmp_path / "state", runtime=local.NO_RUNTIME)
+    said: list[str] = []
+    bins = binaries.Binaries(tmp_path / "bin")
+    assert local.start(settings, bins=bins, progress=said.append) is started
+    return said
 
 
 def test_a_transient_death_starts_again_and_says_why(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "kubelet.log"
-    log.write_text(KUBELET_EXDEV + "\n")
     attempts: list[int] = []
-    started = object()
-
-    def start_once(*_: object) -> object:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise local.died_at_start("kubelet", "registering a Ready node", log)
-        return started
-
-    said: list[str] = []
-    monkeypatch.setattr(local, "_start_once", start_once)
-    bins = binaries.Binaries(tmp_path / "bin")
-    assert local.start(_settings(tmp_path), bins=bins, progress=said.append) is started
+    said = _start_dying(tmp_path, monkeypatch, KUBELET_EXDEV, 1, attempts)
     assert len(attempts) == 2
     assert said == ["kubelet: it could not rename its socket into place; starting again"]
 
@@ -75,34 +86,16 @@ def test_a_transient_death_starts_again_and_says_why(
 def test_a_transient_death_every_time_gives_up_after_the_last_attempt(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "kubelet.log"
-    log.write_text(KUBELET_EXDEV + "\n")
     attempts: list[int] = []
-
-    def start_once(*_: object) -> object:
-        attempts.append(1)
-        raise local.died_at_start("kubelet", "registering a Ready node", log)
-
-    monkeypatch.setattr(local, "_start_once", start_once)
-    bins = binaries.Binaries(tmp_path / "bin")
     with pytest.raises(local.TransientStartError, match="invalid cross-device link"):
-        local.start(_settings(tmp_path), bins=bins)
+        _start_dying(tmp_path, monkeypatch, KUBELET_EXDEV, 3, attempts)
     assert len(attempts) == 3
 
 
 def test_any_other_death_fails_at_once(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = tmp_path / "kubelet.log"
-    log.write_text(CONFIG_WRONG + "\n")
     attempts: list[int] = []
-
-    def start_once(*_: object) -> object:
-        attempts.append(1)
-        raise local.died_at_start("kubelet", "registering a Ready node", log)
-
-    monkeypatch.setattr(local, "_start_once", start_once)
-    bins = binaries.Binaries(tmp_path / "bin")
     with pytest.raises(local.StartError, match="failed to load kubelet config file"):
-        local.start(_settings(tmp_path), bins=bins)
+        _start_dying(tmp_path, monkeypatch, CONFIG_WRONG, 1, attempts)
     assert len(attempts) == 1
