@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -202,16 +203,42 @@ def test_survivors_must_carry_the_removed_pods_load_within_the_proven_capacity()
     assert estimate is not None
     assert estimate.use is capacity.Use.TRUSTED
     now = 300.0
-    # Three pods at 8k each: 24k needs 3 pods of 10k; the decision's 2 is cut back to 3.
-    sizer.learn(now, [_pod(p, now, 0.1, 8_000.0) for p in "abc"])
+    # The survivors keep the headroom (20%): each may carry 8k of the 10k proven.
+    # Three pods at 6k each: 18k needs 3 pods of 8k; the decision's 2 is cut back to 3.
+    sizer.learn(now, [_pod(p, now, 0.1, 6_000.0) for p in "abc"])
     guarded = sizer.guard(now, wanted=2, current=3)
     assert guarded == account.Guarded(2, 3, "compute")
-    # Three pods at 6k: 18k fits in 2 pods of 10k; the scale-down stands.
-    sizer.learn(now + 1, [_pod(p, now + 1, 0.1, 6_000.0) for p in "abc"])
+    # Three pods at 5k: 15k fits in 2 pods of 8k; the scale-down stands.
+    sizer.learn(now + 1, [_pod(p, now + 1, 0.1, 5_000.0) for p in "abc"])
     assert sizer.guard(now + 1, wanted=2, current=3) is None
-    # 2 -> 1 at 6k each would run the last pod at 12k, above anything proven: refused.
-    sizer.learn(now + 2, [_pod(p, now + 2, 0.1, 6_000.0) for p in "ab"])
+    # 2 -> 1 at 5k each would run the last pod at 10k: at what was proven, with no headroom
+    # left for the next burst: refused.
+    sizer.learn(now + 2, [_pod(p, now + 2, 0.1, 5_000.0) for p in "ab"])
     assert sizer.guard(now + 2, wanted=1, current=2) == account.Guarded(1, 2, "compute")
+    # At 3.5k each, the last pod would run at 7k, within 8k: it stands.
+    sizer.learn(now + 3, [_pod(p, now + 3, 0.1, 3_500.0) for p in "ab"])
+    assert sizer.guard(now + 3, wanted=1, current=2) is None
+
+
+@pytest.mark.parametrize(
+    ("per_pod", "allowed"),
+    [
+        (5_000.0, None),  # 15k on 2 pods: 7.5k each, within the CR's 8k; it stands
+        (5_400.0, 3),  # 16.2k on 2 pods: 8.1k each, past the CR's 8k; cut back to 3
+    ],
+)
+def test_before_anything_is_proven_the_survivors_are_held_to_the_crs_target(
+    per_pod: float, allowed: int | None
+) -> None:
+    # The CR's target is a running point: the headroom is already in it, and is not taken
+    # off it twice (a capacity of 8k / 0.8 = 10k, less the headroom: 8k again).
+    sizer = _sizer(_config(target_tokens_per_second=8_000.0))
+    estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, 100.0)
+    assert estimate is not None
+    assert estimate.use is not capacity.Use.TRUSTED
+    sizer.learn(100.0, [_pod(p, 100.0, 0.05, per_pod) for p in "abc"])
+    guarded = sizer.guard(100.0, wanted=2, current=3)
+    assert guarded == (None if allowed is None else account.Guarded(2, allowed, "compute"))
 
 
 def test_a_capacity_lowered_by_violations_and_never_proven_buys_no_scale_down() -> None:
