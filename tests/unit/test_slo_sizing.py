@@ -204,20 +204,27 @@ def test_survivors_must_carry_the_removed_pods_load_within_the_proven_capacity()
     assert estimate.use is capacity.Use.TRUSTED
     now = 300.0
     # The survivors keep the headroom (20%): each may carry 8k of the 10k proven.
-    # Three pods at 6k each: 18k needs 3 pods of 8k; the decision's 2 is cut back to 3.
-    sizer.learn(now, [_pod(p, now, 0.1, 6_000.0) for p in "abc"])
-    guarded = sizer.guard(now, wanted=2, current=3)
-    assert guarded == account.Guarded(2, 3, "compute")
     # Three pods at 5k: 15k fits in 2 pods of 8k; the scale-down stands.
-    sizer.learn(now + 1, [_pod(p, now + 1, 0.1, 5_000.0) for p in "abc"])
-    assert sizer.guard(now + 1, wanted=2, current=3) is None
+    sizer.learn(now, [_pod(p, now, 0.1, 5_000.0) for p in "abc"])
+    assert sizer.guard(now, wanted=2, current=3) is None
+    # Three pods at 6k each: 18k needs 3 pods of 8k; the decision's 2 is cut back to 3.
+    sizer.learn(now + 1, [_pod(p, now + 1, 0.1, 6_000.0) for p in "abc"])
+    assert sizer.guard(now + 1, wanted=2, current=3) == account.Guarded(2, 3, "compute")
+    # A quieter tick does not buy it: the survivors must carry the highest fleet load of the
+    # stable window (60 s), not one moment's.
+    sizer.learn(now + 2, [_pod(p, now + 2, 0.1, 5_000.0) for p in "abc"])
+    assert sizer.guard(now + 2, wanted=2, current=3) == account.Guarded(2, 3, "compute")
+    # A window later, two pods at 3.5k: the last would run at 7k, within 8k; it stands.
+    later = now + 63
+    sizer.learn(later, [_pod(p, later, 0.1, 3_500.0) for p in "ab"])
+    assert sizer.guard(later, wanted=1, current=2) is None
     # 2 -> 1 at 5k each would run the last pod at 10k: at what was proven, with no headroom
     # left for the next burst: refused.
-    sizer.learn(now + 2, [_pod(p, now + 2, 0.1, 5_000.0) for p in "ab"])
-    assert sizer.guard(now + 2, wanted=1, current=2) == account.Guarded(1, 2, "compute")
-    # At 3.5k each, the last pod would run at 7k, within 8k: it stands.
-    sizer.learn(now + 3, [_pod(p, now + 3, 0.1, 3_500.0) for p in "ab"])
-    assert sizer.guard(now + 3, wanted=1, current=2) is None
+    sizer.learn(later + 1, [_pod(p, later + 1, 0.1, 5_000.0) for p in "ab"])
+    assert sizer.guard(later + 1, wanted=1, current=2) == account.Guarded(1, 2, "compute")
+    estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, later + 1)
+    assert estimate is not None
+    assert estimate.use is capacity.Use.TRUSTED
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ pods (no hand-set targets needed; the CR's targets only seed the learner):
   resource that needs more pods binds, and the decision's reason names it (occupancy: the KV
   cache; throughput: compute).
 - **Safe scale-down.** A scale-down the decision wants is allowed only as far as the pods
-  that stay can carry the whole fleet's load within their *scale-down* capacity less the
-  headroom (`capacity.Estimate.scale_down_capacity`: the estimate when trusted, else a little
-  above the highest load proven to meet the SLO): the removed pods' load lands on the
-  survivors, N/(N-1), and they keep room for the next burst.
+  that stay can carry the whole fleet's load (the highest of the stable window) within their
+  *scale-down* capacity less the headroom (`capacity.Estimate.scale_down_capacity`: the
+  estimate when trusted, else a little above the highest load proven to meet the SLO): the
+  removed pods' load lands on the survivors, N/(N-1), and they keep room for the next burst.
   A resource with no scale-down capacity (nothing proven yet) allows no scale-down at all:
   thin, missing or unproven latency never buys one. The decision's own rules still apply
   first: missing data never scales down, the scale-down delay, the rates; and in SLO mode it
@@ -125,6 +125,8 @@ class Sizer:
         self._history: collections.deque[tuple[float, float]] = collections.deque()
         self._recent: dict[str, collections.deque[tuple[float, float, float | None]]] = {}
         self.loads = Loads(0.0, None, 0)
+        self._fleet: collections.deque[tuple[float, Loads]] = collections.deque()
+        """The fleet's fresh loads over the stable window, oldest first (for `guard`)."""
 
     # --- each tick, before the decision ---------------------------------------------------
 
@@ -174,6 +176,10 @@ class Sizer:
             math.fsum(tokens) * scale if tokens and len(tokens) == fresh else None,
             fresh,
         )
+        if self.loads.fresh:
+            self._fleet.append((now, self.loads))
+        while self._fleet and now - self._fleet[0][0] > self.base.stable_window_seconds:
+            self._fleet.popleft()
         for taught, verdict in zip(samples, self.learner.observe(samples), strict=True):
             if verdict is capacity.Verdict.VIOLATED:
                 blamed = capacity.blamed(taught, self.config.learning)
@@ -382,9 +388,18 @@ class Sizer:
         return at is not None and now - at <= self.config.edge_seconds
 
     def _load(self, resource: capacity.Resource) -> float | None:
+        """The fleet's load a scale-down's survivors must carry: the highest of the stable
+        window, not this tick's (a quiet tick between bursts would buy a scale-down the next
+        burst breaks); None when this tick has no fresh load for the resource."""
         if resource is capacity.Resource.KV:
-            return self.loads.kv if self.loads.fresh else None
-        return self.loads.tokens_per_second
+            if not self.loads.fresh:
+                return None
+            return max(seen.kv for _, seen in self._fleet)
+        if self.loads.tokens_per_second is None:
+            return None
+        return max(
+            seen.tokens_per_second for _, seen in self._fleet if seen.tokens_per_second is not None
+        )
 
     def _note_start(self, observation: demand.Observation) -> None:
         """Each pod's start once: created -> Ready, the lead time's sample."""
