@@ -52,6 +52,12 @@ COMMON = ("--calibrate", "--calibrate-requests", "400", "--max-replicas", "64")
 # >= 0.7, fp8 KV (twice the tokens) raises the pod's capacity 1.9x; at 0.65 (conv on an L4),
 # fp8 changes nothing: compute and memory bandwidth bind there.
 KV_BINDS = 0.7
+# `--phases N` runs every (scenario, policy) N times, the k-th with every arrival k x this
+# much later. A policy's loop (1 s, 2 s, 5 s or 15 s), the gateway's 250 ms refresh and the
+# oracle's 60 s buckets then meet the same traffic at other phases: a robust result should
+# not care, and the spread over phases is how much one run per cell can be trusted. 1.7 s is
+# a multiple of none of those periods.
+PHASE_STEP_S = 1.7
 T = TypeVar("T")
 
 
@@ -139,11 +145,17 @@ def _flags(scenario: Scenario, mooncake: str) -> list[str]:
     return [mooncake if f == MOONCAKE else f for f in scenario.flags]
 
 
-def _load(flags: list[str], name: str) -> tuple[argparse.Namespace, list[trace.TraceRequest]]:
+def _load(
+    flags: list[str], name: str, shift_s: float = 0.0
+) -> tuple[argparse.Namespace, list[trace.TraceRequest]]:
+    """The run's flags and requests, every arrival `shift_s` later (`--phases`)."""
     parser = argparse.ArgumentParser()
     option.add_arguments(parser)
     args = parser.parse_args([*flags, *COMMON, "--policy", name])
-    return args, command.prepare(tracefile.load(tracefile.resolve(args.trace)), args)
+    requests = command.prepare(tracefile.load(tracefile.resolve(args.trace)), args)
+    if shift_s:
+        requests = [dataclasses.replace(r, arrival_s=r.arrival_s + shift_s) for r in requests]
+    return args, requests
 
 
 @functools.cache
@@ -193,18 +205,19 @@ def load_test(job: tuple[Scenario, list[str]]) -> tuple[calibrate.Capacity, floa
     return _cached("load-test", [job[0].name, job[1]], work)
 
 
-def run(
-    job: tuple[Scenario, list[str], str, tuple[calibrate.Capacity, float]],
-) -> dict[str, object]:
+Job = tuple[Scenario, list[str], str, tuple[calibrate.Capacity, float], float]
+"""(scenario, its flags, policy, its load test, arrivals shifted by this many seconds)."""
+
+
+def run(job: Job) -> dict[str, object]:
     """One policy on one scenario, as JSON-ready data and the Result for the table."""
-    return _cached("run", [job[0].name, job[1], job[2]], lambda: _run(job))
+    return _cached("run", [job[0].name, job[1], job[2], job[4]], lambda: _run(job))
 
 
-def _run(
-    job: tuple[Scenario, list[str], str, tuple[calibrate.Capacity, float]],
-) -> dict[str, object]:
-    scenario, flags, name, (found, peak) = job
-    args, requests = _load(flags, name)
+def _run(job: Job) -> dict[str, object]:
+    scenario, flags, name, (found, peak), shift_s = job
+    # The load test is the pod's, not the run's: one per scenario, whatever the phase.
+    args, requests = _load(flags, name, shift_s)
     bound = oracle.bound(
         requests,
         tokens_per_second=peak,
@@ -229,7 +242,9 @@ def _run(
     assert made.capacity is not None  # --calibrate
     cap = made.capacity.at_capacity
     return {
-        "scenario": scenario.name,
+        "scenario": scenario.name + (f" (arrivals +{shift_s:g} s)" if shift_s else ""),
+        "base_scenario": scenario.name,
+        "shift_s": shift_s,
         # The file's name only: where a user keeps the Mooncake trace is not a result.
         "trace": path.name,
         "flags": list(scenario.flags),
@@ -278,6 +293,49 @@ def merge(runs: list[dict[str, object]]) -> list[dict[str, object]]:
             }
         )
     return merged
+
+
+def spread(done: list[dict[str, object]]) -> str:
+    """The `--phases` summary: per scenario and policy, GPU-hours and SLO attainment as the
+    mean with the lowest and highest over the phases; per phase, kvscale-slo's GPU-hours
+    against hpa-cpu's in the same phase (the two meet the very same arrivals)."""
+    cells: dict[tuple[str, str], dict[float, tuple[float, float]]] = {}
+    for item in done:
+        rows = item["results"]
+        assert isinstance(rows, list)
+        for row in rows:
+            key = (str(item["base_scenario"]), str(row["policy"]))
+            attained = row["latency"]["slo_attainment"] or 0.0
+            shift = item["shift_s"]
+            assert isinstance(shift, float | int)
+            cells.setdefault(key, {})[float(shift)] = (float(row["gpu_hours"]), attained)
+
+    def summary(values: list[float], form: str, unit: str = "") -> str:
+        mean = sum(values) / len(values)
+        low, high = min(values), max(values)
+        return f"{mean:{form}}{unit} ({low:{form}}{unit} to {high:{form}}{unit})"
+
+    lines = [
+        "| scenario | policy | phases | GPU-h: mean (lowest to highest) | SLO attainment | "
+        "GPU-h vs hpa-cpu in the same phase |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (scenario, policy), by_shift in cells.items():
+        shifts = sorted(by_shift)
+        hours = [by_shift[k][0] for k in shifts]
+        slo = [100.0 * by_shift[k][1] for k in shifts]
+        hpa = cells.get((scenario, "hpa-cpu"), {})
+        paired = [by_shift[k][0] / hpa[k][0] - 1.0 for k in shifts if k in hpa and hpa[k][0]]
+        versus = (
+            summary([100.0 * d for d in paired], "+.0f", "%")
+            if paired and policy != "hpa-cpu"
+            else ""
+        )
+        lines.append(
+            f"| {scenario} | {policy} | {len(shifts)} | {summary(hours, '.2f')} | "
+            f"{summary(slo, '.2f', '%')} | {versus} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _report(done: list[dict[str, object]], title: str, wall_s: float) -> str:
@@ -373,7 +431,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a policy setting for every run, as kvscale simulate --set (for example "
         "slo.percentile=99); a run with it is a slice",
     )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=1,
+        help=f"run each (scenario, policy) this many times, the k-th with every arrival "
+        f"k x {PHASE_STEP_S} s later, and print the spread (a run with more than one is a slice)",
+    )
     args = parser.parse_args(argv)
+    if args.phases < 1:
+        parser.error(f"--phases = {args.phases}, must be >= 1")
 
     def matching(scenarios: tuple[Scenario, ...]) -> list[Scenario]:
         return [s for s in scenarios if not args.only or any(p in s.name for p in args.only)]
@@ -388,24 +455,32 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with multiprocessing.Pool(max(1, args.jobs)) as pool:
         found = pool.map(load_test, jobs, chunksize=1)
-        runs = [
-            (scenario, flags, name, capacity)
+        runs: list[Job] = [
+            (scenario, flags, name, capacity, round(k * PHASE_STEP_S, 3))
             for (scenario, flags), capacity in zip(jobs, found, strict=True)
             for name in policies
+            for k in range(args.phases)
         ]
         done = merge(pool.map(run, runs, chunksize=1))
     wall = time.perf_counter() - started
-    sliced = bool(args.only or args.policy or args.set)
+    sliced = bool(args.only or args.policy or args.set or args.phases > 1)
     kind = ("quick" if args.quick else "full") + ("_slice" if sliced else "")
+    if args.phases > 1:
+        kind += f"_phases{args.phases}"
     for item in done:
         print(f"\n== {item['scenario']} (binds on {item['binds_on']}) ==")
         print(item["log"], end="")
         print(item["table"], end="")
     print(f"\nmatrix ({kind}): {len(done)} scenarios in {wall:.0f} s wall, {args.jobs} jobs")
+    report = _report(done, f"Scenario matrix ({kind})", wall)
+    if args.phases > 1:
+        summary = spread(done)
+        print(summary, end="")
+        report += f"\n## Spread over {args.phases} phases (arrivals + k x {PHASE_STEP_S} s)\n\n"
+        report += summary
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"Scenario matrix ({kind})"
-    (out / f"matrix_{kind}.md").write_text(_report(done, title, wall))
+    (out / f"matrix_{kind}.md").write_text(report)
     (out / f"matrix_{kind}.json").write_text(
         json.dumps({"wall_s": round(wall, 1), "scenarios": done}, indent=1) + "\n"
     )

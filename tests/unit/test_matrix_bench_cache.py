@@ -57,3 +57,46 @@ def test_other_jobs_and_other_code_are_run(
     monkeypatch.setattr(bench, "_code_key", lambda: "changed")
     assert bench._cached("run", ["conv", [], "kvscale"], lambda: work("d")) == "d"
     assert calls == ["a", "b", "c", "d"]
+
+
+def _item(scenario: str, shift: float, rows: list[tuple[str, float, float]]) -> dict[str, object]:
+    return {
+        "base_scenario": scenario,
+        "shift_s": shift,
+        "results": [
+            {"policy": policy, "gpu_hours": hours, "latency": {"slo_attainment": attained}}
+            for policy, hours, attained in rows
+        ],
+    }
+
+
+def test_the_spread_over_phases_pairs_each_phase_with_hpa(bench: ModuleType) -> None:
+    done = [
+        _item("conv", 0.0, [("kvscale-slo", 3.0, 0.99), ("hpa-cpu", 4.0, 0.98)]),
+        _item("conv", 1.7, [("kvscale-slo", 4.0, 0.97), ("hpa-cpu", 4.0, 1.0)]),
+        _item("conv", 3.4, [("kvscale-slo", 2.0, 0.98), ("hpa-cpu", 5.0, 0.99)]),
+    ]
+    rows = bench.spread(done).splitlines()
+    # Means over the phases with their extremes; the comparison is phase by phase
+    # (-25%, 0%, -60%: mean -28%), not of the means (3.0 / 4.33 would be -31%).
+    assert rows[2] == (
+        "| conv | kvscale-slo | 3 | 3.00 (2.00 to 4.00) | 98.00% (97.00% to 99.00%) "
+        "| -28% (-60% to +0%) |"
+    )
+    assert rows[3] == (
+        "| conv | hpa-cpu | 3 | 4.33 (4.00 to 5.00) | 99.00% (98.00% to 100.00%) |  |"
+    )
+    assert len(rows) == 4
+
+
+def test_a_phase_shifts_every_arrival_and_nothing_else(bench: ModuleType) -> None:
+    flags = ["--trace", "conv", "--duration", "120"]
+    _, plain = bench._load(flags, "hpa-cpu")
+    _, later = bench._load(flags, "hpa-cpu", 1.7)
+    assert len(plain) == len(later) > 0
+    for before, after in zip(plain, later, strict=True):
+        assert after.arrival_s == pytest.approx(before.arrival_s + 1.7)
+        assert (after.prompt_tokens, after.output_tokens) == (
+            before.prompt_tokens,
+            before.output_tokens,
+        )
