@@ -209,11 +209,11 @@ def test_survivors_must_carry_the_removed_pods_load_within_the_proven_capacity()
     assert sizer.guard(now, wanted=2, current=3) is None
     # Three pods at 6k each: 18k needs 3 pods of 8k; the decision's 2 is cut back to 3.
     sizer.learn(now + 1, [_pod(p, now + 1, 0.1, 6_000.0) for p in "abc"])
-    assert sizer.guard(now + 1, wanted=2, current=3) == account.Guarded(2, 3, "compute")
+    assert sizer.guard(now + 1, wanted=2, current=3) == account.Guarded(2, 3, "compute", 0.2)
     # A quieter tick does not buy it: the survivors must carry the highest fleet load of the
     # stable window (60 s), not one moment's.
     sizer.learn(now + 2, [_pod(p, now + 2, 0.1, 5_000.0) for p in "abc"])
-    assert sizer.guard(now + 2, wanted=2, current=3) == account.Guarded(2, 3, "compute")
+    assert sizer.guard(now + 2, wanted=2, current=3) == account.Guarded(2, 3, "compute", 0.2)
     # A window later, two pods at 3.5k: the last would run at 7k, within 8k; it stands.
     later = now + 63
     sizer.learn(later, [_pod(p, later, 0.1, 3_500.0) for p in "ab"])
@@ -221,7 +221,7 @@ def test_survivors_must_carry_the_removed_pods_load_within_the_proven_capacity()
     # 2 -> 1 at 5k each would run the last pod at 10k: at what was proven, with no headroom
     # left for the next burst: refused.
     sizer.learn(later + 1, [_pod(p, later + 1, 0.1, 5_000.0) for p in "ab"])
-    assert sizer.guard(later + 1, wanted=1, current=2) == account.Guarded(1, 2, "compute")
+    assert sizer.guard(later + 1, wanted=1, current=2) == account.Guarded(1, 2, "compute", 0.2)
     estimate = sizer.learner.estimate(capacity.Resource.COMPUTE, later + 1)
     assert estimate is not None
     assert estimate.use is capacity.Use.TRUSTED
@@ -245,7 +245,45 @@ def test_before_anything_is_proven_the_survivors_are_held_to_the_crs_target(
     assert estimate.use is not capacity.Use.TRUSTED
     sizer.learn(100.0, [_pod(p, 100.0, 0.05, per_pod) for p in "abc"])
     guarded = sizer.guard(100.0, wanted=2, current=3)
-    assert guarded == (None if allowed is None else account.Guarded(2, allowed, "compute"))
+    assert guarded == (None if allowed is None else account.Guarded(2, allowed, "compute", 0.2))
+
+
+@pytest.mark.parametrize("target", [1e9, 1e-6, 1_000.0])
+@pytest.mark.parametrize(("carried", "allowed"), [(0.95, None), (1.05, 2)])
+def test_the_survivors_capacity_from_the_cr_is_the_learners_prior(
+    target: float, carried: float, allowed: int | None
+) -> None:
+    # One conversion of the CR's target into a capacity serves the prior and the guard: at
+    # the ends of the CR's range the prior is held to the learner's bounds, and the survivors
+    # are held to that same capacity less the headroom (before, 1e9 / 0.8 let them run past
+    # the learner's highest capacity).
+    sizer = _sizer(_config(target_tokens_per_second=target))
+    prior = sizer.learner.estimate(capacity.Resource.COMPUTE, 100.0)
+    assert prior is not None
+    per_pod = prior.capacity * 0.8 * carried / 2  # 2 -> 1 puts the load of both on one
+    sizer.learn(100.0, [_pod(p, 100.0, 0.05, per_pod) for p in "ab"])
+    guarded = sizer.guard(100.0, wanted=1, current=2)
+    assert guarded == (None if allowed is None else account.Guarded(1, allowed, "compute", 0.2))
+
+
+@pytest.mark.parametrize(
+    ("guarded", "words"),
+    [
+        (
+            account.Guarded(1, 3, "compute", 0.2),
+            "scale-down to 1 limited to 3: the pods that stay must carry the fleet's highest "
+            "compute load of the stable window with 20% of their capacity to spare",
+        ),
+        (
+            account.Guarded(2, 4, None, 0.2),
+            "scale-down to 2 refused: no load has been proven to meet the SLO yet, so 4 stay",
+        ),
+    ],
+)
+def test_a_cut_scale_down_says_what_the_survivors_must_carry(
+    guarded: account.Guarded, words: str
+) -> None:
+    assert guarded.words() == words
 
 
 def test_a_capacity_lowered_by_violations_and_never_proven_buys_no_scale_down() -> None:
@@ -256,7 +294,7 @@ def test_a_capacity_lowered_by_violations_and_never_proven_buys_no_scale_down() 
     assert estimate is not None
     assert estimate.proven is None
     sizer.learn(131.0, [_pod(p, 131.0, 0.1, 1_000.0) for p in "abcd"])
-    assert sizer.guard(131.0, wanted=1, current=4) == account.Guarded(1, 4, None)
+    assert sizer.guard(131.0, wanted=1, current=4) == account.Guarded(1, 4, None, 0.2)
 
 
 def test_successive_scale_downs_wait_for_the_stable_window_to_see_the_smaller_fleet() -> None:

@@ -249,6 +249,8 @@ class Guarded:
     allowed: int
     resource: str | None
     """The resource that limits it; None when no load has been proven to meet the SLO."""
+    headroom: float
+    """The share of their capacity the pods that stay keep free."""
 
     def words(self) -> str:
         if self.resource is None:
@@ -258,7 +260,8 @@ class Guarded:
             )
         return (
             f"scale-down to {self.wanted} limited to {self.allowed}: the pods that stay must "
-            f"carry the fleet's {self.resource} load within the capacity proven to meet the SLO"
+            f"carry the fleet's highest {self.resource} load of the stable window with "
+            f"{self.headroom:.0%} of their capacity to spare"
         )
 
 

@@ -102,22 +102,7 @@ class Sizer:
     def __init__(self, config: Settings, base: settings.ScalingSettings) -> None:
         self.config = config
         self.base = base
-        share = 1.0 - config.headroom
-        kv_low, kv_high = config.learning.bounds[capacity.Resource.KV]
-        compute_low, compute_high = config.learning.bounds[capacity.Resource.COMPUTE]
-        priors: dict[capacity.Resource, float | None] = {
-            # The CR's targets are running points; as capacities they are the targets over
-            # the headroom's share, so before anything is learned the targets are the CR's.
-            # Each is held to the learner's range, which the CR's own range does not keep
-            # it in (targetTokensPerSecond 1e9 over a share of 0.8 is past 1e9; chaos
-            # scenario 9 found every tick failing on it).
-            capacity.Resource.KV: min(kv_high, max(kv_low, base.target_occupancy / share)),
-            capacity.Resource.COMPUTE: (
-                None
-                if base.target_tokens_per_second is None
-                else min(compute_high, max(compute_low, base.target_tokens_per_second / share))
-            ),
-        }
+        priors = {resource: self._stated(resource) for resource in capacity.Resource}
         self.learner = capacity.Learner(config.objective, priors, settings=config.learning)
         self.lead = headroom.LeadTime(config.lead_prior_seconds)
         self._started: set[str] = set()
@@ -233,7 +218,7 @@ class Sizer:
                 continue
             per_pod = self._down_capacity(resource, estimate, now)
             if per_pod is None:
-                return account.Guarded(wanted, current, None)
+                return account.Guarded(wanted, current, None, self.config.headroom)
             # The survivors keep the headroom whether or not the SLO's edge is known: at the
             # highest load proven they would have no room for the next burst. Before, they ran
             # at it until a violation showed the edge: they broke the SLO, and the scale-ups
@@ -246,7 +231,7 @@ class Sizer:
         allowed = min(current, allowed)
         if limiting is None or allowed == wanted:
             return None
-        return account.Guarded(wanted, allowed, RESOURCE_REASON[limiting])
+        return account.Guarded(wanted, allowed, RESOURCE_REASON[limiting], self.config.headroom)
 
     def ahead(self, now: float, demand_pods: float, ready: int) -> account.Ahead | None:
         """Pods to add on a scale-up for the demand's growth over one start-up time."""
@@ -363,13 +348,10 @@ class Sizer:
         the estimate is the edge: trusted, it is the capacity; untrusted (lowered by
         violations, not proven since), only a little above the highest load proven to meet
         the SLO, and no scale-down at all when none is proven: unproven numbers never buy a
-        scale-down. The CR's target is a running point, so as a capacity it is the target
-        over the headroom's share, as the learner's prior is (`Sizer.__init__`).
+        scale-down. The CR's target counts as the capacity `_stated` makes of it, the
+        learner's prior.
         """
-        kv = resource is capacity.Resource.KV
-        stated = self.base.target_occupancy if kv else self.base.target_tokens_per_second
-        if stated is not None:
-            stated /= 1.0 - self.config.headroom
+        stated = self._stated(resource)
         if not self._edge_known(resource, now):
             if estimate.use is capacity.Use.TRUSTED:
                 return estimate.capacity if stated is None else max(stated, estimate.capacity)
@@ -377,6 +359,23 @@ class Sizer:
         if estimate.use is capacity.Use.TRUSTED:
             return estimate.capacity
         return estimate.scale_down_capacity
+
+    def _stated(self, resource: capacity.Resource) -> float | None:
+        """The CR's target for this resource as a capacity (None when the CR sets none): the
+        learner's prior and the survivors' capacity before anything is proven. The CR's
+        targets are running points, so as capacities they are the targets over the headroom's
+        share (before anything is learned the targets are then the CR's). Each is held to the
+        learner's range, which the CR's own range does not keep it in (targetTokensPerSecond
+        1e9 over a share of 0.8 is past 1e9; chaos scenario 9 found every tick failing on it).
+        """
+        if resource is capacity.Resource.KV:
+            target: float | None = self.base.target_occupancy
+        else:
+            target = self.base.target_tokens_per_second
+        if target is None:
+            return None
+        low, high = self.config.learning.bounds[resource]
+        return min(high, max(low, target / (1.0 - self.config.headroom)))
 
     def _running_point(self, estimate: capacity.Estimate, now: float) -> float:
         edge = self._edge_known(estimate.resource, now)
