@@ -405,6 +405,33 @@ def test_on_a_ramp_pods_are_asked_for_one_measured_start_up_time_ahead() -> None
     assert made.desired == last.desired + ahead[0].pods
 
 
+@pytest.mark.parametrize(
+    ("burst_seconds", "pods_ahead"),
+    [
+        (0, None),  # flat: nothing ahead
+        (10, None),  # the last 10 s of the 60 s window: a burst, not a ramp
+        (60, 12),  # the whole window: a ramp of 0.2 pods/s x 60 s
+    ],
+)
+def test_the_growth_is_read_over_the_whole_window_not_its_last_ticks(
+    burst_seconds: int, pods_ahead: int | None
+) -> None:
+    # One tick a second; the demand is 10 pods' worth, rising 0.2 pods/s in its last
+    # `burst_seconds`. Reading the last 24 ticks only (as before) took a 10 s burst for a ramp
+    # of 0.2 pods/s and asked 12 pods ahead of it.
+    sizer = _sizer(_config(), lead_prior_seconds=60.0)
+    found = None
+    for second in range(61):
+        rising = max(0, second - (60 - burst_seconds))
+        found = sizer.ahead(1000.0 + second, 10.0 + 0.2 * rising, ready=20)
+    if pods_ahead is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.pods == pods_ahead
+        assert found.growth_per_second == pytest.approx(0.2)
+
+
 def test_pods_asked_ahead_are_not_taken_back_at_the_next_tick() -> None:
     config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
     slo = decision.Autoscaler(config, SLO)
