@@ -64,6 +64,19 @@ def test_growth_rate_of_a_ramp_and_of_a_ramp_with_a_burst() -> None:
     assert headroom.growth_rate([(1.0, 5.0), (1.0, 6.0)]) is None
 
 
+def test_growth_rate_reads_the_whole_window_through_its_point_limit() -> None:
+    # 61 ticks, flat then 1.0/s over the last 10: with 24 points spread over the minute the
+    # burst is 4 of them and the slope stays flat; in the last 24 ticks it is 10 of 24.
+    ticks = [(float(t), 10.0 + max(0, t - 50)) for t in range(61)]
+    assert headroom.growth_rate(ticks) == pytest.approx(0.0)
+    assert (headroom.growth_rate(ticks[-24:]) or 0.0) > 0.3  # 0.37 pods/s: a ramp
+    # A ramp read through a few points is still the ramp, to the ends of the window.
+    ramp = [(float(t), 3.0 * t) for t in range(200)]
+    assert headroom.growth_rate(ramp, most=2) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="most = 1"):
+        headroom.growth_rate(ramp, most=1)
+
+
 PODS_AHEAD = [
     pytest.param(10.0, 120.0, 400.0, 3, id="1200-more-in-two-minutes-at-400-a-pod"),
     pytest.param(10.0, 120.0, 1200.0, 1, id="exactly-one-pod"),

@@ -11,7 +11,7 @@ autoscaler that asks for pods when the load arrives is a start-up time late on e
   after dropping outliers (a pod that waited an hour for a node says nothing about the next);
   until `min_samples` pods were seen, a stated prior counts as one of them.
 - `growth_rate` is the demand's slope over a recent window (Theil-Sen: the median of pairwise
-  slopes, so one burst does not read as a ramp).
+  slopes, so one burst does not read as a ramp), through at most 24 points spread over it.
 - `pods_ahead` turns both into pods: the load the fleet will gain during one start-up time,
   over a pod's capacity. Only growth asks ahead; a falling demand asks for nothing here
   (scale-down has its own, slower rules).
@@ -85,12 +85,17 @@ class LeadTime:
         return ordered[max(0, math.ceil(self.quantile * len(ordered)) - 1)]
 
 
-def growth_rate(points: Sequence[tuple[float, float]]) -> float | None:
-    """The demand's slope (load per second) through `(time, load)` points; None under two times.
+def growth_rate(points: Sequence[tuple[float, float]], most: int = 24) -> float | None:
+    """The demand's slope (load per second) through `(time, load)` points, oldest first; None
+    under two times.
 
     Theil-Sen: the median of the slopes between every pair of points at different times. Up to
     29% of the points can be anything (a burst, a missing pod's zero) without moving it far.
+    It is quadratic, so at most `most` points count, spread evenly from the first to the last:
+    the last `most` ticks would be only the window's end, where one burst reads as a ramp
+    (conv on an L4: 19 pods asked ahead of 38 wanted, at 0.31 pods/s).
     """
+    points = _spread(points, most)
     slopes = [
         (load_b - load_a) / (time_b - time_a)
         for index, (time_a, load_a) in enumerate(points)
@@ -98,6 +103,16 @@ def growth_rate(points: Sequence[tuple[float, float]]) -> float | None:
         if time_b != time_a
     ]
     return statistics.median(slopes) if slopes else None
+
+
+def _spread(points: Sequence[tuple[float, float]], most: int) -> Sequence[tuple[float, float]]:
+    """At most `most` of `points`, evenly spaced from the first to the last."""
+    if most < 2:
+        raise ValueError(f"most = {most!r}, must be >= 2: a slope needs two points")
+    if len(points) <= most:
+        return points
+    step = (len(points) - 1) / (most - 1)
+    return [points[round(index * step)] for index in range(most)]
 
 
 def pods_ahead(growth_per_second: float | None, lead_seconds: float, capacity: float) -> int:

@@ -239,11 +239,7 @@ class Sizer:
         history.append((now, demand_pods))
         while history and now - history[0][0] > self.config.growth_window_seconds:
             history.popleft()
-        # Theil-Sen is quadratic: 24 points, spread over the whole window. The last 24 ticks
-        # were 24 s of it, and one burst in them read as a ramp: the fleet asked up to as many
-        # pods again ahead of it (conv on an L4: 19 pods ahead of 38 wanted, at 0.31 pods/s).
-        points = _spread(list(history), 24)
-        growth = headroom.growth_rate(points)
+        growth = headroom.growth_rate(list(history))
         lead = self.lead.seconds()
         pods = headroom.pods_ahead(growth, lead, 1.0)
         if pods == 0 or growth is None:
@@ -421,10 +417,3 @@ def pressure_floor(config: settings.ScalingSettings) -> float:
     """What a pod under pressure counts as in SLO mode: just over its target's band."""
     return min(demand.SATURATED, config.target_occupancy * (1.0 + config.tolerance) + 1e-6)
 
-
-def _spread(points: list[tuple[float, float]], most: int) -> list[tuple[float, float]]:
-    """At most `most` of `points` (oldest first), evenly spaced from the first to the last."""
-    if len(points) <= most:
-        return points
-    step = (len(points) - 1) / (most - 1)
-    return [points[round(index * step)] for index in range(most)]
