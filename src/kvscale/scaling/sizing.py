@@ -416,4 +416,3 @@ class Sizer:
 def pressure_floor(config: settings.ScalingSettings) -> float:
     """What a pod under pressure counts as in SLO mode: just over its target's band."""
     return min(demand.SATURATED, config.target_occupancy * (1.0 + config.tolerance) + 1e-6)
-
