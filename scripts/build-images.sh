@@ -66,8 +66,15 @@ build() {
 # each as a full copy of its root filesystem, 200-300 MB for the kvscale image). Left alone they
 # grew to 100 images and 10 GB here. The steps the current images stand on stay, so the next
 # source edit still reuses the lock's layer (buildah said "Using cache" after a prune).
+# Housekeeping only: the archives are written by then, so a failed prune must not fail the build.
+# It fails when a build was interrupted (Ctrl-C, a killed test) and left its working container
+# on a dangling image; once, that failed every later build of a new source.
 prune() {
-  "${B[@]}" rmi --prune >/dev/null
+  if ! "${B[@]}" rmi --prune >/dev/null; then
+    echo "build-images: could not prune buildah's dangling images (an interrupted build's" \
+         "container may hold one; list with: buildah --storage-driver vfs containers;" \
+         "remove with: buildah --storage-driver vfs rm <id>)" >&2
+  fi
 }
 
 if [[ "${1:-}" == engine ]]; then
