@@ -33,6 +33,7 @@ def _pod(
     *,
     ready_since: float | None = 0.0,
     waiting: int = 0,
+    waiting_blocks: int | None = None,
     phase: demand.Phase = demand.Phase.READY,
 ) -> demand.Observation:
     sample = demand.Sample(
@@ -41,6 +42,7 @@ def _pod(
         num_used_blocks=round(occupancy * (BLOCKS - 1)),
         num_requests_running=4,
         num_requests_waiting=waiting,
+        num_waiting_blocks=waiting_blocks,
         tokens_per_second=tokens,
         ttft=ttft,
         latency_since=None if ttft is None else at - 30.0,
@@ -84,7 +86,9 @@ def test_latency_the_learner_cannot_use_never_keeps_fewer_pods_than_the_crs_targ
 ) -> None:
     # No latency at all, or latency only from the pods' first minutes (a bad p90 of 30 s
     # then): the learner is taught nothing, so the SLO mode decides on the CR's targets, and
-    # its own rules (guard, starting pods, pods ahead) can only keep more.
+    # its own rules (guard, starting pods, pods ahead) can only keep more. The one rule that
+    # asks fewer, a burst inside the headroom waiting to be held, waits for a learned capacity
+    # (its own tests follow).
     config = _config(scale_down_delay_seconds=0.0, target_tokens_per_second=tokens_target)
     base = decision.Autoscaler(config)
     slo = decision.Autoscaler(config, SLO)
@@ -430,6 +434,99 @@ def test_the_growth_is_read_over_the_whole_window_not_its_last_ticks(
         assert found is not None
         assert found.pods == pods_ahead
         assert found.growth_per_second == pytest.approx(0.2)
+
+
+# --- a burst inside the headroom ---------------------------------------------------------
+
+LEARNS_FAST = dataclasses.replace(SLO, learning=FAST)
+
+
+def _learned_then(
+    autoscaler: decision.Autoscaler, occupancy: float, seconds: int, waiting: int = 0
+) -> list[decision.Decision]:
+    """Four pods breaking the SLO at 0.8 for a minute (p90 TTFT 5 s against 2 s: a KV
+    capacity of 0.8 learned, a target of 0.64 with the headroom), meeting it at 0.5 for two,
+    then at `occupancy` for `seconds` ticks, the first pod with `waiting` requests queued
+    (needing no blocks beyond its occupancy). The ticks of the burst's decisions."""
+    made = []
+    for second in range(180 + seconds):
+        now = 1000.0 + second
+        burst = second >= 180
+        level, ttft = (0.8, 5.0) if second < 60 else (occupancy, 0.5) if burst else (0.5, 0.5)
+        queued = waiting if burst else 0
+        pods = [_pod("p0", now, level, None, _ttft(ttft), waiting=queued, waiting_blocks=0)]
+        pods += [_pod(f"p{n}", now, level, None, _ttft(ttft)) for n in range(1, 4)]
+        made.append(autoscaler.step(now, pods, 4))
+    return made[180:]
+
+
+def _tick_ups(made: decision.Decision) -> list[account.TickUp]:
+    return [step for step in made.steps if isinstance(step, account.TickUp)]
+
+
+def test_a_burst_inside_the_headroom_scales_up_only_once_the_demand_held() -> None:
+    # 0.75 a pod is outside the band of the learned target (0.64 x 1.1 = 0.704) but under the
+    # learned capacity (0.8): a burst the headroom is kept for.
+    autoscaler = decision.Autoscaler(_config(), LEARNS_FAST)
+    sized = _learned_then(autoscaler, 0.75, 15)
+    assert autoscaler.sizer is not None
+    assert autoscaler.sizer.capacity_learned(1194.0)
+    assert autoscaler.config.target_occupancy == pytest.approx(0.64)
+    assert LEARNS_FAST.held_seconds == 15.0
+    assert [made.desired for made in sized[:14]] == [4] * 14  # a burst shorter than 15 s
+    (held,) = _tick_ups(sized[14])  # the 15th tick: the level held
+    assert held.wanted == 5  # 4 x 0.75 = 3 pods' worth at 0.64
+    assert held.held_seconds == 15.0
+    assert sized[14].desired >= 5
+    assert "occupancy held over the last 15 s" in sized[14].message
+    # With a window of one tick (the rule off) the same burst scales up at its first tick.
+    at_once = _learned_then(
+        decision.Autoscaler(_config(), dataclasses.replace(LEARNS_FAST, held_seconds=1.0)),
+        0.75,
+        1,
+    )
+    assert at_once[0].desired >= 5
+
+
+def test_a_burst_inside_the_headroom_with_a_queue_scales_up_at_once() -> None:
+    # The same burst with one pod queueing (5 requests: pressure): users wait now.
+    queued = _learned_then(decision.Autoscaler(_config(), LEARNS_FAST), 0.75, 1, waiting=5)
+    (tick,) = _tick_ups(queued[0])
+    assert tick.level.pressured == 1
+    assert tick.wanted == 5
+    assert tick.held_seconds is None
+    assert "this tick's occupancy" in queued[0].message
+
+
+def test_a_burst_above_the_learned_capacity_scales_up_at_once() -> None:
+    sized = _learned_then(decision.Autoscaler(_config(), LEARNS_FAST), 0.9, 1)
+    (tick,) = _tick_ups(sized[0])
+    assert tick.wanted == 6  # 4 x 0.9 = 3.6 pods' worth at 0.64
+    assert tick.held_seconds is None
+    assert "this tick's occupancy" in sized[0].message
+
+
+def test_before_the_capacity_is_learned_a_burst_scales_up_at_once() -> None:
+    # No latency reported: the targets are the CR's (0.7), the line above them a guess.
+    def burst(autoscaler: decision.Autoscaler) -> decision.Decision:
+        for second in range(61):
+            now = 1000.0 + second
+            level = 0.6 if second < 60 else 0.84  # 1.2 x the target: under 0.7 / 0.8
+            made = autoscaler.step(now, [_pod(f"p{n}", now, level, None) for n in range(4)], 4)
+        return made
+
+    plain = burst(decision.Autoscaler(_config()))
+    sized = burst(decision.Autoscaler(_config(), SLO))
+    assert plain.desired == 5
+    assert sized.desired >= plain.desired
+    (tick,) = _tick_ups(sized)
+    assert tick.held_seconds is None
+
+
+def test_held_seconds_must_be_positive() -> None:
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="held_seconds"):
+            dataclasses.replace(SLO, held_seconds=bad)
 
 
 def test_pods_asked_ahead_are_not_taken_back_at_the_next_tick() -> None:

@@ -118,6 +118,17 @@ def _oracle(records: list[tuple[float, float]], now: float, window_seconds: floa
     return inside
 
 
+def test_minimum_is_the_lowest_value_inside_the_window() -> None:
+    minimum = window.Minimum(3.0)
+    assert minimum.window_seconds == 3.0
+    assert minimum.minimum(0.0) is None
+    for time, value in [(0.0, 5.0), (1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]:
+        minimum.record(time, value)
+    assert minimum.minimum(3.0) == 2.0  # 1, 2 and 3 s are inside; 0 s left
+    assert minimum.minimum(4.0) == 4.0  # 1 s left too
+    assert minimum.minimum(6.0) is None
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     window_seconds=st.integers(min_value=1, max_value=10).map(float),
@@ -134,18 +145,22 @@ def test_windows_match_a_naive_oracle(
     window_seconds: float, steps: list[tuple[float, float]], lag: float
 ) -> None:
     average, maximum = window.Average(window_seconds), window.Maximum(window_seconds)
+    minimum = window.Minimum(window_seconds)
     records: list[tuple[float, float]] = []
     now = 0.0
     for gap, value in steps:
         now += gap
         average.record(now, value)
         maximum.record(now, value)
+        minimum.record(now, value)
         records.append((now, value))
         inside = _oracle(records, now, window_seconds)
         assert average.average(now) == pytest.approx(sum(inside) / len(inside), abs=1e-9)
         assert maximum.maximum(now) == max(inside)
+        assert minimum.minimum(now) == min(inside)
     later = now + lag
     inside = _oracle(records, later, window_seconds)
     expected_average = sum(inside) / len(inside) if inside else None
     assert average.average(later) == pytest.approx(expected_average, abs=1e-9)
     assert maximum.maximum(later) == (max(inside) if inside else None)
+    assert minimum.minimum(later) == (min(inside) if inside else None)

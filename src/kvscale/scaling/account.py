@@ -95,9 +95,17 @@ class TickUp:
 
     level: Level
     wanted: int
+    held_seconds: float | None = None
+    """SLO mode: the level is the lowest of this many seconds of ticks (a level the demand
+    held, not one tick's burst); None: this tick's own."""
 
     def words(self) -> str:
-        return f"this tick's occupancy {self.level.words()}: {pods(self.wanted)} wanted"
+        if self.held_seconds is None:
+            return f"this tick's occupancy {self.level.words()}: {pods(self.wanted)} wanted"
+        return (
+            f"occupancy held over the last {self.held_seconds:g} s {self.level.words()}: "
+            f"{pods(self.wanted)} wanted"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

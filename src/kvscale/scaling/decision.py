@@ -192,11 +192,13 @@ class _Demand:
 
 @dataclasses.dataclass(frozen=True)
 class _Seen:
-    """This tick's demand, the stable window's averages of it, the panic window's average."""
+    """This tick's demand, the stable window's averages of it, the panic window's average, and
+    in SLO mode the lowest tick of the held window."""
 
     tick: _Demand
     stable: _Demand
     panic: float
+    held: float | None
 
 
 class Autoscaler:
@@ -211,6 +213,8 @@ class Autoscaler:
         """The settings the last tick used: `base`, with the learned targets in SLO mode."""
         self.sizer = None if slo is None else sizing.Sizer(slo, config)
         """SLO mode (spec.slo set): the learned capacity sets the targets; None otherwise."""
+        self._held = None if slo is None else window.Minimum(slo.held_seconds, GRANULARITY_SECONDS)
+        """SLO mode: the lowest tick demand over `held_seconds` (`sizing.Settings`)."""
         self._stable = window.Average(config.stable_window_seconds, GRANULARITY_SECONDS)
         """Demand D over the stable window."""
         self._panic = window.Average(config.panic_window_seconds, GRANULARITY_SECONDS)
@@ -420,6 +424,12 @@ class Autoscaler:
         self._panic.record(now, tick.total)
         self._stable_occupancy.record(now, tick.by_occupancy)
         self._stable_load.record(now, tick.by_load)
+        held = None
+        if self._held is not None and self.sizer is not None:
+            self._held.record(now, tick.total)
+            # Only the pods' own capacity says where the headroom is; the CR's guess does not.
+            if self.sizer.capacity_learned(now):
+                held = self._held.minimum(now)
         stable = self._stable.average(now)
         panic = self._panic.average(now)
         by_occupancy = self._stable_occupancy.average(now)
@@ -433,7 +443,7 @@ class Autoscaler:
             now - self._last_trigger >= config.stable_window_seconds
         ):
             self._last_trigger = None
-        return _Seen(tick, _Demand(stable, by_occupancy, by_load), panic)
+        return _Seen(tick, _Demand(stable, by_occupancy, by_load), panic, held)
 
     def _wanted(
         self, measured: demand.Signal, seen: _Seen, current: int, steps: list[account.Step]
@@ -449,12 +459,25 @@ class Autoscaler:
         stable_wanted = current if within else arith.ceil(stable.total / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
         # in load scales at the next tick; the stable window only has to agree on the way down.
-        tick_wanted = self._tick_wants(tick.total, ready)
+        # In SLO mode, once the capacity is learned, a tick inside the headroom with no pod
+        # queueing or preempting scales only to the level the demand held
+        # (`sizing.Settings.held_seconds`): the headroom is there for such a burst. Above the
+        # learned capacity, with a queue (users wait now), or on the CR's targets, at once:
+        # waiting on a queued pod at a fleet's start let the queue grow until panic bought
+        # twice the pods (conv x8 on an H100: 4 -> 8 pods, 3.33 -> 5.06 GPU-h), and waiting on
+        # the first ramp, before anything was learned, cost the long conversations on an H200
+        # 1.6 points of attainment.
+        up_on, held_seconds = tick.total, None
+        if seen.held is not None and self.sizer is not None and pressured == 0:
+            slo = self.sizer.config
+            if tick.total <= ready * target / (1.0 - slo.headroom):
+                up_on, held_seconds = min(seen.held, tick.total), slo.held_seconds
+        tick_wanted = self._tick_wants(up_on, ready)
         if tick_wanted is not None and tick_wanted > max(current, stable_wanted):
             wanted = tick_wanted
             reason = self._up_reason(tick.by_occupancy, tick.by_load, ready, current)
-            tick_level = account.Level(tick.total / ready, target, ready, current, pressured)
-            steps.append(account.TickUp(tick_level, wanted))
+            tick_level = account.Level(up_on / ready, target, ready, current, pressured)
+            steps.append(account.TickUp(tick_level, wanted, held_seconds))
         elif within:
             wanted, reason = current, Reason.WITHIN_TOLERANCE
             steps.append(account.Within(level, config.tolerance))

@@ -59,6 +59,14 @@ class Settings:
     """Start-up time assumed until this deployment's own pods were seen starting."""
     growth_window_seconds: float = 60.0
     """The demand's slope is measured over this much recent history."""
+    held_seconds: float = 15.0
+    """A tick's demand inside the headroom (above the target, not above the learned capacity)
+    scales up only as far as the demand held over this many seconds: the lowest tick of them.
+    A burst shorter than this is what the headroom is kept for, and pods asked for it start
+    after it is over (conv on an L4 bought 14 -> 37 pods in two minutes of bursts; the sidecars'
+    tokens/s window and an HPA's sync period are 15 s). Above the capacity, with a pod
+    queueing or preempting (users wait now), or before the capacity is learned (the line is
+    the CR's guess), it scales at once."""
     edge_seconds: float = 300.0
     """How long a violation keeps the headroom on its resource's target. After that the
     target is the estimate itself again, so pods run at it and the learner sees whether
@@ -74,6 +82,8 @@ class Settings:
             raise ValueError(f"lead_prior_seconds = {self.lead_prior_seconds!r}, must be >= 0")
         if not self.growth_window_seconds > 0:
             raise ValueError(f"growth_window_seconds = {self.growth_window_seconds!r}, must be > 0")
+        if not (math.isfinite(self.held_seconds) and self.held_seconds > 0):
+            raise ValueError(f"held_seconds = {self.held_seconds!r}, must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +256,11 @@ class Sizer:
             return None
         # One start-up time of growth, but never more than the fleet that is ready again.
         return account.Ahead(min(pods, max(1, ready)), growth, lead)
+
+    def capacity_learned(self, now: float) -> bool:
+        """Every resource's estimate is the pods' own (moved by their samples), not a prior."""
+        found = self.learner.estimates(now).values()
+        return bool(found) and all(e.source is capacity.Source.LEARNED for e in found)
 
     def binding(self, config: settings.ScalingSettings) -> capacity.Resource | None:
         """The resource whose target needs the most pods for this tick's load."""

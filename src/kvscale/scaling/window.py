@@ -1,4 +1,4 @@
-"""Windowed average and windowed maximum over time buckets, with an explicit `now`. Pure.
+"""Windowed average, maximum and minimum over time buckets, with an explicit `now`. Pure.
 
 Both windows cut time into buckets of `granularity_seconds` (bucket index = floor(t / g)) and
 keep the last `ceil(window_seconds / g)` buckets, the bucket holding `now` included. A value
@@ -166,3 +166,24 @@ class Maximum:
         while self._buckets and self._buckets[0].index < oldest_kept:
             self._buckets.popleft()
         return index
+
+
+class Minimum:
+    """The smallest value recorded within the last `window_seconds`: a `Maximum` of the
+    values negated (same buckets, same window, same cost)."""
+
+    def __init__(self, window_seconds: float, granularity_seconds: float = 1.0) -> None:
+        self._negated = Maximum(window_seconds, granularity_seconds)
+
+    @property
+    def window_seconds(self) -> float:
+        return self._negated.window_seconds
+
+    def record(self, time: float, value: float) -> None:
+        """Add `value` at `time`."""
+        self._negated.record(time, -value)
+
+    def minimum(self, now: float) -> float | None:
+        """The smallest value inside the window at `now`; None when there is none."""
+        found = self._negated.maximum(now)
+        return None if found is None else -found
