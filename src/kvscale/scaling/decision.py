@@ -459,19 +459,23 @@ class Autoscaler:
         stable_wanted = current if within else arith.ceil(stable.total / target)
         # Up on this tick's demand (HPA's default: no stabilization on the way up), so a step
         # in load scales at the next tick; the stable window only has to agree on the way down.
-        # In SLO mode, once the capacity is learned, a tick inside the headroom with no pod
-        # queueing or preempting scales only to the level the demand held
-        # (`sizing.Settings.held_seconds`): the headroom is there for such a burst. Above the
-        # learned capacity, with a queue (users wait now), or on the CR's targets, at once:
+        # In SLO mode, once the capacity is learned, a tick inside the headroom (at most the
+        # target over the headroom's share, `Sizer.over_headroom`) with no pod queueing or
+        # preempting scales only to the level the demand held (`sizing.Settings.held_seconds`):
+        # the headroom is there for such a burst. Above that line, with a queue (users wait
+        # now), or on the CR's targets, at once:
         # waiting on a queued pod at a fleet's start let the queue grow until panic bought
         # twice the pods (conv x8 on an H100: 4 -> 8 pods, 3.33 -> 5.06 GPU-h), and waiting on
         # the first ramp, before anything was learned, cost the long conversations on an H200
         # 1.6 points of attainment.
         up_on, held_seconds = tick.total, None
-        if seen.held is not None and self.sizer is not None and pressured == 0:
-            slo = self.sizer.config
-            if tick.total <= ready * target / (1.0 - slo.headroom):
-                up_on, held_seconds = min(seen.held, tick.total), slo.held_seconds
+        if (
+            seen.held is not None
+            and self.sizer is not None
+            and pressured == 0
+            and tick.total <= ready * self.sizer.over_headroom(target)
+        ):
+            up_on, held_seconds = min(seen.held, tick.total), self.sizer.config.held_seconds
         tick_wanted = self._tick_wants(up_on, ready)
         if tick_wanted is not None and tick_wanted > max(current, stable_wanted):
             wanted = tick_wanted

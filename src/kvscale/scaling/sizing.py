@@ -60,11 +60,11 @@ class Settings:
     growth_window_seconds: float = 60.0
     """The demand's slope is measured over this much recent history."""
     held_seconds: float = 15.0
-    """A tick's demand inside the headroom (above the target, not above the learned capacity)
-    scales up only as far as the demand held over this many seconds: the lowest tick of them.
-    A burst shorter than this is what the headroom is kept for, and pods asked for it start
-    after it is over (conv on an L4 bought 14 -> 37 pods in two minutes of bursts; the sidecars'
-    tokens/s window and an HPA's sync period are 15 s). Above the capacity, with a pod
+    """A tick's demand inside the headroom (above the target, not above `Sizer.over_headroom`
+    of it) scales up only as far as the demand held over this many seconds: the lowest tick
+    of them. A burst shorter than this is what the headroom is kept for, and pods asked for it
+    start after it is over (conv on an L4 bought 14 -> 37 pods in two minutes of bursts; the
+    sidecars' tokens/s window and an HPA's sync period are 15 s). Above that line, with a pod
     queueing or preempting (users wait now), or before the capacity is learned (the line is
     the CR's guess), it scales at once."""
     edge_seconds: float = 300.0
@@ -257,6 +257,12 @@ class Sizer:
         # One start-up time of growth, but never more than the fleet that is ready again.
         return account.Ahead(min(pods, max(1, ready)), growth, lead)
 
+    def over_headroom(self, target: float) -> float:
+        """A target (a running point) as the load it keeps the headroom below: target over the
+        headroom's share. When a violation keeps the headroom, that is the learned capacity;
+        otherwise the target is the estimate itself, a lower bound, and this is above it."""
+        return target / (1.0 - self.config.headroom)
+
     def capacity_learned(self, now: float) -> bool:
         """Every resource's estimate is the pods' own (moved by their samples), not a prior."""
         found = self.learner.estimates(now).values()
@@ -389,7 +395,7 @@ class Sizer:
         if target is None:
             return None
         low, high = self.config.learning.bounds[resource]
-        return min(high, max(low, target / (1.0 - self.config.headroom)))
+        return min(high, max(low, self.over_headroom(target)))
 
     def _running_point(self, estimate: capacity.Estimate, now: float) -> float:
         edge = self._edge_known(estimate.resource, now)

@@ -1,6 +1,6 @@
 """Windowed average, maximum and minimum over time buckets, with an explicit `now`. Pure.
 
-Both windows cut time into buckets of `granularity_seconds` (bucket index = floor(t / g)) and
+The windows cut time into buckets of `granularity_seconds` (bucket index = floor(t / g)) and
 keep the last `ceil(window_seconds / g)` buckets, the bucket holding `now` included. A value
 recorded at time r is therefore inside the window at `now` while
 floor(now / g) - floor(r / g) < ceil(window / g): with whole-second ticks and g = 1 s, a value
