@@ -199,14 +199,37 @@ class Sidecar:
     def until(
         self, check: Callable[[report.OccupancyReport], bool], what: str, every: float = 0.1
     ) -> report.OccupancyReport:
+        """Poll the sidecar until `check` holds; fail at the deadline, never before it.
+
+        A read the sidecar does not answer within the read's own timeout is a lost poll, not a
+        verdict: with a loaded CPU engine on two cores, the sidecar process has gone more than
+        5 s without being scheduled (CI, 2026-12-05: no scrape and no answer for that long,
+        the sidecar's log clean). What the sidecar reports is the subject here; its answer
+        time under load is not, so lost reads are counted and printed, and only the deadline
+        fails the wait.
+        """
         deadline = time.monotonic() + DEADLINE_S
+        current: report.OccupancyReport | None = None
+        lost = 0
         while True:
             assert self.process.poll() is None, f"the sidecar exited:\n{_log_tail(self.log)}"
-            current = self.occupancy()
-            if check(current):
+            try:
+                current = self.occupancy()
+            except (TimeoutError, urllib.error.URLError) as error:
+                timed_out = isinstance(error, TimeoutError) or isinstance(
+                    error.reason, TimeoutError
+                )
+                if not timed_out:
+                    raise
+                lost += 1
+                print(f"waiting for {what}: the sidecar did not answer a read ({lost} so far)")
+            if current is not None and check(current):
                 return current
             if time.monotonic() > deadline:
-                pytest.fail(f"gave up waiting for {what}; last report: {current.to_json()}")
+                last = "none" if current is None else current.to_json()
+                pytest.fail(
+                    f"gave up waiting for {what} ({lost} reads unanswered); last report: {last}"
+                )
             time.sleep(every)
 
 
