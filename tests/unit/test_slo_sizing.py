@@ -410,6 +410,65 @@ def test_on_a_ramp_pods_are_asked_for_one_measured_start_up_time_ahead() -> None
 
 
 @pytest.mark.parametrize(
+    ("slope", "desired", "reason"),
+    [
+        # 0.70 -> 0.76 a pod over 60 s, inside the band (0.63-0.77) all the way; at that
+        # growth, 100 s from now the two pods would hold 2.46 pods' worth, above 2 x 1.1.
+        (0.001, 3, decision.Reason.SCALE_UP_AHEAD_OF_RAMP),
+        (0.0, 2, decision.Reason.WITHIN_TOLERANCE),  # as high, flat: the band holds
+        (-0.001, 2, decision.Reason.WITHIN_TOLERANCE),  # falling
+    ],
+)
+def test_a_ramp_inside_the_band_scales_up_one_start_up_time_ahead(
+    slope: float, desired: int, reason: decision.Reason
+) -> None:
+    config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
+    slo = decision.Autoscaler(config, SLO)
+    plain = decision.Autoscaler(config)
+    started = [
+        demand.Observation(
+            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
+        )
+        for n in range(3)
+    ]
+    made = last = None
+    for second in range(61):
+        now = 1000.0 + second
+        occupancy = 0.76 + slope * (second - 60)
+        pods = [_pod("a", now, occupancy, None), _pod("b", now, occupancy, None)]
+        made = slo.step(now, [*started, *pods], 2)
+        last = plain.step(now, pods, 2)
+    assert made is not None
+    assert last is not None
+    assert last.desired == 2  # without spec.slo the band holds, whatever the slope
+    assert (made.desired, made.reason) == (desired, reason)
+    ahead = [step for step in made.steps if isinstance(step, account.Ahead)]
+    assert bool(ahead) == (desired > 2)
+    if ahead:
+        assert ahead[0].lead_seconds == 100.0
+        assert "ahead of the ramp" in made.message
+
+
+def test_a_fleets_first_load_is_not_read_as_a_ramp() -> None:
+    # The first 20 s of a fleet: idle, then at 0.76 a pod (inside the band). A slope over them
+    # is a steep ramp; the growth is not read until its history spans the growth window.
+    config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
+    slo = decision.Autoscaler(config, SLO)
+    started = [
+        demand.Observation(
+            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
+        )
+        for n in range(3)
+    ]
+    for second in range(21):
+        now = 1000.0 + second
+        occupancy = 0.0 if second < 10 else 0.76
+        pods = [_pod("a", now, occupancy, None), _pod("b", now, occupancy, None)]
+        made = slo.step(now, [*started, *pods], 2)
+        assert made.desired == 2, made.message
+
+
+@pytest.mark.parametrize(
     ("burst_seconds", "pods_ahead"),
     [
         (0, None),  # flat: nothing ahead

@@ -129,6 +129,8 @@ class Reason(enum.StrEnum):
     """SLO mode: no scale-down, because no load has been proven to meet the SLO yet."""
     HOLD_SCALE_DOWN_PACED = "hold_scale_down_paced"
     """SLO mode: no scale-down until the stable window has seen the last scale-down's fleet."""
+    SCALE_UP_AHEAD_OF_RAMP = "scale_up_ahead_of_ramp"
+    """SLO mode: within the band now, above it one start-up time ahead at the demand's growth."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,16 +294,8 @@ class Autoscaler:
         desired, reason = made.desired, made.reason
         if made.mode is not Mode.HOLD and measured.demand is not None:
             ahead = sizer.ahead(now, measured.demand / config.target_occupancy, made.ready)
-            if ahead is not None and desired > made.current:
-                up_limit = self._up_limit(made.current, made.ready)
-                raised = min(desired + ahead.pods, up_limit, config.max_replicas)
-                if raised > desired:
-                    desired = raised
-                    steps.append(dataclasses.replace(ahead, pods=raised - made.desired))
-                    # The scale-down delay must see the pods asked ahead, or the next tick
-                    # (whose demand alone wants fewer) would take them back at once.
-                    if self._delay is not None:
-                        self._delay.record(now, desired)
+            if ahead is not None:
+                desired, reason = self._ahead_of_ramp(now, sizer, made, ahead, steps)
         if desired < made.current:
             on_the_way = made.starting + made.pending
             per_pod = made.stable_occupancy
@@ -342,6 +336,51 @@ class Autoscaler:
         return dataclasses.replace(
             made, desired=desired, reason=reason, steps=tuple(steps), sized=sized
         )
+
+    def _ahead_of_ramp(
+        self,
+        now: float,
+        sizer: sizing.Sizer,
+        made: Decision,
+        ahead: account.Ahead,
+        steps: list[account.Step],
+    ) -> tuple[int, Reason]:
+        """SLO mode, on a growing demand: pods Ready when the ramp arrives, not a start-up
+        time after it. A scale-up asks `ahead.pods` more; a tick the band holds (no change)
+        scales up when the stable window's demand plus one start-up time of growth is above
+        the band of the pods there are and are coming."""
+        config = self.config
+        desired, reason = made.desired, made.reason
+        if desired > made.current:
+            raised = desired + ahead.pods
+        elif (
+            desired == made.current
+            and not self.panicking
+            and made.stable_occupancy is not None
+            and sizer.growth_known(now)
+        ):
+            # Without this, a fleet running at its learned capacity scaled up only once the
+            # demand was past the band, and the pods came a start-up time later: on the long
+            # conversations on an H200 the cache filled on both ramps of the half hour (135
+            # preemptions, TTFT p99 35 s, 95.3% attainment). The level is the stable
+            # window's, not this tick's: a burst is in the tick and in the growth, and
+            # projected from the tick it was counted twice (docs/simulation.md).
+            level = made.stable_occupancy * made.ready / config.target_occupancy
+            projected = level + ahead.growth_per_second * ahead.lead_seconds
+            if projected <= made.current * (1 + config.tolerance):
+                return desired, reason
+            raised, reason = arith.ceil(projected), Reason.SCALE_UP_AHEAD_OF_RAMP
+        else:
+            return desired, reason
+        raised = min(raised, self._up_limit(made.current, made.ready), config.max_replicas)
+        if raised <= desired:
+            return made.desired, made.reason
+        steps.append(dataclasses.replace(ahead, pods=raised - made.desired))
+        # The scale-down delay must see the pods asked ahead, or the next tick (whose demand
+        # alone wants fewer) would take them back at once.
+        if self._delay is not None:
+            self._delay.record(now, raised)
+        return raised, reason
 
     @staticmethod
     def _manual(measured: demand.Signal, current: int, manual: int) -> Decision:
