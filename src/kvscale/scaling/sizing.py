@@ -249,7 +249,8 @@ class Sizer:
         return account.Guarded(wanted, allowed, RESOURCE_REASON[limiting], self.config.headroom)
 
     def ahead(self, now: float, demand_pods: float, ready: int) -> account.Ahead | None:
-        """Pods to add on a scale-up for the demand's growth over one start-up time."""
+        """The demand's growth over one start-up time, as pods to add on a scale-up; the
+        decision also projects a tick the band holds with it (once `growth_known`)."""
         history = self._history
         history.append((now, demand_pods))
         while history and now - history[0][0] > self.config.growth_window_seconds:
