@@ -20,6 +20,14 @@ SLO = sizing.Settings(capacity.Objective(ttft=((0.9, 2.0),)))
 FAST = capacity.Settings(warmup_seconds=0.0, sample_interval_seconds=0.0, trust_evidence=1.0)
 
 
+STARTED_IN_100_S = tuple(
+    demand.Observation(f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0)
+    for n in range(3)
+)
+"""Three pods on their way out that took 100 s from creation to Ready (their own timestamps):
+the sizer's measured lead time is 100 s."""
+
+
 def _ttft(seconds: float, count: int = 200) -> histogram.Histogram:
     return histogram.Histogram.of(buckets.TIME_TO_FIRST_TOKEN, [seconds] * count)
 
@@ -377,12 +385,7 @@ def test_on_a_ramp_pods_are_asked_for_one_measured_start_up_time_ahead() -> None
     config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
     slo = decision.Autoscaler(config, SLO)
     # Pods took 100 s from creation to Ready (their own timestamps).
-    started = [
-        demand.Observation(
-            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
-        )
-        for n in range(3)
-    ]
+    started = STARTED_IN_100_S
     made = None
     for second in range(0, 61, 5):
         now = 1000.0 + second
@@ -425,12 +428,7 @@ def test_a_ramp_inside_the_band_scales_up_one_start_up_time_ahead(
     config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
     slo = decision.Autoscaler(config, SLO)
     plain = decision.Autoscaler(config)
-    started = [
-        demand.Observation(
-            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
-        )
-        for n in range(3)
-    ]
+    started = STARTED_IN_100_S
     made = last = None
     for second in range(61):
         now = 1000.0 + second
@@ -454,12 +452,7 @@ def test_a_fleets_first_load_is_not_read_as_a_ramp() -> None:
     # is a steep ramp; the growth is not read until its history spans the growth window.
     config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
     slo = decision.Autoscaler(config, SLO)
-    started = [
-        demand.Observation(
-            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
-        )
-        for n in range(3)
-    ]
+    started = STARTED_IN_100_S
     for second in range(21):
         now = 1000.0 + second
         occupancy = 0.0 if second < 10 else 0.76
@@ -591,12 +584,7 @@ def test_held_seconds_must_be_positive() -> None:
 def test_pods_asked_ahead_are_not_taken_back_at_the_next_tick() -> None:
     config = _config(stable_window_seconds=6.0, panic_window_seconds=6.0)
     slo = decision.Autoscaler(config, SLO)
-    started = [
-        demand.Observation(
-            f"old{n}", demand.Phase.TERMINATING, None, created_at=0.0, ready_since=100.0
-        )
-        for n in range(3)
-    ]
+    started = STARTED_IN_100_S
     current = 2
     made = None
     for second in range(0, 61, 5):
